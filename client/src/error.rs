@@ -1,0 +1,74 @@
+use tonic::Code;
+
+/// Metadata keys the server sets on errors, for programs to branch on.
+pub const ERROR_CODE_HEADER: &str = "x-strata-error";
+pub const CURRENT_REVISION_HEADER: &str = "x-strata-current-revision";
+pub const OLDEST_REVISION_HEADER: &str = "x-strata-oldest-revision";
+pub const LEADER_HEADER: &str = "x-strata-leader";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot connect to {endpoint}: {message}")]
+    Connect { endpoint: String, message: String },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("already exists (mod revision {mod_revision}): {message}")]
+    AlreadyExists { mod_revision: u64, message: String },
+    /// A compare-and-swap or conditional delete did not hold; nothing changed.
+    #[error("precondition failed (current mod revision {current_revision}): {message}")]
+    PreconditionFailed {
+        current_revision: u64,
+        message: String,
+    },
+    /// A watch asked for history older than the server keeps.
+    #[error("history compacted: oldest available revision is {oldest_revision}")]
+    Compacted {
+        oldest_revision: u64,
+        message: String,
+    },
+    /// The node cannot serve now (no leader, shutting down). Writes: outcome unknown.
+    #[error("unavailable: {message}")]
+    Unavailable {
+        message: String,
+        leader: Option<String>,
+    },
+    #[error("{0}")]
+    Status(tonic::Status),
+}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        let header = |name: &str| {
+            status
+                .metadata()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let number = |name: &str| header(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let message = status.message().to_owned();
+        match (status.code(), header(ERROR_CODE_HEADER).as_deref()) {
+            (Code::InvalidArgument, _) => Error::InvalidArgument(message),
+            (Code::NotFound, _) => Error::NotFound(message),
+            (Code::AlreadyExists, _) => Error::AlreadyExists {
+                mod_revision: number(CURRENT_REVISION_HEADER),
+                message,
+            },
+            (Code::FailedPrecondition, Some("compacted")) => Error::Compacted {
+                oldest_revision: number(OLDEST_REVISION_HEADER),
+                message,
+            },
+            (Code::FailedPrecondition, _) => Error::PreconditionFailed {
+                current_revision: number(CURRENT_REVISION_HEADER),
+                message,
+            },
+            (Code::Unavailable, _) => Error::Unavailable {
+                message,
+                leader: header(LEADER_HEADER),
+            },
+            _ => Error::Status(status),
+        }
+    }
+}

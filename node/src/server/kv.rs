@@ -1,0 +1,738 @@
+//! `strata.kv.v1.Kv`: each handler parses and validates, delegates to Raft (writes) or the
+//! state machine (reads), and encodes. Nothing here decides what a command does.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use strata_proto::kv::v1 as pb;
+use strata_raft::node::now_ms;
+use strata_raft::RaftNode;
+use strata_storage::kv::{
+    Compare, CompareOp, CompareTarget, Event, EventKind, KvCommand, KvResponse, ListQuery,
+    Precondition, Put, Record, RevisionEvents, Scope, TxnOp, TxnOpResult,
+};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status};
+
+use super::metrics::Metrics;
+use super::{namespace, status, validate};
+
+/// Revisions read from history per step while a watcher catches up.
+const WATCH_HISTORY_BATCH: usize = 256;
+/// Responses buffered per watcher before the pump waits for the client.
+const WATCH_CHANNEL_CAPACITY: usize = 64;
+const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+#[derive(Clone)]
+pub struct KvService {
+    node: RaftNode,
+    metrics: Metrics,
+    max_value_bytes: usize,
+    /// Becomes true when the server stops: open watches end with UNAVAILABLE.
+    stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl KvService {
+    pub fn new(
+        node: RaftNode,
+        metrics: Metrics,
+        max_value_bytes: usize,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            node,
+            metrics,
+            max_value_bytes,
+            stopping,
+        }
+    }
+
+    fn scope<T>(&self, request: &Request<T>, database: &str, table: &str) -> Result<Scope, Status> {
+        Ok(Scope {
+            namespace: namespace::of(request)?,
+            database: validate::scope_name("database", database)?,
+            table: validate::scope_name("table", table)?,
+        })
+    }
+
+    async fn read_barrier(&self, consistency: i32) -> Result<(), Status> {
+        match validate::enumeration::<pb::Consistency>("consistency", consistency)? {
+            pb::Consistency::Serializable => Ok(()),
+            pb::Consistency::Unspecified | pb::Consistency::Linearizable => {
+                self.node.linearizable_barrier().await.map_err(status::read)
+            }
+        }
+    }
+
+    async fn write(&self, command: KvCommand) -> Result<KvResponse, Status> {
+        match self.node.write_kv(command).await.map_err(status::write)? {
+            KvResponse::Failed(failure) => Err(status::failure(&failure)),
+            response => Ok(response),
+        }
+    }
+
+    fn put_of(&self, op: &pb::PutOp, now: u64) -> Result<Put, Status> {
+        validate::key("key", &op.key)?;
+        validate::value("value", &op.value, self.max_value_bytes)?;
+        Ok(Put {
+            key: op.key.clone(),
+            value: op.value.clone(),
+            metadata: validate::metadata(&op.metadata)?,
+            expiry: validate::expiry(op.ttl_ms, op.expires_at_ms, now)?,
+        })
+    }
+
+    fn txn_ops(&self, ops: &[pb::TxnOp], branch: &str, now: u64) -> Result<Vec<TxnOp>, Status> {
+        if ops.len() > validate::MAX_TXN_OPS {
+            return Err(validate::invalid(format!(
+                "{branch} has {} operations; the limit is {}",
+                ops.len(),
+                validate::MAX_TXN_OPS
+            )));
+        }
+        ops.iter()
+            .map(|op| match &op.op {
+                Some(pb::txn_op::Op::Put(put)) => Ok(TxnOp::Put(self.put_of(put, now)?)),
+                Some(pb::txn_op::Op::Delete(delete)) => {
+                    if delete.prefix {
+                        validate::key_or_prefix("delete.key", &delete.key)?;
+                    } else {
+                        validate::key("delete.key", &delete.key)?;
+                    }
+                    Ok(TxnOp::Delete {
+                        key: delete.key.clone(),
+                        prefix: delete.prefix,
+                    })
+                }
+                Some(pb::txn_op::Op::Get(get)) => {
+                    validate::key("get.key", &get.key)?;
+                    Ok(TxnOp::Get {
+                        key: get.key.clone(),
+                    })
+                }
+                None => Err(validate::invalid(format!(
+                    "an operation in {branch} is empty"
+                ))),
+            })
+            .collect()
+    }
+
+    async fn observed<T>(
+        &self,
+        method: &str,
+        work: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let result = work.await;
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        self.metrics.observe(method, code, started);
+        result.map(Response::new)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for KvService {
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        self.observed("Put", async {
+            let scope = self.scope(
+                &request,
+                &request.get_ref().database,
+                &request.get_ref().table,
+            )?;
+            let req = request.into_inner();
+            let put = self.put_of(
+                &pb::PutOp {
+                    key: req.key,
+                    value: req.value,
+                    metadata: req.metadata,
+                    ttl_ms: req.ttl_ms,
+                    expires_at_ms: req.expires_at_ms,
+                },
+                now_ms(),
+            )?;
+            let precondition = match (req.expected_mod_revision, req.create_only) {
+                (Some(_), true) => {
+                    return Err(validate::invalid(
+                        "give expected_mod_revision or create_only, not both".into(),
+                    ))
+                }
+                (Some(revision), false) => Precondition::ModRevision(revision),
+                (None, true) => Precondition::Absent,
+                (None, false) => Precondition::None,
+            };
+            match self
+                .write(KvCommand::Put {
+                    scope,
+                    put,
+                    precondition,
+                })
+                .await?
+            {
+                KvResponse::Put { revision, version } => Ok(pb::PutResponse { revision, version }),
+                other => Err(unexpected(other)),
+            }
+        })
+        .await
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        self.observed("Get", async {
+            let scope = self.scope(
+                &request,
+                &request.get_ref().database,
+                &request.get_ref().table,
+            )?;
+            let req = request.into_inner();
+            validate::key("key", &req.key)?;
+            self.read_barrier(req.consistency).await?;
+            let revision = self.node.applied_revision();
+            match self
+                .node
+                .kv()
+                .get(&scope, &req.key, now_ms())
+                .map_err(status::storage)?
+            {
+                Some(record) => Ok(pb::GetResponse {
+                    record: Some(to_pb(req.key, record)),
+                    revision,
+                }),
+                None => Err(Status::not_found(format!(
+                    "key {} not found in {}/{}",
+                    printable(&req.key),
+                    scope.database,
+                    scope.table
+                ))),
+            }
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        self.observed("List", async {
+            let scope = self.scope(
+                &request,
+                &request.get_ref().database,
+                &request.get_ref().table,
+            )?;
+            let req = request.into_inner();
+            validate::key_or_prefix("prefix", &req.prefix)?;
+            validate::key_or_prefix("suffix", &req.suffix)?;
+            validate::key_or_prefix("start_after", &req.start_after)?;
+            let limit = validate::list_limit(req.limit)?;
+            let order = validate::enumeration::<pb::Order>("order", req.order)?;
+            let descending = order == pb::Order::Desc;
+            let start_after = match (req.page_token.is_empty(), req.start_after.is_empty()) {
+                (true, true) => None,
+                (true, false) => Some(req.start_after.clone()),
+                (false, true) => Some(page_token::decode(
+                    &req.page_token,
+                    descending,
+                    &req.prefix,
+                )?),
+                (false, false) => {
+                    return Err(validate::invalid(
+                        "give start_after or page_token, not both".into(),
+                    ))
+                }
+            };
+            self.read_barrier(req.consistency).await?;
+            let revision = self.node.applied_revision();
+            let query = ListQuery {
+                prefix: req.prefix.clone(),
+                suffix: req.suffix,
+                start_after,
+                limit,
+                descending,
+            };
+            let page = self
+                .node
+                .kv()
+                .list(&scope, &query, now_ms())
+                .map_err(status::storage)?;
+            let records = page
+                .items
+                .into_iter()
+                .map(|(key, mut record)| {
+                    if req.keys_only {
+                        record.value.clear();
+                        record.metadata.clear();
+                    }
+                    to_pb(key, record)
+                })
+                .collect();
+            let next_page_token = page
+                .resume_after
+                .map(|key| page_token::encode(&key, descending))
+                .unwrap_or_default();
+            Ok(pb::ListResponse {
+                records,
+                next_page_token,
+                revision,
+            })
+        })
+        .await
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        self.observed("Delete", async {
+            let scope = self.scope(
+                &request,
+                &request.get_ref().database,
+                &request.get_ref().table,
+            )?;
+            let req = request.into_inner();
+            let precondition =
+                match (req.prefix, req.expected_mod_revision) {
+                    (true, Some(_)) => return Err(validate::invalid(
+                        "expected_mod_revision applies to single-key deletes, not prefix deletes"
+                            .into(),
+                    )),
+                    (true, None) => {
+                        validate::key_or_prefix("key", &req.key)?;
+                        Precondition::None
+                    }
+                    (false, expected) => {
+                        validate::key("key", &req.key)?;
+                        expected.map_or(Precondition::None, Precondition::ModRevision)
+                    }
+                };
+            let command = KvCommand::Delete {
+                scope,
+                key: req.key,
+                prefix: req.prefix,
+                precondition,
+            };
+            match self.write(command).await? {
+                KvResponse::Delete { revision, deleted } => {
+                    Ok(pb::DeleteResponse { deleted, revision })
+                }
+                other => Err(unexpected(other)),
+            }
+        })
+        .await
+    }
+
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
+        self.observed("Txn", async {
+            let scope = self.scope(
+                &request,
+                &request.get_ref().database,
+                &request.get_ref().table,
+            )?;
+            let req = request.into_inner();
+            let now = now_ms();
+            if req.compares.len() > validate::MAX_TXN_COMPARES {
+                return Err(validate::invalid(format!(
+                    "compares has {} entries; the limit is {}",
+                    req.compares.len(),
+                    validate::MAX_TXN_COMPARES
+                )));
+            }
+            let compares = req
+                .compares
+                .iter()
+                .map(compare_of)
+                .collect::<Result<Vec<_>, _>>()?;
+            let success = self.txn_ops(&req.success, "success", now)?;
+            let failure = self.txn_ops(&req.failure, "failure", now)?;
+            match self
+                .write(KvCommand::Txn {
+                    scope,
+                    compares,
+                    success,
+                    failure,
+                })
+                .await?
+            {
+                KvResponse::Txn {
+                    revision,
+                    succeeded,
+                    results,
+                } => {
+                    let ops = if succeeded {
+                        &req.success
+                    } else {
+                        &req.failure
+                    };
+                    let results = results
+                        .into_iter()
+                        .zip(ops)
+                        .map(|(result, op)| txn_result_to_pb(result, op, revision))
+                        .collect();
+                    Ok(pb::TxnResponse {
+                        succeeded,
+                        revision,
+                        results,
+                    })
+                }
+                other => Err(unexpected(other)),
+            }
+        })
+        .await
+    }
+
+    type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        self.observed("Watch", async {
+            let scope = self.scope(
+                &request,
+                &request.get_ref().database,
+                &request.get_ref().table,
+            )?;
+            let req = request.into_inner();
+            if req.prefix {
+                validate::key_or_prefix("key", &req.key)?;
+            } else {
+                validate::key("key", &req.key)?;
+            }
+            let progress = match req.progress_interval_ms {
+                0 => DEFAULT_PROGRESS_INTERVAL,
+                ms => Duration::from_millis(ms.into()).max(MIN_PROGRESS_INTERVAL),
+            };
+            // Subscribe before reading history so that no revision falls between the two.
+            let live = self.node.subscribe();
+            let start = match req.start_revision {
+                0 => self.node.applied_revision() + 1,
+                revision => revision,
+            };
+            let floor = self.node.kv().history_floor().map_err(status::storage)?;
+            if start < floor {
+                return Err(status::compacted(start, floor));
+            }
+            let (sender, receiver) = mpsc::channel(WATCH_CHANNEL_CAPACITY);
+            let filter = WatchFilter {
+                scope,
+                key: req.key,
+                prefix: req.prefix,
+            };
+            let pump = WatchPump {
+                node: self.node.clone(),
+                filter,
+                next: start,
+                sender,
+                progress,
+                stopping: self.stopping.clone(),
+            };
+            tokio::spawn(pump.run(live));
+            Ok(ReceiverStream::new(receiver))
+        })
+        .await
+    }
+
+    async fn databases(
+        &self,
+        request: Request<pb::DatabasesRequest>,
+    ) -> Result<Response<pb::DatabasesResponse>, Status> {
+        self.observed("Databases", async {
+            let namespace = namespace::of(&request)?;
+            let databases = self
+                .node
+                .kv()
+                .databases(&namespace)
+                .map_err(status::storage)?;
+            Ok(pb::DatabasesResponse { databases })
+        })
+        .await
+    }
+
+    async fn tables(
+        &self,
+        request: Request<pb::TablesRequest>,
+    ) -> Result<Response<pb::TablesResponse>, Status> {
+        self.observed("Tables", async {
+            let namespace = namespace::of(&request)?;
+            let database = validate::scope_name("database", &request.get_ref().database)?;
+            let tables = self
+                .node
+                .kv()
+                .tables(&namespace, &database)
+                .map_err(status::storage)?;
+            Ok(pb::TablesResponse { tables })
+        })
+        .await
+    }
+}
+
+struct WatchFilter {
+    scope: Scope,
+    key: Vec<u8>,
+    prefix: bool,
+}
+
+impl WatchFilter {
+    fn matches(&self, event: &Event) -> bool {
+        event.namespace == self.scope.namespace
+            && event.database == self.scope.database
+            && event.table == self.scope.table
+            && if self.prefix {
+                event.key.starts_with(&self.key)
+            } else {
+                event.key == self.key
+            }
+    }
+}
+
+/// Feeds one watcher: history from `next` first, then live events, falling back to history
+/// whenever the live buffer overflowed. Each revision is delivered once, in order.
+struct WatchPump {
+    node: RaftNode,
+    filter: WatchFilter,
+    /// The first revision not yet examined.
+    next: u64,
+    sender: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    progress: Duration,
+    stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl WatchPump {
+    async fn run(mut self, mut live: broadcast::Receiver<Arc<RevisionEvents>>) {
+        if !self.catch_up().await {
+            return;
+        }
+        // Owned handles, so the select below borrows nothing of `self`.
+        let mut stopping = self.stopping.clone();
+        let client_side = self.sender.clone();
+        loop {
+            tokio::select! {
+                received = live.recv() => match received {
+                    Ok(revision) => {
+                        if revision.revision >= self.next && !self.deliver(&revision).await {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if !self.catch_up().await {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tokio::time::sleep(self.progress) => {
+                    // Everything up to here has been examined; never claim past what is applied.
+                    let seen = (self.next - 1).min(self.node.applied_revision());
+                    let notice = pb::WatchResponse { events: Vec::new(), revision: seen };
+                    if self.sender.send(Ok(notice)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = client_side.closed() => return,
+                _ = stopped(&mut stopping) => {
+                    let status = Status::unavailable("the server is shutting down; resume the watch from the last revision seen");
+                    let _ = self.sender.send(Err(status)).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Delivers history from `next` to the newest stored revision. False when the watch ends.
+    async fn catch_up(&mut self) -> bool {
+        loop {
+            let page = match self.node.kv().history(self.next, WATCH_HISTORY_BATCH) {
+                Ok(page) => page,
+                Err(error) => {
+                    let _ = self.sender.send(Err(status::storage(error))).await;
+                    return false;
+                }
+            };
+            if self.next < page.floor {
+                let _ = self
+                    .sender
+                    .send(Err(status::compacted(self.next, page.floor)))
+                    .await;
+                return false;
+            }
+            let done = page.revisions.len() < WATCH_HISTORY_BATCH;
+            for revision in &page.revisions {
+                if !self.deliver(revision).await {
+                    return false;
+                }
+            }
+            if done {
+                return true;
+            }
+        }
+    }
+
+    async fn deliver(&mut self, revision: &RevisionEvents) -> bool {
+        debug_assert!(revision.revision >= self.next);
+        self.next = revision.revision + 1;
+        let events: Vec<pb::Event> = revision
+            .events
+            .iter()
+            .filter(|event| self.filter.matches(event))
+            .map(|event| event_to_pb(event, revision.revision))
+            .collect();
+        if events.is_empty() {
+            return true;
+        }
+        let response = pb::WatchResponse {
+            events,
+            revision: revision.revision,
+        };
+        self.sender.send(Ok(response)).await.is_ok()
+    }
+}
+
+/// Completes once the server is stopping (the guard `wait_for` returns is not `Send`).
+async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+fn compare_of(compare: &pb::Compare) -> Result<Compare, Status> {
+    validate::key("compare.key", &compare.key)?;
+    let op = match validate::enumeration::<pb::compare::Op>("compare.op", compare.op)? {
+        pb::compare::Op::Unspecified | pb::compare::Op::Equal => CompareOp::Equal,
+        pb::compare::Op::NotEqual => CompareOp::NotEqual,
+        pb::compare::Op::Less => CompareOp::Less,
+        pb::compare::Op::Greater => CompareOp::Greater,
+    };
+    let target = match &compare.target {
+        Some(pb::compare::Target::Value(value)) => CompareTarget::Value(value.clone()),
+        Some(pb::compare::Target::ModRevision(revision)) => CompareTarget::ModRevision(*revision),
+        Some(pb::compare::Target::Version(version)) => CompareTarget::Version(*version),
+        Some(pb::compare::Target::Exists(exists)) => {
+            if !matches!(op, CompareOp::Equal | CompareOp::NotEqual) {
+                return Err(validate::invalid(
+                    "compare on exists takes OP_EQUAL or OP_NOT_EQUAL".into(),
+                ));
+            }
+            CompareTarget::Exists(*exists)
+        }
+        None => return Err(validate::invalid("compare.target is missing".into())),
+    };
+    Ok(Compare {
+        key: compare.key.clone(),
+        op,
+        target,
+    })
+}
+
+fn txn_result_to_pb(result: TxnOpResult, op: &pb::TxnOp, revision: u64) -> pb::TxnOpResult {
+    use pb::txn_op_result::Result as R;
+    let result = match result {
+        TxnOpResult::Put { version } => R::Put(pb::PutResponse { revision, version }),
+        TxnOpResult::Delete { deleted } => R::Delete(pb::DeleteResponse { deleted, revision }),
+        TxnOpResult::Get { record } => {
+            let key = match &op.op {
+                Some(pb::txn_op::Op::Get(get)) => get.key.clone(),
+                _ => Vec::new(),
+            };
+            R::Get(pb::GetResponse {
+                record: record.map(|r| to_pb(key, r)),
+                revision,
+            })
+        }
+    };
+    pb::TxnOpResult {
+        result: Some(result),
+    }
+}
+
+fn to_pb(key: Vec<u8>, record: Record) -> pb::Record {
+    pb::Record {
+        key,
+        value: record.value,
+        metadata: record.metadata.into_iter().collect(),
+        create_revision: record.create_revision,
+        mod_revision: record.mod_revision,
+        version: record.version,
+        expires_at_ms: record.expires_at_ms,
+    }
+}
+
+fn event_to_pb(event: &Event, revision: u64) -> pb::Event {
+    let (kind, record) = match (EventKind::try_from(event.kind), &event.record) {
+        (Ok(EventKind::Put), Some(record)) => (
+            pb::event::Type::Put,
+            to_pb(event.key.clone(), record.clone()),
+        ),
+        _ => (
+            pb::event::Type::Delete,
+            pb::Record {
+                key: event.key.clone(),
+                mod_revision: revision,
+                ..Default::default()
+            },
+        ),
+    };
+    pb::Event {
+        r#type: kind as i32,
+        record: Some(record),
+        expired: event.expired,
+    }
+}
+
+fn unexpected(response: KvResponse) -> Status {
+    Status::internal(format!("unexpected state machine response {response:?}"))
+}
+
+/// A key for messages: as text when it is printable, else as hex.
+fn printable(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(text) if !text.chars().any(char::is_control) => format!("{text:?}"),
+        _ => format!(
+            "0x{}",
+            key.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+    }
+}
+
+/// Continuation tokens: `base64url(version ++ order ++ last key)`. Opaque to clients; checked to
+/// belong to the query they are used with.
+mod page_token {
+    use super::*;
+
+    const VERSION: u8 = 1;
+
+    pub fn encode(last_key: &[u8], descending: bool) -> String {
+        let mut raw = vec![VERSION, u8::from(descending)];
+        raw.extend_from_slice(last_key);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    pub fn decode(token: &str, descending: bool, prefix: &[u8]) -> Result<Vec<u8>, Status> {
+        let malformed = || {
+            validate::invalid(
+                "page_token is malformed; pass the token from the previous page unchanged".into(),
+            )
+        };
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| malformed())?;
+        match raw.as_slice() {
+            [VERSION, order, key @ ..] if *order <= 1 => {
+                if (*order == 1) != descending || !key.starts_with(prefix) {
+                    return Err(validate::invalid(
+                        "page_token belongs to a different query (prefix or order changed)".into(),
+                    ));
+                }
+                validate::key_or_prefix("page_token", key)?;
+                Ok(key.to_vec())
+            }
+            _ => Err(malformed()),
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The server: starts Raft over the data directory, then serves gRPC (client API) and HTTP
+//! (health, readiness, metrics) until SIGINT or SIGTERM, then shuts down in order.
+
+pub mod http;
+pub mod kv;
+pub mod metrics;
+pub mod namespace;
+pub mod status;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use strata_proto::kv::v1::kv_server::KvServer;
+use strata_raft::{RaftNode, RaftNodeConfig};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+
+/// Headroom above the value limit for the key, metadata and framing of one request.
+const REQUEST_OVERHEAD_BYTES: usize = 1024 * 1024;
+/// Largest response (a list page is also cut to fit this).
+pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub client_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub node_id: u64,
+    pub max_value_bytes: usize,
+    pub history_retain_revisions: u64,
+}
+
+pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let grpc_listener = tokio::net::TcpListener::bind(config.client_addr)
+        .await
+        .with_context(|| format!("binding the gRPC address {}", config.client_addr))?;
+    let http_listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding the HTTP address {}", config.http_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+
+    let raft_config = RaftNodeConfig {
+        node_id: config.node_id,
+        client_addr: grpc_addr.to_string(),
+        history_retain_revisions: config.history_retain_revisions,
+        ..RaftNodeConfig::default()
+    };
+    let node = RaftNode::start(&config.data_dir, raft_config)
+        .await
+        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    if !node.wait_for_leader(Duration::from_secs(10)).await {
+        tracing::warn!(
+            "no leader after 10 s; serving anyway, writes will fail until one is elected"
+        );
+    }
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let sweeper = tokio::spawn(node.clone().run_expiry_sweeper(stopped.clone()));
+    let metrics = metrics::Metrics::new();
+
+    // Both reflection versions: grpcurl and older tools still speak v1alpha.
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("building the reflection service")?;
+    let kv = KvServer::new(kv::KvService::new(
+        node.clone(),
+        metrics.clone(),
+        config.max_value_bytes,
+        stopped.clone(),
+    ))
+    .max_decoding_message_size(config.max_value_bytes + REQUEST_OVERHEAD_BYTES)
+    .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let grpc = tonic::transport::Server::builder()
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(InterceptedService::new(kv, namespace::resolve))
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(grpc_listener),
+            until(stopped.clone()),
+        );
+    let http = http::serve(http_listener, node.clone(), metrics, until(stopped.clone()));
+
+    // Scripts and tests read this line to learn the bound ports.
+    println!(
+        "strata ready: grpc={grpc_addr} http={http_addr} data={}",
+        config.data_dir.display()
+    );
+    tracing::info!(%grpc_addr, %http_addr, node_id = config.node_id, "serving");
+
+    let grpc = tokio::spawn(grpc);
+    let http = tokio::spawn(http);
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = grpc.await;
+        let _ = http.await;
+        let _ = sweeper.await;
+    })
+    .await;
+    node.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn until(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,109 @@
+//! Every error the server returns becomes a `tonic::Status` here, with a stable machine-readable
+//! code in the `x-strata-error` metadata and the facts a client needs to act on it.
+
+use strata_client::error_headers::*;
+use strata_raft::node::ReadError;
+use strata_raft::WriteError;
+use strata_storage::kv::KvFailure;
+use strata_storage::StorageError;
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+fn with(
+    code: Code,
+    error: &'static str,
+    message: String,
+    headers: &[(&'static str, String)],
+) -> Status {
+    let mut status = Status::new(code, message);
+    status
+        .metadata_mut()
+        .insert(ERROR_CODE_HEADER, MetadataValue::from_static(error));
+    for (name, value) in headers {
+        if let Ok(value) = MetadataValue::try_from(value.as_str()) {
+            status.metadata_mut().insert(*name, value);
+        }
+    }
+    status
+}
+
+pub fn failure(failure: &KvFailure) -> Status {
+    match failure {
+        KvFailure::ModRevisionMismatch { expected, actual } => with(
+            Code::FailedPrecondition,
+            "mod_revision_mismatch",
+            format!("expected mod revision {expected}, but the key's is {actual} (0: absent)"),
+            &[(CURRENT_REVISION_HEADER, actual.to_string())],
+        ),
+        KvFailure::AlreadyExists { mod_revision } => with(
+            Code::AlreadyExists,
+            "already_exists",
+            format!("the key exists (mod revision {mod_revision}) and create_only was set"),
+            &[(CURRENT_REVISION_HEADER, mod_revision.to_string())],
+        ),
+    }
+}
+
+pub fn compacted(requested: u64, oldest: u64) -> Status {
+    with(
+        Code::FailedPrecondition,
+        "compacted",
+        format!(
+            "revision {requested} is compacted; the oldest available revision is {oldest}: \
+             re-read the current state and watch from its revision"
+        ),
+        &[(OLDEST_REVISION_HEADER, oldest.to_string())],
+    )
+}
+
+pub fn write(error: WriteError) -> Status {
+    match error {
+        WriteError::NotLeader {
+            leader_id,
+            leader_addr,
+        } => not_leader(leader_id, leader_addr),
+        WriteError::Fatal(message) => with(
+            Code::Unavailable,
+            "shutting_down",
+            format!(
+                "the node is shutting down or failed; the write's outcome is unknown: {message}"
+            ),
+            &[],
+        ),
+        WriteError::Unexpected(message) => with(Code::Internal, "internal", message, &[]),
+    }
+}
+
+pub fn read(error: ReadError) -> Status {
+    match error {
+        ReadError::NotLeader { leader_id, leader_addr } => not_leader(leader_id, leader_addr),
+        ReadError::Unavailable(message) => with(
+            Code::Unavailable,
+            "no_quorum",
+            format!("cannot confirm a linearizable read with a quorum ({message}); retry, or ask for a serializable read"),
+            &[],
+        ),
+    }
+}
+
+fn not_leader(leader_id: Option<u64>, leader_addr: Option<String>) -> Status {
+    let message = match (&leader_id, &leader_addr) {
+        (Some(id), Some(addr)) => format!("this node is not the leader; node {id} at {addr} is"),
+        _ => "no leader is known right now; retry shortly".to_string(),
+    };
+    let headers: Vec<_> = leader_addr
+        .into_iter()
+        .map(|a| (LEADER_HEADER, a))
+        .collect();
+    with(Code::Unavailable, "not_leader", message, &headers)
+}
+
+pub fn storage(error: StorageError) -> Status {
+    tracing::error!(%error, "storage error while serving a request");
+    with(
+        Code::Internal,
+        "storage",
+        format!("storage error: {error}"),
+        &[],
+    )
+}

@@ -1,0 +1,139 @@
+//! Crash safety: kill -9 during a stream of writes, restart, and every acknowledged write is
+//! there; a write that failed is either wholly applied or not at all.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use strata_client::{List, Put};
+
+use crate::harness::Server;
+
+const WRITERS: usize = 8;
+const WRITES_PER_WRITER: usize = 400;
+
+#[tokio::test]
+async fn kill9_during_writes_loses_no_acknowledged_write() {
+    let mut server = Server::start();
+    let client = server.client("default").await;
+    // key -> (value, acknowledged?)
+    let outcomes: Arc<Mutex<BTreeMap<String, (String, bool)>>> = Arc::default();
+    let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let table = client.table("db", "t");
+        let outcomes = outcomes.clone();
+        let acked = acked.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..WRITES_PER_WRITER {
+                if Instant::now() > deadline {
+                    return;
+                }
+                let key = format!("w{writer}/{i:05}");
+                let value = format!("value-{writer}-{i}-{}", "x".repeat(i % 50));
+                outcomes
+                    .lock()
+                    .unwrap()
+                    .insert(key.clone(), (value.clone(), false));
+                match table
+                    .put_with(Put::new(key.clone(), value).metadata("writer", writer.to_string()))
+                    .await
+                {
+                    Ok(_) => {
+                        outcomes.lock().unwrap().get_mut(&key).unwrap().1 = true;
+                        acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Err(_) => return, // the server is gone
+                }
+            }
+        }));
+    }
+    // Kill mid-stream, once a good number of writes are acknowledged.
+    while acked.load(std::sync::atomic::Ordering::SeqCst) < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "writes too slow to reach the kill point"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill9();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+
+    server.restart();
+    let table = server.client("default").await.table("db", "t");
+    let stored: BTreeMap<String, strata_client::proto::Record> = table
+        .list_all(List::all().limit(1000))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (String::from_utf8(r.key.clone()).unwrap(), r))
+        .collect();
+    let outcomes = outcomes.lock().unwrap();
+    let mut acknowledged = 0;
+    for (key, (value, was_acked)) in outcomes.iter() {
+        match stored.get(key) {
+            Some(record) => {
+                // Present: wholly applied, value and metadata together.
+                assert_eq!(record.value, value.as_bytes(), "{key}");
+                assert_eq!(
+                    record.metadata.get("writer").map(String::as_str),
+                    key[1..].split('/').next()
+                );
+            }
+            None => assert!(!was_acked, "acknowledged write {key} was lost"),
+        }
+        acknowledged += usize::from(*was_acked);
+    }
+    assert!(
+        stored.keys().all(|k| outcomes.contains_key(k)),
+        "a key appeared that was never written"
+    );
+    assert!(
+        acknowledged >= 300,
+        "only {acknowledged} writes acknowledged"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_cleanly_and_restart_keeps_data() {
+    let mut server = Server::start();
+    let table = server.client("default").await.table("db", "t");
+    let put = table.put("k", "v").await.unwrap();
+    // terminate() blocks this single-threaded runtime; a live connection could not answer the
+    // server's GOAWAY ping, so close it first, as a well-behaved client would.
+    drop(table);
+    let status = server.terminate();
+    assert!(status.success(), "clean shutdown exits 0, got {status}");
+    server.restart();
+    let table = server.client("default").await.table("db", "t");
+    let record = table.get("k").await.unwrap().unwrap();
+    assert_eq!(record.mod_revision, put.revision);
+    // Revisions keep increasing across restarts.
+    assert!(table.put("k2", "v").await.unwrap().revision > put.revision);
+}
+
+#[test]
+fn refuses_a_data_directory_of_another_node() {
+    let mut server = Server::start();
+    server.kill9();
+    let output = std::process::Command::new(crate::harness::BINARY)
+        .args([
+            "serve",
+            "--node-id",
+            "2",
+            "--client-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("belongs to node 1"), "{stderr}");
+}

@@ -1,0 +1,81 @@
+//! What operators and generic tools see: gRPC reflection, health, readiness and metrics.
+
+use futures::StreamExt;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+use crate::harness::Server;
+
+#[tokio::test]
+async fn reflection_lists_and_describes_the_kv_service() {
+    let server = Server::start();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ServerReflectionClient::new(channel);
+    let requests = vec![
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        },
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "strata.kv.v1.Kv".into(),
+            )),
+        },
+    ];
+    let mut responses = client
+        .server_reflection_info(futures::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = responses.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = listed.message_response else {
+        panic!("expected a service list, got {listed:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"strata.kv.v1.Kv"), "{names:?}");
+    let described = responses.next().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(files)) = described.message_response else {
+        panic!("expected a file descriptor, got {described:?}");
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let server = Server::start();
+    let table = server.client("default").await.table("db", "t");
+    table.put("k", "v").await.unwrap();
+    table.get("missing").await.unwrap();
+
+    assert_eq!(server.http_get("/healthz").0, 200);
+    let (code, body) = server.http_get("/readyz");
+    assert_eq!(code, 200, "{body}");
+    let (code, metrics) = server.http_get("/metrics");
+    assert_eq!(code, 200);
+    for expected in [
+        r#"strata_grpc_requests_total{code="OK",method="Put"} 1"#,
+        r#"strata_grpc_requests_total{code="NOT_FOUND",method="Get"} 1"#,
+        r#"strata_grpc_request_duration_seconds_count{method="Put"} 1"#,
+        r#"strata_raft{field="is_leader"} 1"#,
+        r#"strata_raft{field="commit_index"}"#,
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "metrics lack {expected:?}:\n{metrics}"
+        );
+    }
+    let applied: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"strata_raft{field="applied_index"} "#))
+        .expect("applied index gauge")
+        .parse()
+        .unwrap();
+    assert!(applied >= 2, "applied index {applied}");
+}

@@ -1,0 +1,13 @@
+//! Strata's public gRPC API: generated messages, clients and servers.
+//!
+//! This crate owns the wire format and nothing else: no domain logic, no storage.
+
+/// `strata.kv.v1`: the namespaced key-value store.
+pub mod kv {
+    pub mod v1 {
+        tonic::include_proto!("strata.kv.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every Strata proto, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("strata_descriptor");

@@ -1,0 +1,54 @@
+//! The openraft type configuration and the replicated log payload.
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+use strata_storage::kv::{KvCommand, KvResponse};
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// One log entry's payload: a command and the proposer's wall-clock time, which is the only
+/// time the apply path ever sees (TTL, expiry), so that every replica computes the same state.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub time_ms: u64,
+    pub command: Command,
+}
+
+/// What a log entry asks the state machine to do. Part of the on-disk format: add variants at the
+/// end only.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Kv(KvCommand),
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// Blank and membership entries.
+    None,
+    Kv(KvResponse),
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.command {
+            Command::Kv(command) => {
+                let kind = match command {
+                    KvCommand::Put { .. } => "put",
+                    KvCommand::Delete { .. } => "delete",
+                    KvCommand::Txn { .. } => "txn",
+                    KvCommand::Expire { .. } => "expire",
+                };
+                write!(f, "kv.{kind}@{}", self.time_ms)
+            }
+        }
+    }
+}
