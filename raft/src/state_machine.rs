@@ -28,6 +28,9 @@ const SNAPSHOT_FILE: &str = "current.snapshot";
 /// Buffered revisions per live-watch subscriber before it must catch up from history.
 pub const WATCH_BROADCAST_CAPACITY: usize = 4_096;
 
+/// The last applied log id and membership, as openraft asks for them.
+type AppliedState = (Option<LogId<u64>>, StoredMembership<u64, BasicNode>);
+
 #[derive(Clone)]
 pub struct StateMachine {
     engine: Engine,
@@ -81,9 +84,7 @@ impl StateMachine {
             .transpose()
     }
 
-    fn applied(
-        &self,
-    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), StorageError<u64>> {
+    fn applied(&self) -> Result<AppliedState, StorageError<u64>> {
         Ok((
             self.read_meta(META_LAST_APPLIED)?.flatten(),
             self.read_meta(META_MEMBERSHIP)?.unwrap_or_default(),

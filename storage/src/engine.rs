@@ -85,6 +85,9 @@ impl Engine {
     }
 }
 
+/// Values of the requested metadata keys, in request order (`None`: absent).
+pub type MetaValues = Vec<Option<Vec<u8>>>;
+
 const SNAPSHOT_MAGIC: &[u8; 8] = b"STRSNAP1";
 
 impl Engine {
@@ -92,10 +95,7 @@ impl Engine {
     /// `magic ++ (cf u8, key len u32 LE, key, value len u32 LE, value)* ++ crc32 LE` where the
     /// checksum covers everything before it.
     /// Also returns the values of `meta_keys` in [`CF_SM_META`] as of that same snapshot.
-    pub fn export_state(
-        &self,
-        meta_keys: &[&[u8]],
-    ) -> Result<(Vec<u8>, Vec<Option<Vec<u8>>>), StorageError> {
+    pub fn export_state(&self, meta_keys: &[&[u8]]) -> Result<(Vec<u8>, MetaValues), StorageError> {
         let snapshot = self.db.snapshot();
         let mut meta = Vec::with_capacity(meta_keys.len());
         for key in meta_keys {
@@ -146,8 +146,7 @@ impl Engine {
             rest = tail;
             Ok(head)
         };
-        loop {
-            let Ok(cf_index) = take(1) else { break };
+        while let Ok(cf_index) = take(1) {
             let name = STATE_CFS
                 .get(cf_index[0] as usize)
                 .ok_or_else(|| corrupt("unknown cf"))?;

@@ -91,20 +91,27 @@ async fn kill9_during_writes_loses_no_acknowledged_write() {
         stored.keys().all(|k| outcomes.contains_key(k)),
         "a key appeared that was never written"
     );
+    let attempted = outcomes.len();
+    eprintln!(
+        "kill -9: {attempted} writes attempted, {acknowledged} acknowledged, {} stored after restart",
+        stored.len()
+    );
+    assert!(
+        attempted < WRITERS * WRITES_PER_WRITER,
+        "the kill came after every write had finished"
+    );
     assert!(
         acknowledged >= 300,
         "only {acknowledged} writes acknowledged"
     );
 }
 
-#[tokio::test]
+// Multi-threaded: terminate() blocks one worker while the client answers the server's GOAWAY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_shuts_down_cleanly_and_restart_keeps_data() {
     let mut server = Server::start();
     let table = server.client("default").await.table("db", "t");
     let put = table.put("k", "v").await.unwrap();
-    // terminate() blocks this single-threaded runtime; a live connection could not answer the
-    // server's GOAWAY ping, so close it first, as a well-behaved client would.
-    drop(table);
     let status = server.terminate();
     assert!(status.success(), "clean shutdown exits 0, got {status}");
     server.restart();
@@ -136,4 +143,26 @@ fn refuses_a_data_directory_of_another_node() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("belongs to node 1"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_open_watches_with_unavailable() {
+    use futures::StreamExt;
+    let mut server = Server::start();
+    let table = server.client("default").await.table("db", "t");
+    let mut watch = table.watch("k", true, 0).await.unwrap();
+    let started = Instant::now();
+    let status = tokio::task::block_in_place(|| server.terminate());
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    match watch.next().await {
+        Some(Err(strata_client::Error::Unavailable { message, .. })) => {
+            assert!(message.contains("shutting down"), "{message}")
+        }
+        other => panic!("expected UNAVAILABLE, got {other:?}"),
+    }
 }

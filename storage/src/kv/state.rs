@@ -22,6 +22,9 @@ const HISTORY_TRIM_STEP_MAX: u64 = 1_024;
 /// filter cannot turn one request into a full scan; the page then ends early with a cursor.
 pub const MAX_SCAN_PER_PAGE: usize = 10_000;
 
+/// A raw RocksDB key and value.
+type KeyValue = (Box<[u8]>, Box<[u8]>);
+
 const META_HISTORY_FLOOR: &[u8] = b"kv_history_floor";
 
 /// The changes of one log entry, built up by [`KvState::apply`] and written by
@@ -598,7 +601,7 @@ impl KvState {
         start: &[u8],
         end: Option<&[u8]>,
         descending: bool,
-    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), StorageError>> + 'a {
+    ) -> impl Iterator<Item = Result<KeyValue, StorageError>> + 'a {
         let mut options = ReadOptions::default();
         options.set_iterate_lower_bound(start.to_vec());
         if let Some(end) = end {
