@@ -50,12 +50,17 @@ impl KvService {
         }
     }
 
-    fn scope<T>(&self, request: &Request<T>, database: &str, table: &str) -> Result<Scope, Status> {
-        Ok(Scope {
-            namespace: namespace::of(request)?,
-            database: validate::scope_name("database", database)?,
-            table: validate::scope_name("table", table)?,
-        })
+    /// The request's validated scope (namespace from the interceptor, database and table from
+    /// the message), and the message.
+    fn scoped<T: InTable>(&self, request: Request<T>) -> Result<(Scope, T), Status> {
+        let namespace = namespace::of(&request)?;
+        let message = request.into_inner();
+        let scope = Scope {
+            namespace,
+            database: validate::scope_name("database", message.database())?,
+            table: validate::scope_name("table", message.table())?,
+        };
+        Ok((scope, message))
     }
 
     async fn read_barrier(&self, consistency: i32) -> Result<(), Status> {
@@ -140,12 +145,7 @@ impl pb::kv_server::Kv for KvService {
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
         self.observed("Put", async {
-            let scope = self.scope(
-                &request,
-                &request.get_ref().database,
-                &request.get_ref().table,
-            )?;
-            let req = request.into_inner();
+            let (scope, req) = self.scoped(request)?;
             let put = self.put_of(
                 &pb::PutOp {
                     key: req.key,
@@ -186,12 +186,7 @@ impl pb::kv_server::Kv for KvService {
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
         self.observed("Get", async {
-            let scope = self.scope(
-                &request,
-                &request.get_ref().database,
-                &request.get_ref().table,
-            )?;
-            let req = request.into_inner();
+            let (scope, req) = self.scoped(request)?;
             validate::key("key", &req.key)?;
             self.read_barrier(req.consistency).await?;
             let revision = self.node.applied_revision();
@@ -221,12 +216,7 @@ impl pb::kv_server::Kv for KvService {
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
         self.observed("List", async {
-            let scope = self.scope(
-                &request,
-                &request.get_ref().database,
-                &request.get_ref().table,
-            )?;
-            let req = request.into_inner();
+            let (scope, req) = self.scoped(request)?;
             validate::key_or_prefix("prefix", &req.prefix)?;
             validate::key_or_prefix("suffix", &req.suffix)?;
             validate::key_or_prefix("start_after", &req.start_after)?;
@@ -290,12 +280,7 @@ impl pb::kv_server::Kv for KvService {
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         self.observed("Delete", async {
-            let scope = self.scope(
-                &request,
-                &request.get_ref().database,
-                &request.get_ref().table,
-            )?;
-            let req = request.into_inner();
+            let (scope, req) = self.scoped(request)?;
             let precondition =
                 match (req.prefix, req.expected_mod_revision) {
                     (true, Some(_)) => return Err(validate::invalid(
@@ -332,12 +317,7 @@ impl pb::kv_server::Kv for KvService {
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
         self.observed("Txn", async {
-            let scope = self.scope(
-                &request,
-                &request.get_ref().database,
-                &request.get_ref().table,
-            )?;
-            let req = request.into_inner();
+            let (scope, req) = self.scoped(request)?;
             let now = now_ms();
             if req.compares.len() > validate::MAX_TXN_COMPARES {
                 return Err(validate::invalid(format!(
@@ -396,12 +376,7 @@ impl pb::kv_server::Kv for KvService {
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         self.observed("Watch", async {
-            let scope = self.scope(
-                &request,
-                &request.get_ref().database,
-                &request.get_ref().table,
-            )?;
-            let req = request.into_inner();
+            let (scope, req) = self.scoped(request)?;
             if req.prefix {
                 validate::key_or_prefix("key", &req.key)?;
             } else {
@@ -474,6 +449,34 @@ impl pb::kv_server::Kv for KvService {
         .await
     }
 }
+
+/// Requests addressed to one table of one database.
+trait InTable {
+    fn database(&self) -> &str;
+    fn table(&self) -> &str;
+}
+
+macro_rules! in_table {
+    ($($message:ty),*) => {$(
+        impl InTable for $message {
+            fn database(&self) -> &str {
+                &self.database
+            }
+            fn table(&self) -> &str {
+                &self.table
+            }
+        }
+    )*};
+}
+
+in_table!(
+    pb::PutRequest,
+    pb::GetRequest,
+    pb::ListRequest,
+    pb::DeleteRequest,
+    pb::TxnRequest,
+    pb::WatchRequest
+);
 
 struct WatchFilter {
     scope: Scope,

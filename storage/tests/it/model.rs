@@ -395,33 +395,47 @@ proptest! {
     }
 }
 
+/// Applies and commits one unconditional put at `revision`.
+fn put_at(
+    state: &KvState,
+    revision: u64,
+    time_ms: u64,
+    scope: &Scope,
+    key: &[u8],
+    value: &[u8],
+    expiry: Expiry,
+) {
+    let put = Put {
+        key: key.to_vec(),
+        value: value.to_vec(),
+        metadata: BTreeMap::new(),
+        expiry,
+    };
+    let command = KvCommand::Put {
+        scope: scope.clone(),
+        put,
+        precondition: Precondition::None,
+    };
+    let mut txn = StateTxn::new(revision);
+    state.apply(&mut txn, time_ms, &command).unwrap();
+    state.commit(txn).unwrap();
+}
+
 #[test]
 fn pages_resume_where_they_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let state = KvState::new(Engine::open(dir.path()).unwrap());
     let scope = Scope::new("ns", "db", "t");
-    let mut txn = StateTxn::new(1);
     for i in 0..25u8 {
-        let put = Put {
-            key: vec![b'k', i],
-            value: vec![i],
-            metadata: BTreeMap::new(),
-            expiry: Expiry::Never,
-        };
-        state
-            .apply(
-                &mut txn,
-                0,
-                &KvCommand::Put {
-                    scope: scope.clone(),
-                    put,
-                    precondition: Precondition::None,
-                },
-            )
-            .unwrap();
-        state
-            .commit(std::mem::replace(&mut txn, StateTxn::new(i as u64 + 2)))
-            .unwrap();
+        put_at(
+            &state,
+            i as u64 + 1,
+            0,
+            &scope,
+            &[b'k', i],
+            &[i],
+            Expiry::Never,
+        );
     }
     for descending in [false, true] {
         let mut seen = Vec::new();
@@ -454,25 +468,15 @@ fn start_after_outside_the_prefix_never_widens_it() {
     let state = KvState::new(Engine::open(dir.path()).unwrap());
     let scope = Scope::new("ns", "db", "t");
     for (revision, key) in ["a", "aa", "b", "ba", "c"].iter().enumerate() {
-        let mut txn = StateTxn::new(revision as u64 + 1);
-        let put = Put {
-            key: key.as_bytes().to_vec(),
-            value: vec![],
-            metadata: BTreeMap::new(),
-            expiry: Expiry::Never,
-        };
-        state
-            .apply(
-                &mut txn,
-                0,
-                &KvCommand::Put {
-                    scope: scope.clone(),
-                    put,
-                    precondition: Precondition::None,
-                },
-            )
-            .unwrap();
-        state.commit(txn).unwrap();
+        put_at(
+            &state,
+            revision as u64 + 1,
+            0,
+            &scope,
+            key.as_bytes(),
+            b"",
+            Expiry::Never,
+        );
     }
     let keys = |after: &str, descending: bool| {
         let query = ListQuery {
