@@ -126,6 +126,7 @@ fn claim_node_id(data_dir: &Path, node_id: u64) -> Result<(), OpenError> {
 #[derive(Clone)]
 pub struct RaftNode {
     pub raft: Raft<TypeConfig>,
+    engine: Engine,
     config: Arc<RaftNodeConfig>,
     state_machine: StateMachine,
 }
@@ -136,6 +137,7 @@ impl RaftNode {
     pub async fn start(data_dir: &Path, config: RaftNodeConfig) -> Result<Self, OpenError> {
         claim_node_id(data_dir, config.node_id)?;
         let engine = Engine::open(&data_dir.join("db"))?;
+        let handle = engine.clone();
         let log_store = RaftLogStore::new(LogStore::new(engine.clone()));
         let state_machine = StateMachine::new(
             engine,
@@ -180,6 +182,7 @@ impl RaftNode {
         }
         Ok(Self {
             raft,
+            engine: handle,
             config: Arc::new(config),
             state_machine,
         })
@@ -292,9 +295,13 @@ impl RaftNode {
         }
     }
 
+    /// Stops Raft, then quiesces storage so the process can exit safely.
     pub async fn shutdown(&self) {
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(%error, "raft shutdown");
+        }
+        if let Err(error) = self.engine.quiesce() {
+            tracing::error!(%error, "syncing storage at shutdown failed");
         }
     }
 }

@@ -78,6 +78,16 @@ impl Engine {
             .unwrap_or_else(|| panic!("column family {name} is created at open"))
     }
 
+    /// Prepares for process exit: syncs the WAL and stops RocksDB's background threads (and
+    /// waits for running jobs). Exiting with them still running lets them race the C++ static
+    /// destructors and abort the process ("pthread lock: Invalid argument"). Reads keep
+    /// working afterwards; writes still succeed but nothing compacts any more.
+    pub fn quiesce(&self) -> Result<(), StorageError> {
+        self.db.flush_wal(true)?;
+        self.db.cancel_all_background_work(true);
+        Ok(())
+    }
+
     /// Makes every write issued so far durable.
     pub fn sync_wal(&self) -> Result<(), StorageError> {
         self.db.flush_wal(true)?;

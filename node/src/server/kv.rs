@@ -23,6 +23,8 @@ use super::{namespace, status, validate};
 const WATCH_HISTORY_BATCH: usize = 256;
 /// Responses buffered per watcher before the pump waits for the client.
 const WATCH_CHANNEL_CAPACITY: usize = 64;
+/// A list page ends early past this many key and value bytes, well inside the response limit.
+const MAX_LIST_PAGE_BYTES: usize = 16 * 1024 * 1024;
 const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -245,6 +247,8 @@ impl pb::kv_server::Kv for KvService {
                 start_after,
                 limit,
                 descending,
+                keys_only: req.keys_only,
+                max_bytes: MAX_LIST_PAGE_BYTES,
             };
             let page = self
                 .node
@@ -254,13 +258,7 @@ impl pb::kv_server::Kv for KvService {
             let records = page
                 .items
                 .into_iter()
-                .map(|(key, mut record)| {
-                    if req.keys_only {
-                        record.value.clear();
-                        record.metadata.clear();
-                    }
-                    to_pb(key, record)
-                })
+                .map(|(key, record)| to_pb(key, record))
                 .collect();
             let next_page_token = page
                 .resume_after

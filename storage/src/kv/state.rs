@@ -65,6 +65,11 @@ pub struct ListQuery {
     pub start_after: Option<Vec<u8>>,
     pub limit: usize,
     pub descending: bool,
+    /// Return keys and revisions only: values and metadata are left empty.
+    pub keys_only: bool,
+    /// End the page early once it holds this many key and value bytes (0: no bound). A page
+    /// always holds at least one record.
+    pub max_bytes: usize,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -458,6 +463,7 @@ impl KvState {
         }
         let mut page = ListPage::default();
         let mut scanned = 0;
+        let mut bytes = 0;
         for item in self.range(&start, end.as_deref(), query.descending) {
             let (storage_key, value) = item?;
             let (user_key, _) = keys::decode_segment(&storage_key[table.len()..])?;
@@ -465,11 +471,26 @@ impl KvState {
             if user_key.ends_with(&query.suffix) {
                 let record: Record = record::decode(&value)?;
                 if !record.is_expired_at(now_ms) {
-                    if page.items.len() == query.limit {
+                    let record = if query.keys_only {
+                        Record {
+                            value: Vec::new(),
+                            metadata: BTreeMap::new(),
+                            ..record
+                        }
+                    } else {
+                        record
+                    };
+                    let size = user_key.len() + record.value.len();
+                    let full = page.items.len() == query.limit
+                        || (query.max_bytes > 0
+                            && !page.items.is_empty()
+                            && bytes + size > query.max_bytes);
+                    if full {
                         // A further match exists past this page: hand back a cursor.
                         page.resume_after = page.items.last().map(|(k, _)| k.clone());
                         return Ok(page);
                     }
+                    bytes += size;
                     page.items.push((user_key.clone(), record));
                 }
             }

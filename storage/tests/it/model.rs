@@ -463,6 +463,53 @@ fn pages_resume_where_they_stopped() {
 }
 
 #[test]
+fn pages_are_bounded_by_bytes_and_keys_only_drops_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = KvState::new(Engine::open(dir.path()).unwrap());
+    let scope = Scope::new("ns", "db", "t");
+    for i in 0..10u8 {
+        put_at(
+            &state,
+            i as u64 + 1,
+            0,
+            &scope,
+            &[b'k', i],
+            &[i; 1000],
+            Expiry::Never,
+        );
+    }
+    let query = ListQuery {
+        limit: 100,
+        max_bytes: 2_500,
+        ..Default::default()
+    };
+    let page = state.list(&scope, &query, 0).unwrap();
+    assert_eq!(
+        page.items.len(),
+        2,
+        "two 1002-byte records fit in 2500 bytes, three do not"
+    );
+    assert_eq!(page.resume_after, Some(vec![b'k', 1]));
+    // One record larger than the bound still makes a page, so listing always progresses.
+    let tiny = ListQuery {
+        max_bytes: 10,
+        ..query.clone()
+    };
+    assert_eq!(state.list(&scope, &tiny, 0).unwrap().items.len(), 1);
+    // keys_only pages carry no values, so the byte bound no longer bites.
+    let keys = ListQuery {
+        keys_only: true,
+        ..query
+    };
+    let page = state.list(&scope, &keys, 0).unwrap();
+    assert_eq!(page.items.len(), 10);
+    assert!(page
+        .items
+        .iter()
+        .all(|(_, r)| r.value.is_empty() && r.mod_revision > 0));
+}
+
+#[test]
 fn start_after_outside_the_prefix_never_widens_it() {
     let dir = tempfile::tempdir().unwrap();
     let state = KvState::new(Engine::open(dir.path()).unwrap());
