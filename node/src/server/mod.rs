@@ -58,6 +58,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         );
     }
 
+    tokio::spawn(exit_on_fatal(node.clone()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let sweeper = tokio::spawn(node.clone().run_expiry_sweeper(stopped.clone()));
     let metrics = metrics::Metrics::new();
@@ -110,6 +111,28 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     node.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Exit code when Raft stopped on an environmental fault (a failed fsync, corrupt data).
+pub const EXIT_STORAGE_FATAL: i32 = 3;
+
+/// Stops the process when Raft stops on its own (storage failure): a node that cannot trust its
+/// disk must not go on serving reads from it. It recovers by restart (or from peers, later).
+async fn exit_on_fatal(node: RaftNode) {
+    let mut metrics = node.raft.metrics();
+    loop {
+        if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            if !matches!(fatal, openraft::error::Fatal::Stopped) {
+                tracing::error!(error = %fatal, "raft stopped on a fatal error; exiting");
+                eprintln!("strata: fatal storage or raft error, exiting: {fatal}");
+                std::process::exit(EXIT_STORAGE_FATAL);
+            }
+            return; // an orderly shutdown
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn until(mut stopped: tokio::sync::watch::Receiver<bool>) {
