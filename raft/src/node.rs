@@ -137,6 +137,19 @@ impl RaftNode {
     pub async fn start(data_dir: &Path, config: RaftNodeConfig) -> Result<Self, OpenError> {
         claim_node_id(data_dir, config.node_id)?;
         let engine = Engine::open(&data_dir.join("db"))?;
+        let result = Self::start_on(engine.clone(), data_dir, config).await;
+        if result.is_err() {
+            // The caller will likely exit: stop RocksDB's threads first (see Engine::quiesce).
+            let _ = engine.quiesce();
+        }
+        result
+    }
+
+    async fn start_on(
+        engine: Engine,
+        data_dir: &Path,
+        config: RaftNodeConfig,
+    ) -> Result<Self, OpenError> {
         let handle = engine.clone();
         let log_store = RaftLogStore::new(LogStore::new(engine.clone()));
         let state_machine = StateMachine::new(

@@ -166,3 +166,54 @@ async fn sigterm_ends_open_watches_with_unavailable() {
         other => panic!("expected UNAVAILABLE, got {other:?}"),
     }
 }
+
+#[test]
+fn refuses_to_serve_from_a_corrupt_log() {
+    use strata_storage::engine::{Engine, CF_LOG};
+    use strata_storage::LogStore;
+    let mut server = Server::start();
+    let cli = server.cli(&["put", "k", "v"], None);
+    assert!(cli.0, "{}", cli.2);
+    server.kill9();
+    {
+        // Flip one payload byte of the newest log entry, as bit rot would.
+        let engine = Engine::open(&server.data_dir.join("db")).unwrap();
+        let log = engine.cf(CF_LOG);
+        let last_index = LogStore::new(engine.clone()).last_index().unwrap().unwrap();
+        let key = last_index.to_be_bytes();
+        let mut corrupted = engine.db().get_cf(log, key).unwrap().unwrap();
+        let last = corrupted.len() - 1;
+        corrupted[last] ^= 0x40;
+        engine.db().put_cf(log, key, corrupted).unwrap();
+        engine.sync_wal().unwrap();
+    }
+    let output = std::process::Command::new(crate::harness::BINARY)
+        .args([
+            "serve",
+            "--client-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Exit code 1 (a start-up error), not a crash and not a running server.
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "started on a corrupt log, or crashed: {stdout} {stderr}"
+    );
+    assert!(!stdout.contains("strata ready"), "{stdout}");
+    assert!(
+        stderr.contains("crc32"),
+        "the error names the corruption: {stderr}"
+    );
+    assert!(
+        !stderr.contains("pthread"),
+        "RocksDB raced process exit: {stderr}"
+    );
+}
