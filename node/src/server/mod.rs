@@ -15,7 +15,6 @@ use std::time::Duration;
 use anyhow::Context;
 use strata_proto::kv::v1::kv_server::KvServer;
 use strata_raft::{RaftNode, RaftNodeConfig};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 
 /// Headroom above the value limit for the key, metadata and framing of one request.
@@ -80,14 +79,16 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     ))
     .max_decoding_message_size(config.max_value_bytes + REQUEST_OVERHEAD_BYTES)
     .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    // Small responses must not wait for delayed ACKs (Nagle): a listener handed to tonic does not
+    // get the server's nodelay setting, so set it on the incoming stream.
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
     let grpc = tonic::transport::Server::builder()
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(InterceptedService::new(kv, namespace::resolve))
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(grpc_listener),
-            until(stopped.clone()),
-        );
+        .serve_with_incoming_shutdown(incoming, until(stopped.clone()));
     let http = http::serve(http_listener, node.clone(), metrics, until(stopped.clone()));
 
     // Scripts and tests read this line to learn the bound ports.

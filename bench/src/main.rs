@@ -1,0 +1,332 @@
+//! `strata-bench`: drives a running Strata node through the Rust SDK with a named workload, many
+//! concurrent clients, a fixed operation count and a time cap, and reports throughput, latency
+//! percentiles, errors by kind and the server's CPU time per 1,000 operations.
+//!
+//! Workloads so far: `kv-put`, `kv-get` (linearizable), `kv-get-serializable`, `kv-mixed`
+//! (90 % reads, 10 % writes over a key set), `kv-txn` (read, then compare-and-swap on a few
+//! contended keys; lost races count as `cas_conflict`, not errors).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use serde_json::json;
+use strata_client::{Client, Consistency, Error, Put, Table};
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "strata-bench", about = "Load generator for Strata")]
+struct Args {
+    /// kv-put, kv-get, kv-get-serializable, kv-mixed or kv-txn.
+    #[arg(long)]
+    workload: String,
+    #[arg(long, default_value = "127.0.0.1:7420")]
+    endpoint: String,
+    #[arg(long, default_value = "bench")]
+    namespace: String,
+    /// Concurrent clients (each its own connection).
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Operations to run in all (the run also stops at --duration).
+    #[arg(long, default_value_t = 100_000)]
+    ops: u64,
+    /// Time cap for the measured phase.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    /// Keys preloaded for reads (kv-get, kv-mixed) or contended (kv-txn).
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Server process ids whose CPU time to report per 1,000 operations (repeatable).
+    #[arg(long)]
+    server_pid: Vec<u32>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Workload {
+    Put,
+    Get(Consistency),
+    Mixed,
+    Txn,
+}
+
+impl Workload {
+    fn parse(name: &str) -> anyhow::Result<Self> {
+        Ok(match name {
+            "kv-put" => Workload::Put,
+            "kv-get" => Workload::Get(Consistency::Linearizable),
+            "kv-get-serializable" => Workload::Get(Consistency::Serializable),
+            "kv-mixed" => Workload::Mixed,
+            "kv-txn" => Workload::Txn,
+            other => bail!(
+                "unknown workload {other:?}: kv-put, kv-get, kv-get-serializable, kv-mixed, kv-txn"
+            ),
+        })
+    }
+
+    fn preloads(self) -> bool {
+        !matches!(self, Workload::Put)
+    }
+}
+
+/// What one client saw.
+struct ClientResult {
+    latency_us: Histogram<u64>,
+    outcomes: BTreeMap<&'static str, u64>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let workload = Workload::parse(&args.workload)?;
+    if args.clients == 0 || args.ops == 0 || args.keys == 0 {
+        bail!("--clients, --ops and --keys must be at least 1");
+    }
+    let mut tables = Vec::with_capacity(args.clients);
+    for _ in 0..args.clients {
+        let client = Client::builder(args.endpoint.clone())
+            .namespace(args.namespace.clone())
+            .request_timeout(Duration::from_secs(10))
+            .connect()
+            .await?;
+        tables.push(client.table("bench", &args.workload));
+    }
+    let value = vec![b'x'; args.value_size];
+    if workload.preloads() {
+        preload(&tables, args.keys, &value)
+            .await
+            .context("preloading keys")?;
+    }
+
+    let cpu_before = cpu_seconds(&args.server_pid)?;
+    let next_op = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let mut handles = Vec::new();
+    for (index, table) in tables.into_iter().enumerate() {
+        let next_op = next_op.clone();
+        let value = value.clone();
+        let (ops, keys) = (args.ops, args.keys);
+        handles.push(tokio::spawn(async move {
+            run_client(
+                index as u64,
+                table,
+                workload,
+                next_op,
+                ops,
+                keys,
+                value,
+                deadline,
+            )
+            .await
+        }));
+    }
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut outcomes: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for handle in handles {
+        let result = handle.await?;
+        latency_us.add(&result.latency_us)?;
+        for (kind, count) in result.outcomes {
+            *outcomes.entry(kind).or_default() += count;
+        }
+    }
+    let elapsed = started.elapsed();
+    let cpu_after = cpu_seconds(&args.server_pid)?;
+
+    let done = latency_us.len();
+    let ops_per_second = done as f64 / elapsed.as_secs_f64();
+    let cpu_per_1000_ops = match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) if done > 0 => Some((after - before) / done as f64 * 1000.0),
+        _ => None,
+    };
+    let ms = |q: f64| latency_us.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{} clients={} ops={done} in {:.2}s: {:.0} ops/s  p50={:.3}ms p99={:.3}ms p999={:.3}ms max={:.3}ms{}",
+        args.workload,
+        args.clients,
+        elapsed.as_secs_f64(),
+        ops_per_second,
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        latency_us.max() as f64 / 1000.0,
+        cpu_per_1000_ops.map_or(String::new(), |cpu| format!("  server_cpu={cpu:.3}s/1000ops")),
+    );
+    println!("outcomes: {outcomes:?}");
+    if let Some(path) = &args.json {
+        let report = json!({
+            "workload": args.workload,
+            "clients": args.clients,
+            "value_size": args.value_size,
+            "ops": done,
+            "elapsed_s": elapsed.as_secs_f64(),
+            "ops_per_s": ops_per_second,
+            "latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": latency_us.max() as f64 / 1000.0},
+            "outcomes": outcomes,
+            "server_cpu_s_per_1000_ops": cpu_per_1000_ops,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if outcomes.keys().any(|kind| kind.starts_with("error")) {
+        eprintln!("some operations failed; see outcomes");
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_client(
+    index: u64,
+    table: Table,
+    workload: Workload,
+    next_op: Arc<AtomicU64>,
+    ops: u64,
+    keys: u64,
+    value: Vec<u8>,
+    deadline: Instant,
+) -> ClientResult {
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut outcomes = BTreeMap::new();
+    // A cheap per-client generator (xorshift); the key choice needs spread, not quality.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (index + 1);
+    let mut random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    loop {
+        let op = next_op.fetch_add(1, Ordering::Relaxed);
+        if op >= ops || Instant::now() >= deadline {
+            break;
+        }
+        let started = Instant::now();
+        let outcome = match workload {
+            Workload::Put => put(&table, format!("put-{op:012}"), &value).await,
+            Workload::Get(consistency) => get(&table, random() % keys, consistency).await,
+            Workload::Mixed if random() % 10 == 0 => {
+                put(&table, key_name(random() % keys), &value).await
+            }
+            Workload::Mixed => get(&table, random() % keys, Consistency::Linearizable).await,
+            Workload::Txn => cas(&table, random() % keys, &value).await,
+        };
+        let micros = started.elapsed().as_micros().clamp(1, 60_000_000) as u64;
+        latency_us.record(micros).expect("within bounds");
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+    ClientResult {
+        latency_us,
+        outcomes,
+    }
+}
+
+fn key_name(index: u64) -> String {
+    format!("key-{index:010}")
+}
+
+async fn put(table: &Table, key: String, value: &[u8]) -> &'static str {
+    classify(table.put(key, value.to_vec()).await.map(|_| "ok"))
+}
+
+async fn get(table: &Table, key: u64, consistency: Consistency) -> &'static str {
+    classify(
+        table
+            .get_with(key_name(key), consistency)
+            .await
+            .map(|found| {
+                if found.is_some() {
+                    "ok"
+                } else {
+                    "error_missing_key"
+                }
+            }),
+    )
+}
+
+async fn cas(table: &Table, key: u64, value: &[u8]) -> &'static str {
+    let current = match table
+        .get_with(key_name(key), Consistency::Serializable)
+        .await
+    {
+        Ok(Some(record)) => record.mod_revision,
+        Ok(None) => return "error_missing_key",
+        Err(error) => return classify(Err(error)),
+    };
+    let put = Put::new(key_name(key), value.to_vec()).expect_mod_revision(current);
+    match table.put_with(put).await {
+        Ok(_) => "ok",
+        Err(Error::PreconditionFailed { .. }) => "cas_conflict",
+        Err(error) => classify(Err(error)),
+    }
+}
+
+fn classify(result: Result<&'static str, Error>) -> &'static str {
+    match result {
+        Ok(outcome) => outcome,
+        Err(Error::Unavailable { .. }) => "error_unavailable",
+        Err(Error::InvalidArgument(_)) => "error_invalid_argument",
+        Err(Error::Connect { .. }) => "error_connect",
+        Err(Error::Status(status)) if status.code() == tonic::Code::DeadlineExceeded => {
+            "error_timeout"
+        }
+        Err(_) => "error_other",
+    }
+}
+
+/// Writes `keys` keys with every client working on its share.
+async fn preload(tables: &[Table], keys: u64, value: &[u8]) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for table in tables {
+        let (table, next, value) = (table.clone(), next.clone(), value.to_vec());
+        handles.push(tokio::spawn(async move {
+            loop {
+                let key = next.fetch_add(1, Ordering::Relaxed);
+                if key >= keys {
+                    return Ok::<_, Error>(());
+                }
+                table.put(key_name(key), value.clone()).await?;
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await??;
+    }
+    Ok(())
+}
+
+/// User plus system CPU seconds of the given processes, from /proc (None when none given).
+fn cpu_seconds(pids: &[u32]) -> anyhow::Result<Option<f64>> {
+    if pids.is_empty() {
+        return Ok(None);
+    }
+    // /proc reports in USER_HZ, which Linux fixes at 100 for user space.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let mut ticks = 0u64;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("reading the CPU time of process {pid}"))?;
+        // Fields after the command name (which may hold spaces) start at field 3.
+        let after_name = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let field = |n: usize| -> anyhow::Result<u64> {
+            fields
+                .get(n - 3)
+                .context("short /proc stat")?
+                .parse()
+                .context("bad /proc stat")
+        };
+        ticks += field(14)? + field(15)?;
+    }
+    Ok(Some(ticks as f64 / TICKS_PER_SECOND))
+}

@@ -1,0 +1,134 @@
+//! Runs each workload briefly against a real single-node server and checks the report.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The `strata` binary, built by the same `cargo test --workspace` that built this test
+/// (it sits next to this crate's own binary).
+fn strata_binary() -> PathBuf {
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_strata-bench"));
+    let strata = bench.with_file_name("strata");
+    assert!(
+        strata.exists(),
+        "{} is missing: run the tests with --workspace",
+        strata.display()
+    );
+    strata
+}
+
+struct Server(Child, String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(data_dir: &std::path::Path) -> Server {
+    let mut child = Command::new(strata_binary())
+        .args([
+            "serve",
+            "--client-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("STRATA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawning strata serve");
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("strata ready:") {
+                let _ = sender.send(line);
+            }
+        }
+    });
+    let line = receiver
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server ready line");
+    let grpc = line
+        .split_whitespace()
+        .find_map(|part| part.strip_prefix("grpc="))
+        .expect("grpc address")
+        .to_string();
+    Server(child, grpc)
+}
+
+#[test]
+fn every_workload_reports_completed_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&dir.path().join("data"));
+    for workload in [
+        "kv-put",
+        "kv-get",
+        "kv-get-serializable",
+        "kv-mixed",
+        "kv-txn",
+    ] {
+        let report_path = dir.path().join(format!("{workload}.json"));
+        let output = Command::new(env!("CARGO_BIN_EXE_strata-bench"))
+            .args([
+                "--workload",
+                workload,
+                "--endpoint",
+                &server.1,
+                "--clients",
+                "4",
+            ])
+            .args([
+                "--ops",
+                "200",
+                "--keys",
+                "20",
+                "--duration",
+                "30s",
+                "--json",
+            ])
+            .arg(&report_path)
+            .args(["--server-pid", &server.0.id().to_string()])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{workload}: {stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+        assert_eq!(report["ops"], 200, "{workload}: {report}");
+        let outcomes = report["outcomes"].as_object().unwrap();
+        assert!(
+            outcomes.keys().all(|k| k == "ok" || k == "cas_conflict"),
+            "{workload}: unexpected outcomes {outcomes:?}"
+        );
+        assert!(
+            outcomes["ok"].as_u64().unwrap() > 0,
+            "{workload}: {outcomes:?}"
+        );
+        assert!(report["ops_per_s"].as_f64().unwrap() > 0.0);
+        assert!(
+            report["latency_ms"]["p50"].as_f64().unwrap()
+                <= report["latency_ms"]["max"].as_f64().unwrap()
+        );
+        assert!(report["server_cpu_s_per_1000_ops"].as_f64().unwrap() >= 0.0);
+    }
+}
+
+#[test]
+fn rejects_unknown_workloads() {
+    let output = Command::new(env!("CARGO_BIN_EXE_strata-bench"))
+        .args(["--workload", "kv-nonsense", "--endpoint", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown workload"));
+}
