@@ -1,6 +1,6 @@
 //! Storage write path: batched log append with fsync, and state-machine apply per command kind.
 //!
-//! `cargo bench -p strata-storage`. Figures go to bench/RESULTS.md with the machine they came from.
+//! `cargo bench --workspace --bench storage`. Figures go to bench/RESULTS.md with the machine.
 
 use std::collections::BTreeMap;
 
