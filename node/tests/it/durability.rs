@@ -126,18 +126,8 @@ async fn sigterm_shuts_down_cleanly_and_restart_keeps_data() {
 fn refuses_a_data_directory_of_another_node() {
     let mut server = Server::start();
     server.kill9();
-    let output = std::process::Command::new(crate::harness::BINARY)
-        .args([
-            "serve",
-            "--node-id",
-            "2",
-            "--client-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&server.data_dir)
+    let output = crate::harness::serve_command(&server.data_dir)
+        .args(["--node-id", "2"])
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -187,16 +177,7 @@ fn refuses_to_serve_from_a_corrupt_log() {
         engine.db().put_cf(log, key, corrupted).unwrap();
         engine.sync_wal().unwrap();
     }
-    let output = std::process::Command::new(crate::harness::BINARY)
-        .args([
-            "serve",
-            "--client-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&server.data_dir)
+    let output = crate::harness::serve_command(&server.data_dir)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -7,6 +7,22 @@ use std::time::{Duration, Instant};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_strata");
 
+/// `strata serve` on ephemeral loopback ports over `data_dir`; add flags, then run it.
+pub fn serve_command(data_dir: &Path) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .args([
+            "serve",
+            "--client-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir);
+    command
+}
+
 pub struct Server {
     child: Option<Child>,
     pub grpc: String,
@@ -33,16 +49,7 @@ impl Server {
     }
 
     fn spawn(data_dir: &Path, extra_args: Vec<String>) -> Self {
-        let mut child = Command::new(BINARY)
-            .args([
-                "serve",
-                "--client-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
+        let mut child = serve_command(data_dir)
             .args(&extra_args)
             .env("STRATA_LOG", "warn")
             .stdout(Stdio::piped())
