@@ -28,7 +28,13 @@ pub enum Error {
         oldest_revision: u64,
         message: String,
     },
-    /// The node cannot serve now (no leader, shutting down). Writes: outcome unknown.
+    /// The write may or may not have been applied (the leader did not answer in time, or the
+    /// connection was lost mid-call). Re-read before retrying anything not idempotent.
+    #[error("outcome unknown: {message}")]
+    OutcomeUnknown { message: String },
+    /// The cluster cannot serve now (no leader, no quorum, shutting down); the client already
+    /// retried where that was safe. Writes failing with `not_leader` or `leader_unreachable`
+    /// (see `error_code`) were not applied; with `shutting_down`, their outcome is unknown.
     #[error("unavailable: {message}")]
     Unavailable {
         message: String,
@@ -64,6 +70,7 @@ impl From<tonic::Status> for Error {
                 current_revision: number(CURRENT_REVISION_HEADER),
                 message,
             },
+            (Code::DeadlineExceeded, Some("outcome_unknown")) => Error::OutcomeUnknown { message },
             (Code::Unavailable, _) => Error::Unavailable {
                 message,
                 leader: header(LEADER_HEADER),

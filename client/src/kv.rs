@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use futures::Stream;
 
+use std::sync::Arc;
+
 use crate::proto;
-use crate::{Error, KvGrpc};
+use crate::retry::{Endpoints, Safety};
+use crate::Error;
 
 /// Read consistency. Linearizable (the default) confirms leadership with a quorum first;
 /// serializable answers from the contacted node's applied state and may be stale.
@@ -29,7 +32,7 @@ impl Consistency {
 
 #[derive(Clone)]
 pub struct Table {
-    kv: KvGrpc,
+    kv: Arc<Endpoints>,
     database: String,
     table: String,
 }
@@ -237,7 +240,7 @@ impl Txn {
 pub type TxnResult = proto::TxnResponse;
 
 impl Table {
-    pub(crate) fn new(kv: KvGrpc, database: &str, table: &str) -> Self {
+    pub(crate) fn new(kv: Arc<Endpoints>, database: &str, table: &str) -> Self {
         Self {
             kv,
             database: database.into(),
@@ -257,7 +260,13 @@ impl Table {
         let mut request = put.request;
         request.database = self.database.clone();
         request.table = self.table.clone();
-        let response = self.kv.clone().put(request).await?.into_inner();
+        let response = self
+            .kv
+            .call(Safety::Write, |mut kv| {
+                let request = request.clone();
+                async move { kv.put(request).await }
+            })
+            .await?;
         Ok(PutResult {
             revision: response.revision,
             version: response.version,
@@ -280,8 +289,15 @@ impl Table {
             key: key.into(),
             consistency: consistency.proto(),
         };
-        match self.kv.clone().get(request).await {
-            Ok(response) => Ok(response.into_inner().record),
+        match self
+            .kv
+            .call(Safety::Read, |mut kv| {
+                let request = request.clone();
+                async move { kv.get(request).await }
+            })
+            .await
+        {
+            Ok(response) => Ok(response.record),
             Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
             Err(status) => Err(status.into()),
         }
@@ -292,7 +308,13 @@ impl Table {
         let mut request = list.request;
         request.database = self.database.clone();
         request.table = self.table.clone();
-        let response = self.kv.clone().list(request).await?.into_inner();
+        let response = self
+            .kv
+            .call(Safety::Read, |mut kv| {
+                let request = request.clone();
+                async move { kv.list(request).await }
+            })
+            .await?;
         Ok(ListPage {
             records: response.records,
             next_page_token: Some(response.next_page_token).filter(|t| !t.is_empty()),
@@ -342,14 +364,27 @@ impl Table {
             prefix,
             expected_mod_revision: expected,
         };
-        Ok(self.kv.clone().delete(request).await?.into_inner().deleted)
+        Ok(self
+            .kv
+            .call(Safety::Write, |mut kv| {
+                let request = request.clone();
+                async move { kv.delete(request).await }
+            })
+            .await?
+            .deleted)
     }
 
     pub async fn txn(&self, txn: Txn) -> Result<TxnResult, Error> {
         let mut request = txn.request;
         request.database = self.database.clone();
         request.table = self.table.clone();
-        Ok(self.kv.clone().txn(request).await?.into_inner())
+        Ok(self
+            .kv
+            .call(Safety::Write, |mut kv| {
+                let request = request.clone();
+                async move { kv.txn(request).await }
+            })
+            .await?)
     }
 
     /// Watches `key` (or every key under it when `prefix`), from `start_revision` (0: from now).
@@ -367,7 +402,7 @@ impl Table {
             start_revision,
             progress_interval_ms: 0,
         };
-        let stream = self.kv.clone().watch(request).await?.into_inner();
+        let stream = self.kv.current().watch(request).await?.into_inner();
         Ok(WatchStream { inner: stream })
     }
 }

@@ -10,12 +10,17 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Retries: this SDK does not retry writes on its own. A write that fails with
-//! [`Error::Unavailable`] or a transport error may or may not have been applied; make it
-//! idempotent (compare-and-swap on the mod revision, create-only) before retrying it.
+//! Endpoints and retries: give the builder every node (`"a:7420,b:7420,c:7420"` or
+//! [`ClientBuilder::endpoint`]); any node serves, forwarding writes to the leader. A call that
+//! fails moves to the next endpoint and is retried only when that is safe (see [`RetryPolicy`]):
+//! reads on any unavailability, writes only when the server said nothing was done or the
+//! connection was refused. A write that fails with [`Error::OutcomeUnknown`] (or a transport
+//! error mid-call) may or may not have been applied: make it idempotent (compare-and-swap on the
+//! mod revision, create-only) before retrying it yourself.
 
 mod error;
 mod kv;
+mod retry;
 
 pub use error::Error;
 
@@ -26,9 +31,13 @@ pub mod error_headers {
     };
 }
 pub use kv::{Consistency, List, ListPage, Put, PutResult, Table, Txn, TxnResult, WatchStream};
+pub use retry::RetryPolicy;
 pub use strata_proto::kv::v1 as proto;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use retry::Safety;
 
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -56,21 +65,33 @@ impl tonic::service::Interceptor for NamespaceHeader {
     }
 }
 
-/// A connection to a Strata node, bound to one namespace. Cheap to clone.
+/// A connection to a Strata cluster (one or more nodes), bound to one namespace. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
-    kv: KvGrpc,
+    kv: Arc<retry::Endpoints>,
 }
 
 pub struct ClientBuilder {
-    endpoint: String,
+    endpoints: Vec<String>,
     namespace: String,
     connect_timeout: Duration,
     request_timeout: Option<Duration>,
     max_message_bytes: usize,
+    retry: RetryPolicy,
 }
 
 impl ClientBuilder {
+    /// Adds another node to try (`host:port`, or several comma-separated).
+    pub fn endpoint(mut self, endpoint: impl AsRef<str>) -> Self {
+        self.endpoints.extend(split_endpoints(endpoint.as_ref()));
+        self
+    }
+
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
         self
@@ -87,39 +108,89 @@ impl ClientBuilder {
         self
     }
 
+    /// Connects to the first endpoint that answers; the others are dialled when needed.
     pub async fn connect(self) -> Result<Client, Error> {
-        let uri = if self.endpoint.contains("://") {
-            self.endpoint.clone()
-        } else {
-            format!("http://{}", self.endpoint)
-        };
-        let mut endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| Error::InvalidArgument(format!("endpoint {:?}: {e}", self.endpoint)))?
-            .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true);
-        if let Some(timeout) = self.request_timeout {
-            endpoint = endpoint.timeout(timeout);
+        if self.endpoints.is_empty() {
+            return Err(Error::InvalidArgument("no endpoint given".into()));
         }
-        let channel = endpoint.connect().await.map_err(|e| Error::Connect {
-            endpoint: self.endpoint.clone(),
-            message: e.to_string(),
-        })?;
         let namespace: AsciiMetadataValue = MetadataValue::try_from(self.namespace.as_str())
             .map_err(|_| {
                 Error::InvalidArgument(format!("namespace {:?} is not ASCII", self.namespace))
             })?;
-        let kv = proto::kv_client::KvClient::with_interceptor(channel, NamespaceHeader(namespace))
+        let mut channels = Vec::new();
+        for name in &self.endpoints {
+            let uri = if name.contains("://") {
+                name.clone()
+            } else {
+                format!("http://{name}")
+            };
+            let mut endpoint = Endpoint::from_shared(uri)
+                .map_err(|e| Error::InvalidArgument(format!("endpoint {name:?}: {e}")))?
+                .connect_timeout(self.connect_timeout)
+                .tcp_nodelay(true);
+            if let Some(timeout) = self.request_timeout {
+                endpoint = endpoint.timeout(timeout);
+            }
+            channels.push((name.clone(), endpoint));
+        }
+        // Connect eagerly to the first that answers, so a wrong address fails here, not later.
+        let mut failures = Vec::new();
+        let mut connected = None;
+        for (index, (name, endpoint)) in channels.iter().enumerate() {
+            match endpoint.connect().await {
+                Ok(channel) => {
+                    connected = Some((index, channel));
+                    break;
+                }
+                Err(e) => failures.push(format!("{name}: {e}")),
+            }
+        }
+        let Some((preferred, channel)) = connected else {
+            return Err(Error::Connect {
+                endpoint: self.endpoints.join(","),
+                message: failures.join("; "),
+            });
+        };
+        let make = |channel: Channel| {
+            proto::kv_client::KvClient::with_interceptor(
+                channel,
+                NamespaceHeader(namespace.clone()),
+            )
             .max_decoding_message_size(self.max_message_bytes)
-            .max_encoding_message_size(self.max_message_bytes);
-        Ok(Client { kv })
+            .max_encoding_message_size(self.max_message_bytes)
+        };
+        let clients = channels
+            .into_iter()
+            .enumerate()
+            .map(|(index, (name, endpoint))| {
+                let channel = if index == preferred {
+                    channel.clone()
+                } else {
+                    endpoint.connect_lazy()
+                };
+                (name, make(channel))
+            })
+            .collect();
+        Ok(Client {
+            kv: Arc::new(retry::Endpoints::new(clients, preferred, self.retry)),
+        })
     }
 }
 
+fn split_endpoints(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned)
+}
+
 impl Client {
-    /// Starts configuring a client for `endpoint` (`host:port` or `http://host:port`).
-    pub fn builder(endpoint: impl Into<String>) -> ClientBuilder {
+    /// Starts configuring a client for `endpoint` (`host:port` or `http://host:port`, or several
+    /// comma-separated).
+    pub fn builder(endpoint: impl AsRef<str>) -> ClientBuilder {
         ClientBuilder {
-            endpoint: endpoint.into(),
+            endpoints: split_endpoints(endpoint.as_ref()).collect(),
+            retry: RetryPolicy::default(),
             namespace: "default".into(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: None,
@@ -128,7 +199,7 @@ impl Client {
     }
 
     /// Connects to `endpoint` in the `default` namespace.
-    pub async fn connect(endpoint: impl Into<String>) -> Result<Self, Error> {
+    pub async fn connect(endpoint: impl AsRef<str>) -> Result<Self, Error> {
         Self::builder(endpoint).connect().await
     }
 
@@ -141,10 +212,11 @@ impl Client {
     pub async fn databases(&self) -> Result<Vec<String>, Error> {
         let response = self
             .kv
-            .clone()
-            .databases(proto::DatabasesRequest {})
+            .call(Safety::Read, |mut kv| async move {
+                kv.databases(proto::DatabasesRequest {}).await
+            })
             .await?;
-        Ok(response.into_inner().databases)
+        Ok(response.databases)
     }
 
     /// Tables of `database` that hold at least one key.
@@ -152,6 +224,13 @@ impl Client {
         let request = proto::TablesRequest {
             database: database.into(),
         };
-        Ok(self.kv.clone().tables(request).await?.into_inner().tables)
+        let response = self
+            .kv
+            .call(Safety::Read, |mut kv| {
+                let request = request.clone();
+                async move { kv.tables(request).await }
+            })
+            .await?;
+        Ok(response.tables)
     }
 }
