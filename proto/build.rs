@@ -3,7 +3,10 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["proto/strata/kv/v1/kv.proto"];
+const PROTOS: &[&str] = &[
+    "proto/strata/kv/v1/kv.proto",
+    "proto/strata/cluster/v1/cluster.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("PROTOC").is_none() {

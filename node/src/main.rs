@@ -3,6 +3,7 @@
 mod cli;
 mod server;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -25,6 +26,10 @@ enum Command {
     Serve(ServeArgs),
     /// Key-value commands against a running node.
     Kv(cli::kv::KvArgs),
+    /// Cluster membership and status.
+    Cluster(cli::cluster::ClusterArgs),
+    /// Create a cluster CA and node certificates (for tests and small deployments).
+    Cert(cli::cert::CertArgs),
 }
 
 #[derive(clap::Args)]
@@ -39,11 +44,30 @@ struct ServeArgs {
     #[arg(long, env = "STRATA_HTTP_ADDR", default_value = "127.0.0.1:7422")]
     http_addr: SocketAddr,
     /// This node's id in the cluster.
-    #[arg(long, env = "STRATA_NODE_ID", default_value_t = 1)]
+    #[arg(long, env = "STRATA_NODE_ID", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..))]
     node_id: u64,
+    /// QUIC (UDP) address for other nodes; bound only with --tls-dir.
+    #[arg(long, env = "STRATA_PEER_ADDR", default_value = "127.0.0.1:7421")]
+    peer_addr: SocketAddr,
+    /// The initial voters, ID=HOST:PORT of each one's peer address, comma-separated. Used on
+    /// the first start only; every initial member gets the same list.
+    #[arg(long, env = "STRATA_INITIAL_CLUSTER", value_parser = parse_initial_cluster)]
+    initial_cluster: Option<BTreeMap<u64, String>>,
+    /// Start empty and wait to be added to a running cluster (`strata cluster add-learner`).
+    #[arg(long, env = "STRATA_JOIN")]
+    join: bool,
+    /// Directory with the cluster CA (ca.pem) and this node's certificate (node-N.pem,
+    /// node-N.key). Required for a multi-node cluster.
+    #[arg(long, env = "STRATA_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
     /// Largest value accepted, in bytes.
     #[arg(long, env = "STRATA_MAX_VALUE_BYTES", default_value_t = server::validate::DEFAULT_MAX_VALUE_BYTES)]
     max_value_bytes: usize,
+    /// Build a snapshot and purge the log behind it after this many entries.
+    #[arg(long, env = "STRATA_SNAPSHOT_EVERY_ENTRIES", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    snapshot_every_entries: u64,
     /// Revisions of watch history kept for watchers to resume from (same on every node).
     #[arg(long, env = "STRATA_HISTORY_RETAIN_REVISIONS", default_value_t = strata_storage::kv::HISTORY_RETAIN_REVISIONS,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -59,7 +83,9 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => {
-                init_tracing("info,openraft=warn");
+                // openraft logs every failed heartbeat to a down peer as an error; the transport logs
+                // those failures itself, throttled.
+                init_tracing("info,openraft=error,openraft::replication=off");
                 if args.max_value_bytes == 0 || args.max_value_bytes > 16 * 1024 * 1024 {
                     anyhow::bail!("--max-value-bytes must be between 1 and 16777216");
                 }
@@ -68,8 +94,13 @@ fn main() -> std::process::ExitCode {
                     client_addr: args.client_addr,
                     http_addr: args.http_addr,
                     node_id: args.node_id,
+                    peer_addr: args.peer_addr,
+                    initial_cluster: args.initial_cluster,
+                    join: args.join,
+                    tls_dir: args.tls_dir,
                     max_value_bytes: args.max_value_bytes,
                     history_retain_revisions: args.history_retain_revisions,
+                    snapshot_every_entries: args.snapshot_every_entries,
                 })
                 .await
             }
@@ -77,6 +108,11 @@ fn main() -> std::process::ExitCode {
                 init_tracing("warn");
                 cli::kv::run(args).await
             }
+            Command::Cluster(args) => {
+                init_tracing("warn");
+                cli::cluster::run(args).await
+            }
+            Command::Cert(args) => cli::cert::run(args),
         }
     });
     match result {
@@ -86,6 +122,31 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Parses `1=host:7421,2=host:7431,...`.
+fn parse_initial_cluster(text: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut members = BTreeMap::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("{entry:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| format!("{id:?} in {entry:?} is not a node id (1 or more)"))?;
+        server::validate::host_port("--initial-cluster", addr.trim())
+            .map_err(|status| status.message().to_string())?;
+        if members.insert(id, addr.trim().to_string()).is_some() {
+            return Err(format!("node {id} is listed twice"));
+        }
+    }
+    if members.is_empty() {
+        return Err("lists no node".into());
+    }
+    Ok(members)
 }
 
 fn init_tracing(default_level: &str) {

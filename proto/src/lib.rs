@@ -9,5 +9,12 @@ pub mod kv {
     }
 }
 
+/// `strata.cluster.v1`: membership and health, for operators.
+pub mod cluster {
+    pub mod v1 {
+        tonic::include_proto!("strata.cluster.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every Strata proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("strata_descriptor");

@@ -1,8 +1,10 @@
 //! openraft glue: the replicated command, the log store and state machine adapters over
 //! `strata-storage`, and [`RaftNode`], the handle the server uses to write and read.
 //!
-//! Must not: know about gRPC or tonic. Peer networking (QUIC) is not built yet: a node can only
-//! be a cluster of one, and [`network::NoPeers`] says so if openraft ever asks for a peer.
+//! Nodes talk to each other over QUIC with mutual TLS ([`network`]): Raft RPCs, and leader-only
+//! operations (writes, read indexes, membership changes) forwarded by followers.
+//!
+//! Must not: know about gRPC or tonic.
 
 // openraft's storage traits fix `StorageError<u64>` (over 200 bytes) as the error type of every
 // method and helper here; boxing it would only move the conversion elsewhere.
@@ -14,5 +16,7 @@ pub mod node;
 pub mod state_machine;
 pub mod types;
 
-pub use node::{RaftNode, RaftNodeConfig, WriteError};
+pub use network::message::NodeStatus;
+pub use network::{tls, PeerTransport};
+pub use node::{Bootstrap, MemberView, MembershipError, RaftNode, RaftNodeConfig, WriteError};
 pub use types::{Command, Request, Response, TypeConfig};

@@ -5,23 +5,42 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use std::collections::BTreeSet;
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
 use strata_storage::kv::{KvCommand, KvResponse, KvState, RevisionEvents};
 use strata_storage::{Engine, LogStore};
 use tokio::sync::broadcast;
 
 use crate::log_store::RaftLogStore;
-use crate::network::NoPeers;
+use crate::network::message::{LeaderError, LeaderOp, LeaderReply, NodeStatus};
+use crate::network::{
+    CallError, PeerNetwork, PeerRequest, PeerResponse, PeerService, PeerTransport,
+};
 use crate::state_machine::StateMachine;
 use crate::types::{Command, Request, Response, TypeConfig};
+
+/// How a node forms or joins a cluster on its first start (later starts resume from disk).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// A cluster of one (local mode).
+    Single,
+    /// The initial voters and their peer addresses; every initial member starts with the same.
+    Cluster(BTreeMap<u64, String>),
+    /// Start empty and wait to be added by `cluster add-learner`.
+    Join,
+}
 
 /// Timing and policy knobs. Defaults suit a LAN or a laptop.
 #[derive(Clone, Debug)]
 pub struct RaftNodeConfig {
     pub node_id: u64,
-    /// Address clients use to reach this node, advertised in the membership.
+    /// Address clients use to reach this node (reported in cluster status).
     pub client_addr: String,
+    /// Address peers use to reach this node (QUIC), recorded in the membership.
+    pub peer_addr: String,
+    pub bootstrap: Bootstrap,
     pub heartbeat_interval_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
@@ -33,6 +52,10 @@ pub struct RaftNodeConfig {
     pub expiry_batch_max: usize,
     /// Revisions of watch history kept; must be the same on every node of a cluster.
     pub history_retain_revisions: u64,
+    /// Longest wait for a write, read index or membership change, locally or on the leader.
+    pub leader_op_timeout_ms: u64,
+    /// A learner may be promoted only when it is at most this many entries behind the leader.
+    pub promote_max_lag: u64,
 }
 
 impl Default for RaftNodeConfig {
@@ -40,6 +63,8 @@ impl Default for RaftNodeConfig {
         Self {
             node_id: 1,
             client_addr: "127.0.0.1:7420".into(),
+            peer_addr: "127.0.0.1:7421".into(),
+            bootstrap: Bootstrap::Single,
             heartbeat_interval_ms: 50,
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
@@ -47,12 +72,14 @@ impl Default for RaftNodeConfig {
             expiry_sweep_interval_ms: 100,
             expiry_batch_max: 1_000,
             history_retain_revisions: strata_storage::kv::HISTORY_RETAIN_REVISIONS,
+            leader_op_timeout_ms: 10_000,
+            promote_max_lag: 1_000,
         }
     }
 }
 
-/// Why a write was not acknowledged. Only `Fatal` and `Storage` leave its outcome unknown to
-/// the caller; the others guarantee nothing was applied.
+/// Why a write was not acknowledged. `Unknown` and `Fatal` leave its outcome unknown to the
+/// caller; the others guarantee nothing was applied, so the write may be retried.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("not the leader; the leader is {leader_id:?} at {leader_addr:?}")]
@@ -60,6 +87,10 @@ pub enum WriteError {
         leader_id: Option<u64>,
         leader_addr: Option<String>,
     },
+    #[error("the leader could not be reached, nothing was sent: {0}")]
+    LeaderUnreachable(String),
+    #[error("the write's outcome is unknown: {0}")]
+    Unknown(String),
     #[error("raft is shutting down or failed: {0}")]
     Fatal(String),
     #[error("unexpected raft response: {0}")]
@@ -75,6 +106,33 @@ pub enum ReadError {
     },
     #[error("cannot confirm leadership with a quorum: {0}")]
     Unavailable(String),
+}
+
+/// Why a membership change was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("no leader is known, or it could not be reached: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Rejected(String),
+    #[error("the change's outcome is unknown: {0}")]
+    Unknown(String),
+}
+
+/// A member of the cluster and what it says of itself (or why it could not be asked).
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    pub node_id: u64,
+    pub peer_addr: String,
+    pub voter: bool,
+    pub status: Result<NodeStatus, String>,
+}
+
+/// Where a leader-only operation failed.
+#[derive(Debug)]
+enum RouteError {
+    Leader(LeaderError),
+    Call(CallError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,22 +180,27 @@ fn claim_node_id(data_dir: &Path, node_id: u64) -> Result<(), OpenError> {
     }
 }
 
-/// A running Raft member with its storage.
+/// A running Raft member with its storage and peer transport.
 #[derive(Clone)]
 pub struct RaftNode {
     pub raft: Raft<TypeConfig>,
     engine: Engine,
     config: Arc<RaftNodeConfig>,
     state_machine: StateMachine,
+    transport: Arc<PeerTransport>,
 }
 
 impl RaftNode {
-    /// Opens the data directory and starts Raft. On first start it bootstraps a cluster of one
-    /// with this node as its only voter; on later starts it resumes from disk.
-    pub async fn start(data_dir: &Path, config: RaftNodeConfig) -> Result<Self, OpenError> {
+    /// Opens the data directory, starts Raft and serves peers on `transport`. On first start it
+    /// bootstraps as `config.bootstrap` says; on later starts it resumes from disk.
+    pub async fn start(
+        data_dir: &Path,
+        config: RaftNodeConfig,
+        transport: Arc<PeerTransport>,
+    ) -> Result<Self, OpenError> {
         claim_node_id(data_dir, config.node_id)?;
         let engine = Engine::open(&data_dir.join("db"))?;
-        let result = Self::start_on(engine.clone(), data_dir, config).await;
+        let result = Self::start_on(engine.clone(), data_dir, config, transport).await;
         if result.is_err() {
             // The caller will likely exit: stop RocksDB's threads first (see Engine::quiesce).
             let _ = engine.quiesce();
@@ -149,6 +212,7 @@ impl RaftNode {
         engine: Engine,
         data_dir: &Path,
         config: RaftNodeConfig,
+        transport: Arc<PeerTransport>,
     ) -> Result<Self, OpenError> {
         let handle = engine.clone();
         let log_store = RaftLogStore::new(LogStore::new(engine.clone()));
@@ -171,34 +235,67 @@ impl RaftNode {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            NoPeers,
+            PeerNetwork::new(transport.clone()),
             log_store,
             state_machine.clone(),
         )
         .await
         .map_err(|e| OpenError::Raft(e.to_string()))?;
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|e| OpenError::Raft(e.to_string()))?;
-        if !initialized {
-            let members = BTreeMap::from([(
-                config.node_id,
-                BasicNode {
-                    addr: config.client_addr.clone(),
-                },
-            )]);
-            raft.initialize(members)
-                .await
-                .map_err(|e| OpenError::Raft(e.to_string()))?;
-            tracing::info!(node_id = config.node_id, "initialised a new cluster of one");
-        }
-        Ok(Self {
+        let node = Self {
             raft,
             engine: handle,
             config: Arc::new(config),
             state_machine,
-        })
+            transport: transport.clone(),
+        };
+        // Serve peers before bootstrapping: the others may already be asking for votes.
+        tokio::spawn(transport.serve(node.clone()));
+        node.bootstrap().await?;
+        Ok(node)
+    }
+
+    async fn bootstrap(&self) -> Result<(), OpenError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| OpenError::Raft(e.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        let members: BTreeMap<u64, BasicNode> = match &self.config.bootstrap {
+            Bootstrap::Join => {
+                tracing::info!(
+                    node_id = self.config.node_id,
+                    "waiting to be added to a cluster (strata cluster add-learner)"
+                );
+                return Ok(());
+            }
+            Bootstrap::Single => {
+                BTreeMap::from([(self.config.node_id, BasicNode::new(&self.config.peer_addr))])
+            }
+            Bootstrap::Cluster(members) => members
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr)))
+                .collect(),
+        };
+        let count = members.len();
+        match self.raft.initialize(members).await {
+            Ok(()) => {
+                tracing::info!(
+                    node_id = self.config.node_id,
+                    members = count,
+                    "initialised a new cluster"
+                );
+                Ok(())
+            }
+            // Another initial member got there first and this node already holds its log.
+            Err(RaftError::APIError(InitializeError::NotAllowed(reason))) => {
+                tracing::info!(%reason, "cluster already initialised by a peer");
+                Ok(())
+            }
+            Err(error) => Err(OpenError::Raft(error.to_string())),
+        }
     }
 
     pub fn node_id(&self) -> u64 {
@@ -233,45 +330,362 @@ impl RaftNode {
             .is_ok()
     }
 
+    fn op_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.leader_op_timeout_ms)
+    }
+
     /// Proposes a key-value command and waits until it is committed, durable on a majority and
-    /// applied here.
+    /// applied on the leader. On a follower the command is forwarded to the leader.
     pub async fn write_kv(&self, command: KvCommand) -> Result<KvResponse, WriteError> {
         let request = Request {
             time_ms: now_ms(),
             command: Command::Kv(command),
         };
-        match self.raft.client_write(request).await {
-            Ok(written) => match written.data {
-                Response::Kv(response) => Ok(response),
-                other => Err(WriteError::Unexpected(format!("{other:?}"))),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+        match self.route(LeaderOp::Write(request)).await {
+            Ok(LeaderReply::Written(Response::Kv(response))) => Ok(response),
+            Ok(other) => Err(WriteError::Unexpected(format!("{other:?}"))),
+            Err(RouteError::Leader(LeaderError::NotLeader { leader_id })) => {
                 Err(WriteError::NotLeader {
-                    leader_id: forward.leader_id,
-                    leader_addr: forward.leader_node.map(|n| n.addr),
+                    leader_id,
+                    leader_addr: None,
                 })
             }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(WriteError::Unexpected(e.to_string()))
+            Err(RouteError::Leader(LeaderError::Fatal(message))) => Err(WriteError::Fatal(message)),
+            Err(RouteError::Leader(error @ LeaderError::Timeout(_))) => {
+                Err(WriteError::Unknown(error.to_string()))
             }
-            Err(RaftError::Fatal(fatal)) => Err(WriteError::Fatal(fatal.to_string())),
+            Err(RouteError::Leader(error)) => Err(WriteError::Unexpected(error.to_string())),
+            Err(RouteError::Call(error)) if error.not_sent() => {
+                Err(WriteError::LeaderUnreachable(error.to_string()))
+            }
+            Err(RouteError::Call(error)) => Err(WriteError::Unknown(error.to_string())),
         }
     }
 
     /// Returns once this node's applied state includes every write acknowledged before the
-    /// call (read index confirmed with a quorum).
+    /// call: the leader confirms its leadership with a quorum and names a read index (on a
+    /// follower, over the peer transport); this node then waits to apply up to it.
     pub async fn linearizable_barrier(&self) -> Result<(), ReadError> {
-        use openraft::error::CheckIsLeaderError;
-        match self.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
-                Err(ReadError::NotLeader {
-                    leader_id: forward.leader_id,
-                    leader_addr: forward.leader_node.map(|n| n.addr),
+        let index = match self.route(LeaderOp::ReadIndex).await {
+            Ok(LeaderReply::ReadIndex(index)) => index,
+            Ok(other) => {
+                return Err(ReadError::Unavailable(format!(
+                    "unexpected reply {other:?}"
+                )))
+            }
+            Err(RouteError::Leader(LeaderError::NotLeader { leader_id })) => {
+                return Err(ReadError::NotLeader {
+                    leader_id,
+                    leader_addr: None,
                 })
             }
-            Err(error) => Err(ReadError::Unavailable(error.to_string())),
+            Err(RouteError::Leader(error)) => {
+                return Err(ReadError::Unavailable(error.to_string()))
+            }
+            Err(RouteError::Call(error)) => return Err(ReadError::Unavailable(error.to_string())),
+        };
+        self.raft
+            .wait(Some(self.op_timeout()))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                ReadError::Unavailable(format!("applying up to the read index {index}: {e}"))
+            })
+    }
+
+    /// Adds a node as a learner: it receives the log (or a snapshot) but does not vote.
+    pub async fn add_learner(
+        &self,
+        node_id: u64,
+        peer_addr: String,
+    ) -> Result<u64, MembershipError> {
+        self.change_membership(LeaderOp::AddLearner { node_id, peer_addr })
+            .await
+    }
+
+    /// Makes a caught-up learner a voter (joint consensus).
+    pub async fn promote(&self, node_id: u64) -> Result<u64, MembershipError> {
+        self.change_membership(LeaderOp::Promote { node_id }).await
+    }
+
+    /// Removes a voter or learner from the cluster (joint consensus for voters).
+    pub async fn remove(&self, node_id: u64) -> Result<u64, MembershipError> {
+        self.change_membership(LeaderOp::Remove { node_id }).await
+    }
+
+    async fn change_membership(&self, op: LeaderOp) -> Result<u64, MembershipError> {
+        match self.route(op).await {
+            Ok(LeaderReply::MembershipChanged(index)) => Ok(index),
+            Ok(other) => Err(MembershipError::Unknown(format!(
+                "unexpected reply {other:?}"
+            ))),
+            Err(RouteError::Leader(LeaderError::Rejected(reason))) => {
+                Err(MembershipError::Rejected(reason))
+            }
+            Err(RouteError::Leader(error @ (LeaderError::Timeout(_) | LeaderError::Fatal(_)))) => {
+                Err(MembershipError::Unknown(error.to_string()))
+            }
+            Err(RouteError::Leader(error)) => Err(MembershipError::Unavailable(error.to_string())),
+            Err(RouteError::Call(error)) if error.not_sent() => {
+                Err(MembershipError::Unavailable(error.to_string()))
+            }
+            Err(RouteError::Call(error)) => Err(MembershipError::Unknown(error.to_string())),
         }
+    }
+
+    /// Runs `op` here if this node leads, or on the leader it knows of. Never forwards twice: the
+    /// leader runs a forwarded op only if it still leads.
+    async fn route(&self, op: LeaderOp) -> Result<LeaderReply, RouteError> {
+        let (leader, addr) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            let leader = metrics.current_leader;
+            let addr = leader.and_then(|id| {
+                metrics
+                    .membership_config
+                    .membership()
+                    .get_node(&id)
+                    .map(|node| node.addr.clone())
+            });
+            (leader, addr)
+        };
+        match (leader, addr) {
+            (Some(leader), _) if leader == self.config.node_id => {
+                self.run_as_leader(op).await.map_err(RouteError::Leader)
+            }
+            (Some(leader), Some(addr)) => {
+                let request = PeerRequest::Leader(op);
+                // A little longer than the leader's own limit, so its answer wins the race.
+                let timeout = self.op_timeout() + Duration::from_secs(1);
+                let call = self.transport.call(leader, &addr, &request, timeout);
+                // A leader that is replaced (crashed, partitioned) may never answer: stop waiting
+                // when this node learns of another leader or term. The op's outcome is unknown.
+                let mut metrics = self.raft.metrics();
+                let term = metrics.borrow().current_term;
+                let superseded = metrics
+                    .wait_for(|m| m.current_term != term || m.current_leader != Some(leader));
+                let answer = tokio::select! {
+                    answer = call => answer,
+                    _ = superseded => Err(CallError::Failed {
+                        node: leader,
+                        reason: "the leader was replaced while the call was in flight".into(),
+                    }),
+                };
+                match answer {
+                    Ok(PeerResponse::Leader(result)) => result.map_err(RouteError::Leader),
+                    Ok(other) => Err(RouteError::Call(CallError::Failed {
+                        node: leader,
+                        reason: format!("unexpected answer {other:?}"),
+                    })),
+                    Err(error) => Err(RouteError::Call(error)),
+                }
+            }
+            (leader_id, _) => Err(RouteError::Leader(LeaderError::NotLeader { leader_id })),
+        }
+    }
+
+    /// Runs a leader-only operation on this node, failing with `NotLeader` if it does not lead.
+    async fn run_as_leader(&self, op: LeaderOp) -> Result<LeaderReply, LeaderError> {
+        let timeout = self.op_timeout();
+        match tokio::time::timeout(timeout, self.run_as_leader_unbounded(op)).await {
+            Ok(result) => result,
+            Err(_) => Err(LeaderError::Timeout(timeout.as_millis() as u64)),
+        }
+    }
+
+    async fn run_as_leader_unbounded(&self, op: LeaderOp) -> Result<LeaderReply, LeaderError> {
+        use openraft::error::{CheckIsLeaderError, ClientWriteError};
+        fn write_error(error: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> LeaderError {
+            match error {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+                    LeaderError::NotLeader {
+                        leader_id: forward.leader_id,
+                    }
+                }
+                RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                    LeaderError::Rejected(e.to_string())
+                }
+                RaftError::Fatal(fatal) => LeaderError::Fatal(fatal.to_string()),
+            }
+        }
+        match op {
+            LeaderOp::Write(request) => match self.raft.client_write(request).await {
+                Ok(written) => Ok(LeaderReply::Written(written.data)),
+                Err(error) => Err(write_error(error)),
+            },
+            LeaderOp::ReadIndex => match self.raft.get_read_log_id().await {
+                Ok((read_log_id, _applied)) => {
+                    Ok(LeaderReply::ReadIndex(read_log_id.map_or(0, |id| id.index)))
+                }
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                    Err(LeaderError::NotLeader {
+                        leader_id: forward.leader_id,
+                    })
+                }
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                    Err(LeaderError::NoQuorum(e.to_string()))
+                }
+                Err(RaftError::Fatal(fatal)) => Err(LeaderError::Fatal(fatal.to_string())),
+            },
+            LeaderOp::AddLearner { node_id, peer_addr } => {
+                let membership = self.membership();
+                if membership.voter_ids().any(|id| id == node_id) {
+                    return Err(LeaderError::Rejected(format!(
+                        "node {node_id} is already a voter"
+                    )));
+                }
+                let written = self
+                    .raft
+                    .add_learner(node_id, BasicNode::new(peer_addr), false)
+                    .await
+                    .map_err(write_error)?;
+                Ok(LeaderReply::MembershipChanged(written.log_id.index))
+            }
+            LeaderOp::Promote { node_id } => {
+                let membership = self.membership();
+                if membership.voter_ids().any(|id| id == node_id) {
+                    return Err(LeaderError::Rejected(format!(
+                        "node {node_id} is already a voter"
+                    )));
+                }
+                if !membership.learner_ids().any(|id| id == node_id) {
+                    return Err(LeaderError::Rejected(format!(
+                        "node {node_id} is not a learner; add it with `strata cluster add-learner` first"
+                    )));
+                }
+                let (last_log, matched) = {
+                    let metrics = self.raft.metrics();
+                    let metrics = metrics.borrow();
+                    let matched = metrics
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&node_id).copied().flatten())
+                        .map_or(0, |id| id.index);
+                    (metrics.last_log_index.unwrap_or(0), matched)
+                };
+                let lag = last_log.saturating_sub(matched);
+                if lag > self.config.promote_max_lag {
+                    return Err(LeaderError::Rejected(format!(
+                        "node {node_id} is {lag} entries behind the leader (at most {} allowed); \
+                         wait for it to catch up (see `strata cluster status`) and retry",
+                        self.config.promote_max_lag
+                    )));
+                }
+                let written = self
+                    .raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
+                    .await
+                    .map_err(write_error)?;
+                Ok(LeaderReply::MembershipChanged(written.log_id.index))
+            }
+            LeaderOp::Remove { node_id } => {
+                let membership = self.membership();
+                let change = if membership.voter_ids().any(|id| id == node_id) {
+                    if membership.voter_ids().count() == 1 {
+                        return Err(LeaderError::Rejected(format!(
+                            "node {node_id} is the only voter; a cluster cannot remove its last voter"
+                        )));
+                    }
+                    ChangeMembers::RemoveVoters(BTreeSet::from([node_id]))
+                } else if membership.learner_ids().any(|id| id == node_id) {
+                    ChangeMembers::RemoveNodes(BTreeSet::from([node_id]))
+                } else {
+                    return Err(LeaderError::Rejected(format!(
+                        "node {node_id} is not a member of the cluster"
+                    )));
+                };
+                let written = self
+                    .raft
+                    .change_membership(change, false)
+                    .await
+                    .map_err(write_error)?;
+                Ok(LeaderReply::MembershipChanged(written.log_id.index))
+            }
+        }
+    }
+
+    fn membership(&self) -> openraft::Membership<u64, BasicNode> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone()
+    }
+
+    /// This node's own view of itself.
+    pub async fn local_status(&self) -> NodeStatus {
+        let committed_index = self
+            .raft
+            .with_raft_state(|state| state.committed.map_or(0, |id| id.index))
+            .await
+            .unwrap_or(0);
+        let metrics = self.raft.metrics().borrow().clone();
+        let role = match metrics.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        NodeStatus {
+            node_id: self.config.node_id,
+            role: role.to_string(),
+            term: metrics.current_term,
+            leader_id: metrics.current_leader,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            committed_index,
+            applied_index: metrics.last_applied.map_or(0, |id| id.index),
+            snapshot_index: metrics.snapshot.map_or(0, |id| id.index),
+            purged_index: metrics.purged.map_or(0, |id| id.index),
+            client_addr: self.config.client_addr.clone(),
+            peer_addr: self.config.peer_addr.clone(),
+            replication: metrics
+                .replication
+                .as_ref()
+                .map(|r| {
+                    r.iter()
+                        .map(|(id, log_id)| (*id, log_id.map_or(0, |l| l.index)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Every member of the cluster as this node knows the membership, each asking itself.
+    pub async fn cluster_status(&self, timeout: Duration) -> Vec<MemberView> {
+        let membership = self.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let members: Vec<(u64, String)> = membership
+            .nodes()
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect();
+        let asks = members.into_iter().map(|(node_id, peer_addr)| {
+            let voter = voters.contains(&node_id);
+            async move {
+                let status = if node_id == self.config.node_id {
+                    Ok(self.local_status().await)
+                } else {
+                    match self
+                        .transport
+                        .call(node_id, &peer_addr, &PeerRequest::Status, timeout)
+                        .await
+                    {
+                        Ok(PeerResponse::Status(status)) => Ok(status),
+                        Ok(other) => Err(format!("unexpected answer {other:?}")),
+                        Err(error) => Err(error.to_string()),
+                    }
+                };
+                MemberView {
+                    node_id,
+                    peer_addr,
+                    voter,
+                    status,
+                }
+            }
+        });
+        futures::future::join_all(asks).await
     }
 
     /// Runs until `shutdown` fires: while this node leads, proposes the removal of keys whose
@@ -308,13 +722,30 @@ impl RaftNode {
         }
     }
 
-    /// Stops Raft, then quiesces storage so the process can exit safely.
+    /// Stops Raft and the peer endpoint, then quiesces storage so the process can exit safely.
     pub async fn shutdown(&self) {
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(%error, "raft shutdown");
         }
+        self.transport.close().await;
         if let Err(error) = self.engine.quiesce() {
             tracing::error!(%error, "syncing storage at shutdown failed");
+        }
+    }
+}
+
+impl PeerService for RaftNode {
+    async fn handle(&self, request: PeerRequest) -> PeerResponse {
+        match request {
+            PeerRequest::AppendEntries(rpc) => {
+                PeerResponse::AppendEntries(self.raft.append_entries(rpc).await)
+            }
+            PeerRequest::Vote(rpc) => PeerResponse::Vote(self.raft.vote(rpc).await),
+            PeerRequest::InstallSnapshot(rpc) => {
+                PeerResponse::InstallSnapshot(self.raft.install_snapshot(rpc).await)
+            }
+            PeerRequest::Leader(op) => PeerResponse::Leader(self.run_as_leader(op).await),
+            PeerRequest::Status => PeerResponse::Status(self.local_status().await),
         }
     }
 }

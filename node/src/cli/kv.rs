@@ -15,7 +15,7 @@ use strata_client::{Client, Consistency, List, Put, Table, Txn};
 
 #[derive(clap::Args)]
 pub struct KvArgs {
-    /// Node to talk to.
+    /// Nodes to talk to, comma-separated; the first that answers is used, the others on failover.
     #[arg(
         long,
         env = "STRATA_ENDPOINT",

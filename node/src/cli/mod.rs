@@ -1,3 +1,5 @@
-//! Operator commands. They talk to a node through the Rust SDK, like any other client.
+//! Operator commands. They talk to a node through gRPC, like any other client.
 
+pub mod cert;
+pub mod cluster;
 pub mod kv;

@@ -1,6 +1,7 @@
 //! The server: starts Raft over the data directory, then serves gRPC (client API) and HTTP
 //! (health, readiness, metrics) until SIGINT or SIGTERM, then shuts down in order.
 
+pub mod cluster;
 pub mod http;
 pub mod kv;
 pub mod metrics;
@@ -8,13 +9,16 @@ pub mod namespace;
 pub mod status;
 pub mod validate;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use strata_proto::cluster::v1::cluster_server::ClusterServer;
 use strata_proto::kv::v1::kv_server::KvServer;
-use strata_raft::{RaftNode, RaftNodeConfig};
+use strata_raft::{tls, Bootstrap, PeerTransport, RaftNode, RaftNodeConfig};
 use tonic::service::interceptor::InterceptedService;
 
 /// Headroom above the value limit for the key, metadata and framing of one request.
@@ -28,8 +32,49 @@ pub struct ServeConfig {
     pub client_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub node_id: u64,
+    /// QUIC address for peers; bound only with TLS material.
+    pub peer_addr: SocketAddr,
+    /// The initial voters' peer addresses (cluster mode, first start).
+    pub initial_cluster: Option<BTreeMap<u64, String>>,
+    /// Start empty and wait to be added to an existing cluster.
+    pub join: bool,
+    /// CA and node certificates; without it the node has no peer transport (local mode).
+    pub tls_dir: Option<PathBuf>,
     pub max_value_bytes: usize,
     pub history_retain_revisions: u64,
+    pub snapshot_every_entries: u64,
+}
+
+impl ServeConfig {
+    fn bootstrap(&self) -> anyhow::Result<Bootstrap> {
+        let clustered = self.join
+            || self
+                .initial_cluster
+                .as_ref()
+                .is_some_and(|members| members.len() > 1);
+        if clustered && self.tls_dir.is_none() {
+            anyhow::bail!(
+                "a multi-node cluster needs --tls-dir with the cluster CA and this node's \
+                 certificate (create them with `strata cert init` and `strata cert node`)"
+            );
+        }
+        match (&self.initial_cluster, self.join) {
+            (Some(_), true) => {
+                anyhow::bail!("--join and --initial-cluster exclude each other: a joining node is added by `strata cluster add-learner`")
+            }
+            (Some(members), false) => {
+                if !members.contains_key(&self.node_id) {
+                    anyhow::bail!(
+                        "--initial-cluster does not list this node (--node-id {}); to add a node to a running cluster start it with --join",
+                        self.node_id
+                    );
+                }
+                Ok(Bootstrap::Cluster(members.clone()))
+            }
+            (None, true) => Ok(Bootstrap::Join),
+            (None, false) => Ok(Bootstrap::Single),
+        }
+    }
 }
 
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
@@ -41,17 +86,43 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("binding the HTTP address {}", config.http_addr))?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
+    let bootstrap = config.bootstrap()?;
+    let transport = match &config.tls_dir {
+        Some(dir) => {
+            let material = tls::TlsMaterial::load(dir, config.node_id).with_context(|| {
+                format!(
+                    "loading TLS material for node {} from {}",
+                    config.node_id,
+                    dir.display()
+                )
+            })?;
+            PeerTransport::bind(config.peer_addr, &material, Default::default())?
+        }
+        None => PeerTransport::disabled(),
+    };
+    let bound_peer_addr = transport.local_addr();
+    let single = bootstrap == Bootstrap::Single;
+    // Peers reach this node at the address the initial cluster gives it, else where it is bound.
+    let advertised_peer_addr = match &bootstrap {
+        Bootstrap::Cluster(members) => members[&config.node_id].clone(),
+        _ => bound_peer_addr.unwrap_or(config.peer_addr).to_string(),
+    };
 
     let raft_config = RaftNodeConfig {
         node_id: config.node_id,
         client_addr: grpc_addr.to_string(),
+        peer_addr: advertised_peer_addr,
+        bootstrap,
         history_retain_revisions: config.history_retain_revisions,
+        snapshot_every_entries: config.snapshot_every_entries,
         ..RaftNodeConfig::default()
     };
-    let node = RaftNode::start(&config.data_dir, raft_config)
+    let node = RaftNode::start(&config.data_dir, raft_config, Arc::new(transport))
         .await
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
-    if !node.wait_for_leader(Duration::from_secs(10)).await {
+    // A cluster of one elects itself at once; cluster members serve while they find their peers
+    // (requests get UNAVAILABLE until a leader is known).
+    if single && !node.wait_for_leader(Duration::from_secs(10)).await {
         tracing::warn!(
             "no leader after 10 s; serving anyway, writes will fail until one is elected"
         );
@@ -79,6 +150,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     ))
     .max_decoding_message_size(config.max_value_bytes + REQUEST_OVERHEAD_BYTES)
     .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let cluster = ClusterServer::new(cluster::ClusterService::new(node.clone(), metrics.clone()));
     // Small responses must not wait for delayed ACKs (Nagle): a listener handed to tonic does not
     // get the server's nodelay setting, so set it on the incoming stream.
     let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
@@ -88,12 +160,14 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(InterceptedService::new(kv, namespace::resolve))
+        .add_service(cluster)
         .serve_with_incoming_shutdown(incoming, until(stopped.clone()));
     let http = http::serve(http_listener, node.clone(), metrics, until(stopped.clone()));
 
     // Scripts and tests read this line to learn the bound ports.
+    let peer = bound_peer_addr.map_or_else(|| "none".to_string(), |a| a.to_string());
     println!(
-        "strata ready: grpc={grpc_addr} http={http_addr} data={}",
+        "strata ready: grpc={grpc_addr} http={http_addr} peer={peer} data={}",
         config.data_dir.display()
     );
     tracing::info!(%grpc_addr, %http_addr, node_id = config.node_id, "serving");

@@ -62,6 +62,11 @@ pub fn write(error: WriteError) -> Status {
             leader_id,
             leader_addr,
         } => not_leader(leader_id, leader_addr),
+        WriteError::LeaderUnreachable(message) => unavailable(
+            "leader_unreachable",
+            format!("the leader could not be reached and the write was not sent; retry: {message}"),
+        ),
+        WriteError::Unknown(message) => outcome_unknown(message),
         WriteError::Fatal(message) => with(
             Code::Unavailable,
             "shutting_down",
@@ -84,6 +89,25 @@ pub fn read(error: ReadError) -> Status {
             &[],
         ),
     }
+}
+
+/// Retry-safe unavailability: nothing was done.
+pub fn unavailable(error: &'static str, message: String) -> Status {
+    with(Code::Unavailable, error, message, &[])
+}
+
+/// The operation may or may not have taken effect: DEADLINE_EXCEEDED, which gRPC clients do not
+/// retry on their own, with a message that says so.
+pub fn outcome_unknown(message: String) -> Status {
+    with(
+        Code::DeadlineExceeded,
+        "outcome_unknown",
+        format!(
+            "no answer in time; the operation may or may not have been applied \
+             (re-read before retrying anything not idempotent): {message}"
+        ),
+        &[],
+    )
 }
 
 fn not_leader(leader_id: Option<u64>, leader_addr: Option<String>) -> Status {

@@ -146,12 +146,46 @@ pub fn enumeration<E: TryFrom<i32>>(field: &str, value: i32) -> Result<E, Status
     E::try_from(value).map_err(|_| invalid(format!("{field} has unknown value {value}")))
 }
 
+/// A `host:port` network address (a name or an IP; IPv6 in brackets).
+pub fn host_port(field: &str, value: &str) -> Result<(), Status> {
+    let valid = value.len() <= 255
+        && value.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty()
+                && !host.contains(char::is_whitespace)
+                && port.parse::<u16>().is_ok_and(|p| p != 0)
+        });
+    if !valid {
+        return Err(invalid(format!(
+            "{field} must be host:port with a port from 1 to 65535, got {value:?}"
+        )));
+    }
+    Ok(())
+}
+
 pub fn invalid(message: String) -> Status {
     Status::invalid_argument(message)
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn host_port_needs_a_host_and_a_real_port() {
+        for good in ["127.0.0.1:7421", "node-2.example:1", "[::1]:65535"] {
+            assert!(super::host_port("a", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "7421",
+            ":7421",
+            "host:",
+            "host:0",
+            "host:65536",
+            "a b:1",
+        ] {
+            assert!(super::host_port("a", bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -1,5 +1,6 @@
 //! Starting, killing and restarting real server processes.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -48,10 +49,18 @@ impl Server {
         server
     }
 
+    /// Starts a server over `data_dir` (kept by the caller) with `extra_args`.
+    pub fn start_at(data_dir: &Path, extra_args: Vec<String>) -> Self {
+        Self::spawn(data_dir, extra_args)
+    }
+
     fn spawn(data_dir: &Path, extra_args: Vec<String>) -> Self {
         let mut child = serve_command(data_dir)
             .args(&extra_args)
-            .env("STRATA_LOG", "warn")
+            .env(
+                "STRATA_LOG",
+                "warn,openraft=error,openraft::replication=off",
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -122,6 +131,10 @@ impl Server {
         self._temp = temp;
     }
 
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     pub async fn client(&self, namespace: &str) -> strata_client::Client {
         strata_client::Client::builder(self.grpc.clone())
             .namespace(namespace)
@@ -185,5 +198,202 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// Runs `strata` with `args` and returns its stdout; panics with stderr if it fails.
+pub fn strata(args: &[&str]) -> String {
+    let output = Command::new(BINARY)
+        .args(args)
+        .output()
+        .expect("running strata");
+    assert!(
+        output.status.success(),
+        "strata {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A free UDP port on 127.0.0.1 (free when asked; the node binds it moments later).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .expect("binding a UDP port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Real `strata serve` processes forming one cluster over QUIC on 127.0.0.1, with a CA and node
+/// certificates made by `strata cert`.
+pub struct Cluster {
+    pub nodes: BTreeMap<u64, Server>,
+    pub peer_addrs: BTreeMap<u64, String>,
+    pub tls_dir: PathBuf,
+    extra_args: Vec<String>,
+    temp: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts nodes 1..=size as the initial voters.
+    pub fn start(size: u64, extra_args: &[&str]) -> Self {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let tls_dir = temp.path().join("tls");
+        strata(&["cert", "init", "--tls-dir", tls_dir.to_str().unwrap()]);
+        let mut cluster = Self {
+            nodes: BTreeMap::new(),
+            peer_addrs: BTreeMap::new(),
+            tls_dir,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            temp,
+        };
+        for id in 1..=size {
+            cluster.issue_cert(id);
+            cluster
+                .peer_addrs
+                .insert(id, format!("127.0.0.1:{}", free_udp_port()));
+        }
+        let initial: Vec<String> = cluster
+            .peer_addrs
+            .iter()
+            .map(|(id, addr)| format!("{id}={addr}"))
+            .collect();
+        let initial = initial.join(",");
+        // Spawn all first, then wait for their ready lines: they find each other as they come up.
+        for id in 1..=size {
+            let args = vec!["--initial-cluster".to_string(), initial.clone()];
+            let server = cluster.spawn_node(id, args);
+            cluster.nodes.insert(id, server);
+        }
+        cluster
+    }
+
+    pub fn issue_cert(&self, id: u64) {
+        strata(&[
+            "cert",
+            "node",
+            "--tls-dir",
+            self.tls_dir.to_str().unwrap(),
+            "--node-id",
+            &id.to_string(),
+        ]);
+    }
+
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.temp.path().join(format!("node-{id}"))
+    }
+
+    fn spawn_node(&self, id: u64, mut args: Vec<String>) -> Server {
+        args.extend([
+            "--node-id".to_string(),
+            id.to_string(),
+            "--peer-addr".to_string(),
+            self.peer_addrs[&id].clone(),
+            "--tls-dir".to_string(),
+            self.tls_dir.to_str().unwrap().to_string(),
+        ]);
+        args.extend(self.extra_args.iter().cloned());
+        Server::start_at(&self.data_dir(id), args)
+    }
+
+    /// Starts node `id` empty with --join, ready to be added with `cluster add-learner`.
+    pub fn start_joining(&mut self, id: u64) {
+        self.issue_cert(id);
+        self.peer_addrs
+            .insert(id, format!("127.0.0.1:{}", free_udp_port()));
+        let server = self.spawn_node(id, vec!["--join".to_string()]);
+        self.nodes.insert(id, server);
+    }
+
+    pub fn node(&self, id: u64) -> &Server {
+        &self.nodes[&id]
+    }
+
+    pub fn node_mut(&mut self, id: u64) -> &mut Server {
+        self.nodes.get_mut(&id).unwrap()
+    }
+
+    /// Every running node's gRPC address.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes
+            .values()
+            .filter(|s| s.is_running())
+            .map(|s| s.grpc.clone())
+            .collect()
+    }
+
+    /// `strata cluster ARGS --json` against the running nodes, parsed.
+    pub fn cluster_cli(&self, args: &[&str]) -> Result<serde_json::Value, String> {
+        let output = Command::new(BINARY)
+            .arg("cluster")
+            .args(args)
+            .args(["--json", "--endpoint", &self.endpoints().join(",")])
+            .output()
+            .expect("running strata cluster");
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        Ok(serde_json::from_slice(&output.stdout).expect("cluster CLI prints JSON"))
+    }
+
+    /// Waits until every running node names the same leader, which is running, and returns it.
+    pub fn wait_for_leader(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(leader) = self.agreed_leader() {
+                return leader;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the running nodes did not agree on a leader within {timeout:?}: {:?}",
+                self.cluster_cli(&["status"])
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn agreed_leader(&self) -> Option<u64> {
+        let mut leaders = BTreeMap::new();
+        for (id, server) in &self.nodes {
+            if !server.is_running() {
+                continue;
+            }
+            let output = Command::new(BINARY)
+                .args(["cluster", "status", "--json", "--endpoint", &server.grpc])
+                .output()
+                .ok()?;
+            let status: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+            leaders.insert(*id, status["leader_id"].as_u64()?);
+        }
+        let first = *leaders.values().next()?;
+        let running = self.nodes.get(&first).is_some_and(|s| s.is_running());
+        (first != 0 && running && leaders.values().all(|l| *l == first)).then_some(first)
+    }
+
+    /// Waits until every running member has applied at least `index`.
+    pub fn wait_for_applied(&self, index: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.cluster_cli(&["status"]).ok();
+            let done = status.as_ref().is_some_and(|status| {
+                status["members"].as_array().is_some_and(|members| {
+                    members.iter().all(|m| {
+                        let running = self
+                            .nodes
+                            .get(&m["node_id"].as_u64().unwrap_or(0))
+                            .is_some_and(|s| s.is_running());
+                        !running || m["applied_index"].as_u64().is_some_and(|a| a >= index)
+                    })
+                })
+            });
+            if done {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "members did not apply up to {index} within {timeout:?}: {status:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }

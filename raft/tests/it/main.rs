@@ -1,6 +1,8 @@
 //! openraft's own storage conformance suite, run against our RocksDB log store and state
 //! machine, as every openraft log store must pass.
 
+mod chaos;
+
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 use strata_raft::log_store::RaftLogStore;

@@ -1,0 +1,178 @@
+//! `strata cluster status|add-learner|promote|remove`.
+
+use anyhow::{bail, Context};
+use serde_json::json;
+use strata_proto::cluster::v1 as pb;
+use strata_proto::cluster::v1::cluster_client::ClusterClient;
+use tonic::transport::Channel;
+
+#[derive(clap::Args)]
+pub struct ClusterArgs {
+    /// Nodes to ask, comma-separated or repeated; the first that answers is used.
+    #[arg(
+        long,
+        env = "STRATA_ENDPOINT",
+        default_value = "127.0.0.1:7420",
+        value_delimiter = ',',
+        global = true
+    )]
+    endpoint: Vec<String>,
+    /// Print JSON for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum ClusterCommand {
+    /// Members, roles, leader, term, commit/applied index and lag per node.
+    Status,
+    /// Add a node (started with --join) as a learner: it catches up but does not vote.
+    AddLearner {
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        node_id: u64,
+        /// host:port of the node's QUIC peer endpoint.
+        #[arg(long)]
+        peer_addr: String,
+    },
+    /// Make a caught-up learner a voter.
+    Promote {
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        node_id: u64,
+    },
+    /// Remove a voter or learner.
+    Remove {
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        node_id: u64,
+    },
+}
+
+async fn connect(endpoints: &[String]) -> anyhow::Result<ClusterClient<Channel>> {
+    let mut failures = Vec::new();
+    for endpoint in endpoints {
+        let uri = if endpoint.contains("://") {
+            endpoint.clone()
+        } else {
+            format!("http://{endpoint}")
+        };
+        let channel = tonic::transport::Endpoint::from_shared(uri)
+            .with_context(|| format!("endpoint {endpoint:?}"))?
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .timeout(std::time::Duration::from_secs(30));
+        match channel.connect().await {
+            Ok(channel) => return Ok(ClusterClient::new(channel)),
+            Err(error) => failures.push(format!("{endpoint}: {error}")),
+        }
+    }
+    bail!("no endpoint answered: {}", failures.join("; "))
+}
+
+fn grpc_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+}
+
+pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
+    let mut client = connect(&args.endpoint).await?;
+    let changed = match args.command {
+        ClusterCommand::Status => {
+            let status = client
+                .status(pb::StatusRequest {})
+                .await
+                .map_err(grpc_error)?
+                .into_inner();
+            print_status(&status, args.json);
+            return Ok(());
+        }
+        ClusterCommand::AddLearner { node_id, peer_addr } => client
+            .add_learner(pb::AddLearnerRequest { node_id, peer_addr })
+            .await
+            .map(|r| ("added learner", node_id, r.into_inner())),
+        ClusterCommand::Promote { node_id } => client
+            .promote(pb::PromoteRequest { node_id })
+            .await
+            .map(|r| ("promoted", node_id, r.into_inner())),
+        ClusterCommand::Remove { node_id } => client
+            .remove(pb::RemoveRequest { node_id })
+            .await
+            .map(|r| ("removed", node_id, r.into_inner())),
+    };
+    let (what, node_id, response) = changed.map_err(grpc_error)?;
+    if args.json {
+        println!(
+            "{}",
+            json!({"node_id": node_id, "change": what, "log_index": response.log_index})
+        );
+    } else {
+        println!("{what} node {node_id} (log index {})", response.log_index);
+    }
+    Ok(())
+}
+
+fn print_status(status: &pb::StatusResponse, as_json: bool) {
+    if as_json {
+        let members: Vec<_> = status
+            .members
+            .iter()
+            .map(|m| {
+                let mut member = json!({
+                    "node_id": m.node_id,
+                    "peer_addr": m.peer_addr,
+                    "voter": m.voter,
+                    "lag": m.lag,
+                });
+                match &m.status {
+                    Some(s) => {
+                        member["role"] = json!(s.role);
+                        member["term"] = json!(s.term);
+                        member["leader_id"] = json!(s.leader_id);
+                        member["last_log_index"] = json!(s.last_log_index);
+                        member["committed_index"] = json!(s.committed_index);
+                        member["applied_index"] = json!(s.applied_index);
+                        member["snapshot_index"] = json!(s.snapshot_index);
+                        member["purged_index"] = json!(s.purged_index);
+                        member["client_addr"] = json!(s.client_addr);
+                    }
+                    None => member["error"] = json!(m.error),
+                }
+                member
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"node_id": status.node_id, "leader_id": status.leader_id, "members": members})
+        );
+        return;
+    }
+    let leader = match status.leader_id {
+        0 => "none".to_string(),
+        id => id.to_string(),
+    };
+    println!("asked node {}; leader: {leader}", status.node_id);
+    println!(
+        "{:>4}  {:<8} {:<9} {:>5} {:>10} {:>10} {:>10} {:>8}  {:<21} CLIENT",
+        "ID", "MEMBER", "ROLE", "TERM", "LAST LOG", "COMMITTED", "APPLIED", "LAG", "PEER"
+    );
+    for m in &status.members {
+        let member = if m.voter { "voter" } else { "learner" };
+        match &m.status {
+            Some(s) => println!(
+                "{:>4}  {:<8} {:<9} {:>5} {:>10} {:>10} {:>10} {:>8}  {:<21} {}",
+                m.node_id,
+                member,
+                s.role,
+                s.term,
+                s.last_log_index,
+                s.committed_index,
+                s.applied_index,
+                m.lag.map_or("-".to_string(), |l| l.to_string()),
+                m.peer_addr,
+                s.client_addr
+            ),
+            None => println!(
+                "{:>4}  {:<8} unreachable: {}  (peer {})",
+                m.node_id, member, m.error, m.peer_addr
+            ),
+        }
+    }
+}

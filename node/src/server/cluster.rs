@@ -1,0 +1,153 @@
+//! `strata.cluster.v1`: cluster status and membership changes for operators. Membership changes
+//! run on the leader; a follower forwards them over the peer transport.
+
+use std::time::{Duration, Instant};
+
+use strata_proto::cluster::v1 as pb;
+use strata_raft::{MemberView, MembershipError, NodeStatus, RaftNode};
+use tonic::{Code, Request, Response, Status};
+
+use super::metrics::Metrics;
+use super::status;
+use super::validate;
+
+/// How long status waits for each member to answer.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub struct ClusterService {
+    node: RaftNode,
+    metrics: Metrics,
+}
+
+impl ClusterService {
+    pub fn new(node: RaftNode, metrics: Metrics) -> Self {
+        Self { node, metrics }
+    }
+
+    async fn observed<T>(
+        &self,
+        method: &str,
+        work: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let result = work.await;
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        self.metrics.observe(method, code, started);
+        result.map(Response::new)
+    }
+}
+
+fn node_id(field: &str, id: u64) -> Result<u64, Status> {
+    if id == 0 {
+        return Err(validate::invalid(format!(
+            "{field} must be a node id of 1 or more"
+        )));
+    }
+    Ok(id)
+}
+
+fn status_of(status: &NodeStatus) -> pb::NodeStatus {
+    pb::NodeStatus {
+        role: status.role.clone(),
+        term: status.term,
+        leader_id: status.leader_id.unwrap_or(0),
+        last_log_index: status.last_log_index,
+        committed_index: status.committed_index,
+        applied_index: status.applied_index,
+        snapshot_index: status.snapshot_index,
+        purged_index: status.purged_index,
+        client_addr: status.client_addr.clone(),
+    }
+}
+
+/// The members as the protocol shows them, with each one's lag behind the leader's last entry
+/// when the leader answered.
+pub fn members(views: &[MemberView]) -> Vec<pb::Member> {
+    let leader_last_log = views.iter().find_map(|view| match &view.status {
+        Ok(status) if status.role == "leader" => Some(status.last_log_index),
+        _ => None,
+    });
+    views
+        .iter()
+        .map(|view| pb::Member {
+            node_id: view.node_id,
+            peer_addr: view.peer_addr.clone(),
+            voter: view.voter,
+            status: view.status.as_ref().ok().map(status_of),
+            error: view.status.as_ref().err().cloned().unwrap_or_default(),
+            lag: match (&view.status, leader_last_log) {
+                (Ok(status), Some(last)) => Some(last.saturating_sub(status.applied_index)),
+                _ => None,
+            },
+        })
+        .collect()
+}
+
+fn membership(error: MembershipError) -> Status {
+    match error {
+        MembershipError::Unavailable(message) => status::unavailable("no_leader", message),
+        MembershipError::Rejected(message) => Status::failed_precondition(message),
+        MembershipError::Unknown(message) => status::outcome_unknown(message),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClusterService {
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.observed("Cluster.Status", async {
+            let views = self.node.cluster_status(STATUS_TIMEOUT).await;
+            let me = self.node.local_status().await;
+            Ok(pb::StatusResponse {
+                node_id: me.node_id,
+                leader_id: me.leader_id.unwrap_or(0),
+                members: members(&views),
+            })
+        })
+        .await
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        self.observed("Cluster.AddLearner", async {
+            let request = request.into_inner();
+            let id = node_id("node_id", request.node_id)?;
+            validate::host_port("peer_addr", &request.peer_addr)?;
+            let log_index = self
+                .node
+                .add_learner(id, request.peer_addr)
+                .await
+                .map_err(membership)?;
+            Ok(pb::MembershipResponse { log_index })
+        })
+        .await
+    }
+
+    async fn promote(
+        &self,
+        request: Request<pb::PromoteRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        self.observed("Cluster.Promote", async {
+            let id = node_id("node_id", request.into_inner().node_id)?;
+            let log_index = self.node.promote(id).await.map_err(membership)?;
+            Ok(pb::MembershipResponse { log_index })
+        })
+        .await
+    }
+
+    async fn remove(
+        &self,
+        request: Request<pb::RemoveRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        self.observed("Cluster.Remove", async {
+            let id = node_id("node_id", request.into_inner().node_id)?;
+            let log_index = self.node.remove(id).await.map_err(membership)?;
+            Ok(pb::MembershipResponse { log_index })
+        })
+        .await
+    }
+}
