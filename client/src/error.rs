@@ -32,6 +32,10 @@ pub enum Error {
     /// connection was lost mid-call). Re-read before retrying anything not idempotent.
     #[error("outcome unknown: {message}")]
     OutcomeUnknown { message: String },
+    /// The call's deadline (`request_timeout`) passed before an answer came. For a write, the
+    /// outcome is unknown, as with [`Error::OutcomeUnknown`].
+    #[error("timed out: {message}")]
+    Timeout { message: String },
     /// The cluster cannot serve now (no leader, no quorum, shutting down); the client already
     /// retried where that was safe. Writes failing with `not_leader` or `leader_unreachable`
     /// (see `error_code`) were not applied; with `shutting_down`, their outcome is unknown.
@@ -71,6 +75,10 @@ impl From<tonic::Status> for Error {
                 message,
             },
             (Code::DeadlineExceeded, Some("outcome_unknown")) => Error::OutcomeUnknown { message },
+            // tonic reports its own client-side deadline as CANCELLED "Timeout expired".
+            (Code::Cancelled, None) if message.contains("Timeout expired") => {
+                Error::Timeout { message }
+            }
             (Code::Unavailable, _) => Error::Unavailable {
                 message,
                 leader: header(LEADER_HEADER),

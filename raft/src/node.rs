@@ -72,7 +72,7 @@ impl Default for RaftNodeConfig {
             expiry_sweep_interval_ms: 100,
             expiry_batch_max: 1_000,
             history_retain_revisions: strata_storage::kv::HISTORY_RETAIN_REVISIONS,
-            leader_op_timeout_ms: 10_000,
+            leader_op_timeout_ms: 5_000,
             promote_max_lag: 1_000,
         }
     }

@@ -4,9 +4,15 @@
 //! id (and membership), so a restart resumes exactly after the last entry whose effects are
 //! stored; openraft re-applies the rest from the log. Applied events are broadcast to live
 //! watchers after their batch is written.
+//!
+//! Snapshots live in files, never whole in memory: a build streams a consistent RocksDB
+//! snapshot to `snapshot-<id>.data` (writes go on meanwhile); `current.meta` names the newest
+//! and holds its Raft metadata, replaced atomically. Openraft sends the file to followers in
+//! chunks. Installing a received snapshot keeps its file as the current one, leaves an
+//! `importing` marker, loads it in bounded batches and removes the marker once synced; a node
+//! that crashed mid-import redoes it from the file at start.
 
-use std::io::Cursor;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
@@ -23,7 +29,9 @@ use crate::types::{Command, Response, TypeConfig};
 
 const META_LAST_APPLIED: &[u8] = b"last_applied";
 const META_MEMBERSHIP: &[u8] = b"membership";
-const SNAPSHOT_FILE: &str = "current.snapshot";
+const META_FILE: &str = "current.meta";
+const IMPORTING_MARKER: &str = "importing";
+const RECEIVING_FILE: &str = "receiving.tmp";
 
 /// Buffered revisions per live-watch subscriber before it must catch up from history.
 pub const WATCH_BROADCAST_CAPACITY: usize = 4_096;
@@ -39,10 +47,27 @@ pub struct StateMachine {
     snapshot_dir: PathBuf,
 }
 
+/// What `current.meta` holds: the newest snapshot's Raft metadata and its data file.
 #[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
+struct StoredMeta {
     meta: SnapshotMeta<u64, BasicNode>,
-    data: Vec<u8>,
+    file: String,
+}
+
+fn data_file_name(meta: &SnapshotMeta<u64, BasicNode>) -> String {
+    format!("snapshot-{}.data", meta.snapshot_id)
+}
+
+/// Writes `bytes` to `dir/name` durably and atomically (temporary file, fsync, rename, fsync
+/// of the directory).
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let temporary = dir.join(format!("{name}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 impl StateMachine {
@@ -54,12 +79,62 @@ impl StateMachine {
         std::fs::create_dir_all(&snapshot_dir)?;
         let (events, _) = broadcast::channel(WATCH_BROADCAST_CAPACITY);
         let kv = KvState::with_history_retention(engine.clone(), history_retain_revisions);
-        Ok(Self {
+        let machine = Self {
             kv,
             engine,
             events,
             snapshot_dir,
-        })
+        };
+        if machine.snapshot_dir.join(IMPORTING_MARKER).exists() {
+            tracing::warn!("a snapshot import was interrupted; redoing it");
+            let stored = machine.read_stored_meta()?.ok_or_else(|| {
+                std::io::Error::other("an import marker without a current snapshot")
+            })?;
+            machine.import_file(&machine.snapshot_dir.join(&stored.file))?;
+        }
+        Ok(machine)
+    }
+
+    fn read_stored_meta(&self) -> std::io::Result<Option<StoredMeta>> {
+        match std::fs::read(self.snapshot_dir.join(META_FILE)) {
+            Ok(bytes) => bincode::deserialize(&bytes)
+                .map(Some)
+                .map_err(std::io::Error::other),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes `data` (already durable under its final name) the current snapshot and removes
+    /// older data files.
+    fn publish(&self, meta: &SnapshotMeta<u64, BasicNode>) -> std::io::Result<()> {
+        let file = data_file_name(meta);
+        let stored = StoredMeta {
+            meta: meta.clone(),
+            file: file.clone(),
+        };
+        let bytes = bincode::serialize(&stored).map_err(std::io::Error::other)?;
+        write_atomically(&self.snapshot_dir, META_FILE, &bytes)?;
+        for entry in std::fs::read_dir(&self.snapshot_dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("snapshot-") && name.ends_with(".data") && name != file.as_str() {
+                let _ = std::fs::remove_file(self.snapshot_dir.join(name.as_ref()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the state from a snapshot data file, under the import marker.
+    fn import_file(&self, path: &Path) -> std::io::Result<()> {
+        let marker = self.snapshot_dir.join(IMPORTING_MARKER);
+        write_atomically(&self.snapshot_dir, IMPORTING_MARKER, b"")?;
+        let len = std::fs::metadata(path)?.len();
+        self.engine
+            .import_state_from(len, || std::fs::File::open(path))
+            .map_err(std::io::Error::other)?;
+        std::fs::remove_file(&marker)?;
+        std::fs::File::open(&self.snapshot_dir)?.sync_all()
     }
 
     pub fn kv(&self) -> &KvState {
@@ -90,31 +165,34 @@ impl StateMachine {
             self.read_meta(META_MEMBERSHIP)?.unwrap_or_default(),
         ))
     }
-
-    fn save_snapshot(&self, stored: &StoredSnapshot) -> std::io::Result<()> {
-        use std::io::Write;
-        let bytes = bincode::serialize(stored).map_err(std::io::Error::other)?;
-        let temporary = self.snapshot_dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, self.snapshot_dir.join(SNAPSHOT_FILE))?;
-        std::fs::File::open(&self.snapshot_dir)?.sync_all()
-    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
-        let (data, meta) = self
-            .engine
-            .export_state(&[META_LAST_APPLIED, META_MEMBERSHIP])
-            .map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let engine = self.engine.clone();
+        let building = self.snapshot_dir.join("building.tmp");
+        let path = building.clone();
+        let exported = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let file = std::fs::File::create(&path)?;
+            let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+            let meta = engine
+                .export_state_to(&mut writer, &[META_LAST_APPLIED, META_MEMBERSHIP])
+                .map_err(std::io::Error::other)?;
+            writer
+                .into_inner()
+                .map_err(|e| e.into_error())?
+                .sync_all()?;
+            Ok(meta)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, &std::io::Error::other(e)))?
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         let decode_error = |e: bincode::Error| StorageIOError::read_state_machine(&e);
-        let last_log_id: Option<LogId<u64>> = match &meta[0] {
+        let last_log_id: Option<LogId<u64>> = match &exported[0] {
             Some(bytes) => bincode::deserialize(bytes).map_err(decode_error)?,
             None => None,
         };
-        let last_membership: StoredMembership<u64, BasicNode> = match &meta[1] {
+        let last_membership: StoredMembership<u64, BasicNode> = match &exported[1] {
             Some(bytes) => bincode::deserialize(bytes).map_err(decode_error)?,
             None => StoredMembership::default(),
         };
@@ -128,15 +206,17 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership,
             snapshot_id,
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        self.save_snapshot(&stored)
-            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let signature = Some(meta.signature());
+        let data = self.snapshot_dir.join(data_file_name(&meta));
+        std::fs::rename(&building, &data)
+            .and_then(|()| self.publish(&meta))
+            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+        let file = tokio::fs::File::open(&data)
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(signature, &e))?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
+            snapshot: Box::new(file),
         })
     }
 }
@@ -200,43 +280,69 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn begin_receiving_snapshot(
         &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    ) -> Result<Box<tokio::fs::File>, StorageError<u64>> {
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.snapshot_dir.join(RECEIVING_FILE))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError<u64>> {
-        let data = snapshot.into_inner();
+        use tokio::io::AsyncWriteExt;
         let signature = Some(meta.signature());
-        self.engine
-            .import_state(&data)
-            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        self.save_snapshot(&stored)
-            .map_err(|e| StorageIOError::write_snapshot(signature, &e))?;
+        let io_error = |e: std::io::Error| StorageIOError::write_snapshot(signature.clone(), &e);
+        let mut received = *snapshot;
+        received.flush().await.map_err(io_error)?;
+        let received = received.into_std().await;
+        let machine = self.clone();
+        let meta_copy = meta.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Seek;
+            // Keep the received data as this node's current snapshot, durably, then load it.
+            let data = machine.snapshot_dir.join(data_file_name(&meta_copy));
+            let copying = machine.snapshot_dir.join("installing.tmp");
+            let mut source = received;
+            source.rewind()?;
+            let mut target = std::fs::File::create(&copying)?;
+            std::io::copy(&mut source, &mut target)?;
+            target.sync_all()?;
+            std::fs::rename(&copying, &data)?;
+            machine.publish(&meta_copy)?;
+            machine.import_file(&data)?;
+            let _ = std::fs::remove_file(machine.snapshot_dir.join(RECEIVING_FILE));
+            Ok(())
+        })
+        .await
+        .map_err(|e| io_error(std::io::Error::other(e)))?
+        .map_err(io_error)?;
         Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
-        let path = self.snapshot_dir.join(SNAPSHOT_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StorageIOError::read_snapshot(None, &e).into()),
+        let Some(stored) = self
+            .read_stored_meta()
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?
+        else {
+            return Ok(None);
         };
-        let stored: StoredSnapshot =
-            bincode::deserialize(&bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let signature = Some(stored.meta.signature());
+        let file = tokio::fs::File::open(self.snapshot_dir.join(&stored.file))
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(signature, &e))?;
         Ok(Some(Snapshot {
             meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
+            snapshot: Box::new(file),
         }))
     }
 }

@@ -1,7 +1,5 @@
 //! The openraft type configuration and the replicated log payload.
 
-use std::io::Cursor;
-
 use serde::{Deserialize, Serialize};
 use strata_storage::kv::{KvCommand, KvResponse};
 
@@ -12,7 +10,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 /// One log entry's payload: a command and the proposer's wall-clock time, which is the only

@@ -100,75 +100,184 @@ pub type MetaValues = Vec<Option<Vec<u8>>>;
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"STRSNAP1";
 
+/// Largest write batch an import builds before writing it.
+const IMPORT_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// A checksumming writer: everything written also feeds the running crc32.
+struct Crc32Writer<'a, W: std::io::Write> {
+    out: &'a mut W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: std::io::Write> Crc32Writer<'_, W> {
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.crc.update(bytes);
+        self.out.write_all(bytes)
+    }
+}
+
 impl Engine {
-    /// Serialises every state-machine column family from one consistent RocksDB snapshot:
-    /// `magic ++ (cf u8, key len u32 LE, key, value len u32 LE, value)* ++ crc32 LE` where the
-    /// checksum covers everything before it.
+    /// Serialises every state-machine column family from one consistent RocksDB snapshot into
+    /// `out`, streaming: `magic ++ (cf u8, key len u32 LE, key, value len u32 LE, value)* ++
+    /// crc32 LE` where the checksum covers everything before it. Writes continue meanwhile.
     /// Also returns the values of `meta_keys` in [`CF_SM_META`] as of that same snapshot.
-    pub fn export_state(&self, meta_keys: &[&[u8]]) -> Result<(Vec<u8>, MetaValues), StorageError> {
+    pub fn export_state_to<W: std::io::Write>(
+        &self,
+        out: &mut W,
+        meta_keys: &[&[u8]],
+    ) -> Result<MetaValues, StorageError> {
         let snapshot = self.db.snapshot();
         let mut meta = Vec::with_capacity(meta_keys.len());
         for key in meta_keys {
             meta.push(snapshot.get_cf(self.cf(CF_SM_META), key)?);
         }
-        let mut out = SNAPSHOT_MAGIC.to_vec();
+        let mut writer = Crc32Writer {
+            out,
+            crc: crc32fast::Hasher::new(),
+        };
+        writer.put(SNAPSHOT_MAGIC)?;
         for (cf_index, name) in STATE_CFS.iter().enumerate() {
             for item in snapshot.iterator_cf(self.cf(name), rocksdb::IteratorMode::Start) {
                 let (key, value) = item?;
-                out.push(cf_index as u8);
-                out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-                out.extend_from_slice(&key);
-                out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-                out.extend_from_slice(&value);
+                writer.put(&[cf_index as u8])?;
+                writer.put(&(key.len() as u32).to_le_bytes())?;
+                writer.put(&key)?;
+                writer.put(&(value.len() as u32).to_le_bytes())?;
+                writer.put(&value)?;
             }
         }
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
+        let crc = writer.crc.finalize();
+        writer.out.write_all(&crc.to_le_bytes())?;
+        writer.out.flush()?;
+        Ok(meta)
+    }
+
+    /// [`Engine::export_state_to`] into memory.
+    pub fn export_state(&self, meta_keys: &[&[u8]]) -> Result<(Vec<u8>, MetaValues), StorageError> {
+        let mut out = Vec::new();
+        let meta = self.export_state_to(&mut out, meta_keys)?;
         Ok((out, meta))
     }
 
-    /// Replaces the whole state machine with an exported snapshot, atomically. The snapshot is
-    /// verified completely before anything is changed.
-    pub fn import_state(&self, data: &[u8]) -> Result<(), StorageError> {
-        let corrupt = |what: &str| StorageError::Corrupt(format!("snapshot: {what}"));
-        if data.len() < SNAPSHOT_MAGIC.len() + 4 || &data[..8] != SNAPSHOT_MAGIC {
-            return Err(corrupt("bad header"));
-        }
-        let (body, crc) = data.split_at(data.len() - 4);
-        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
-            return Err(corrupt("crc32 mismatch"));
-        }
-        let mut batch = rocksdb::WriteBatch::default();
+    /// Replaces the whole state machine with an exported snapshot of `len` bytes read from
+    /// `open()` (called
+    /// twice: once to verify the checksum and structure completely, before anything changes,
+    /// once to load). Memory stays bounded: the load is written in batches of a few MiB, so it
+    /// is atomic only against readers of the engine, not against a crash; the caller must be
+    /// able to redo an interrupted import (the state machine keeps the snapshot file and a
+    /// marker until the import is synced).
+    pub fn import_state_from<R: std::io::Read>(
+        &self,
+        len: u64,
+        mut open: impl FnMut() -> std::io::Result<R>,
+    ) -> Result<(), StorageError> {
+        // Pass 1: verify without changing anything.
+        let mut entries = 0u64;
+        read_snapshot(open()?, len, |_, _, _| {
+            entries += 1;
+            Ok(())
+        })?;
+        // Pass 2: clear, then load in bounded batches, then sync.
         for name in STATE_CFS {
+            let mut batch = rocksdb::WriteBatch::default();
             for item in self
                 .db
                 .iterator_cf(self.cf(name), rocksdb::IteratorMode::Start)
             {
                 batch.delete_cf(self.cf(name), item?.0);
+                if batch.size_in_bytes() >= IMPORT_BATCH_BYTES {
+                    self.db.write(std::mem::take(&mut batch))?;
+                }
             }
+            self.db.write(batch)?;
         }
-        let mut rest = &body[8..];
-        let mut take = |n: usize| -> Result<&[u8], StorageError> {
-            if rest.len() < n {
-                return Err(corrupt("truncated"));
+        let mut batch = rocksdb::WriteBatch::default();
+        read_snapshot(open()?, len, |cf_index, key, value| {
+            batch.put_cf(self.cf(STATE_CFS[cf_index]), key, value);
+            if batch.size_in_bytes() >= IMPORT_BATCH_BYTES {
+                self.db.write(std::mem::take(&mut batch))?;
             }
-            let (head, tail) = rest.split_at(n);
-            rest = tail;
-            Ok(head)
-        };
-        while let Ok(cf_index) = take(1) {
-            let name = STATE_CFS
-                .get(cf_index[0] as usize)
-                .ok_or_else(|| corrupt("unknown cf"))?;
-            let key_len = u32::from_le_bytes(take(4)?.try_into().expect("4")) as usize;
-            let key = take(key_len)?.to_vec();
-            let value_len = u32::from_le_bytes(take(4)?.try_into().expect("4")) as usize;
-            let value = take(value_len)?;
-            batch.put_cf(self.cf(name), key, value);
-        }
-        let mut options = rocksdb::WriteOptions::default();
-        options.set_sync(true);
-        self.db.write_opt(batch, &options)?;
+            Ok(())
+        })?;
+        self.db.write(batch)?;
+        self.sync_wal()?;
+        tracing::debug!(entries, "imported a state snapshot");
         Ok(())
     }
+
+    /// [`Engine::import_state_from`] from memory.
+    pub fn import_state(&self, data: &[u8]) -> Result<(), StorageError> {
+        self.import_state_from(data.len() as u64, || Ok(data))
+    }
+}
+
+/// The checksummed part of a snapshot being read: everything but the final crc32.
+struct SnapshotBody<R> {
+    reader: R,
+    crc: crc32fast::Hasher,
+    remaining: u64,
+}
+
+impl<R: std::io::Read> SnapshotBody<R> {
+    /// Reads exactly `n` body bytes into `buf`.
+    fn read(&mut self, buf: &mut Vec<u8>, n: usize) -> Result<(), StorageError> {
+        let truncated = || StorageError::Corrupt("snapshot: truncated".into());
+        if n as u64 > self.remaining {
+            return Err(truncated());
+        }
+        buf.resize(n, 0);
+        self.reader.read_exact(buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => truncated(),
+            _ => StorageError::Io(e),
+        })?;
+        self.remaining -= n as u64;
+        self.crc.update(buf);
+        Ok(())
+    }
+}
+
+/// Reads an exported snapshot of `len` bytes, calling `each(cf index, key, value)` for every
+/// entry, and fails on any corruption. `each` may have been called for entries before the
+/// corruption was found.
+fn read_snapshot<R: std::io::Read>(
+    reader: R,
+    len: u64,
+    mut each: impl FnMut(usize, &[u8], &[u8]) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    use std::io::Read;
+    let corrupt = |what: &str| StorageError::Corrupt(format!("snapshot: {what}"));
+    if len < (SNAPSHOT_MAGIC.len() + 4) as u64 {
+        return Err(corrupt("bad header"));
+    }
+    let mut body = SnapshotBody {
+        reader: std::io::BufReader::with_capacity(1 << 20, reader),
+        crc: crc32fast::Hasher::new(),
+        remaining: len - 4,
+    };
+    let (mut head, mut key, mut value) = (Vec::new(), Vec::new(), Vec::new());
+    body.read(&mut head, SNAPSHOT_MAGIC.len())?;
+    if head.as_slice() != SNAPSHOT_MAGIC {
+        return Err(corrupt("bad header"));
+    }
+    while body.remaining > 0 {
+        body.read(&mut head, 5)?;
+        let cf_index = head[0] as usize;
+        if cf_index >= STATE_CFS.len() {
+            return Err(corrupt("unknown cf"));
+        }
+        let key_len = u32::from_le_bytes(head[1..5].try_into().expect("4")) as usize;
+        body.read(&mut key, key_len)?;
+        body.read(&mut head, 4)?;
+        let value_len = u32::from_le_bytes(head[..4].try_into().expect("4")) as usize;
+        body.read(&mut value, value_len)?;
+        each(cf_index, &key, &value)?;
+    }
+    let mut stored = [0u8; 4];
+    body.reader
+        .read_exact(&mut stored)
+        .map_err(|_| corrupt("truncated"))?;
+    if body.crc.finalize() != u32::from_le_bytes(stored) {
+        return Err(corrupt("crc32 mismatch"));
+    }
+    Ok(())
 }

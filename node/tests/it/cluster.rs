@@ -523,3 +523,52 @@ async fn the_sdk_fails_over_to_another_endpoint_when_its_node_dies() {
     let record = table.get(b"a").await.unwrap().unwrap();
     assert_eq!(record.value, b"1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_the_majority_acknowledges_nothing() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let client = cluster.node(leader).client("default").await;
+    let table = client.table("db", "t");
+    table.put(b"before", b"1").await.unwrap();
+    // Freeze both followers: the leader can reach no majority.
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    for id in &followers {
+        cluster.node(*id).signal("STOP");
+    }
+    let write = table.put(b"cut-off", b"1").await;
+    assert!(
+        matches!(write, Err(Error::OutcomeUnknown { .. })),
+        "a write without a majority must not be acknowledged: {write:?}"
+    );
+    let read = table.get(b"before").await;
+    assert!(
+        matches!(read, Err(Error::Unavailable { .. })),
+        "a linearizable read without a majority must fail: {read:?}"
+    );
+    // Its own applied state is still readable when the caller accepts staleness.
+    let stale = table
+        .get_with(b"before".to_vec(), Consistency::Serializable)
+        .await
+        .unwrap();
+    assert!(stale.is_some());
+    for id in &followers {
+        cluster.node(*id).signal("CONT");
+    }
+    // Healed, the cluster serves again; the unacknowledged write may or may not have landed,
+    // but if it did, exactly once.
+    cluster.wait_for_leader(LEADER_TIMEOUT);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match table.put(b"after", b"1").await {
+            Ok(_) => break,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "no write after healing: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    if let Some(record) = table.get(b"cut-off").await.unwrap() {
+        assert_eq!(record.version, 1);
+    }
+}
