@@ -4,7 +4,8 @@
 //!
 //! Workloads so far: `kv-put`, `kv-get` (linearizable), `kv-get-serializable`, `kv-mixed`
 //! (90 % reads, 10 % writes over a key set), `kv-txn` (read, then compare-and-swap on a few
-//! contended keys; lost races count as `cas_conflict`, not errors).
+//! contended keys; lost races count as `cas_conflict`, not errors), `kv-load` (bulk load: each
+//! operation is one transaction creating `--batch` new keys).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +21,7 @@ use strata_client::{Client, Consistency, Error, Put, Table};
 #[derive(Parser, Debug, Clone)]
 #[command(name = "strata-bench", about = "Load generator for Strata")]
 struct Args {
-    /// kv-put, kv-get, kv-get-serializable, kv-mixed or kv-txn.
+    /// kv-put, kv-get, kv-get-serializable, kv-mixed, kv-txn or kv-load.
     #[arg(long)]
     workload: String,
     #[arg(long, default_value = "127.0.0.1:7420")]
@@ -41,6 +42,9 @@ struct Args {
     /// Keys preloaded for reads (kv-get, kv-mixed) or contended (kv-txn).
     #[arg(long, default_value_t = 10_000)]
     keys: u64,
+    /// Keys written by one kv-load transaction (1 to 128).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=128))]
+    batch: u32,
     /// Server process ids whose CPU time to report per 1,000 operations (repeatable).
     #[arg(long)]
     server_pid: Vec<u32>,
@@ -55,24 +59,27 @@ enum Workload {
     Get(Consistency),
     Mixed,
     Txn,
+    /// Transactions of this many new keys each.
+    Load(u32),
 }
 
 impl Workload {
-    fn parse(name: &str) -> anyhow::Result<Self> {
+    fn parse(name: &str, batch: u32) -> anyhow::Result<Self> {
         Ok(match name {
+            "kv-load" => Workload::Load(batch),
             "kv-put" => Workload::Put,
             "kv-get" => Workload::Get(Consistency::Linearizable),
             "kv-get-serializable" => Workload::Get(Consistency::Serializable),
             "kv-mixed" => Workload::Mixed,
             "kv-txn" => Workload::Txn,
             other => bail!(
-                "unknown workload {other:?}: kv-put, kv-get, kv-get-serializable, kv-mixed, kv-txn"
+                "unknown workload {other:?}: kv-put, kv-get, kv-get-serializable, kv-mixed, kv-txn, kv-load"
             ),
         })
     }
 
     fn preloads(self) -> bool {
-        !matches!(self, Workload::Put)
+        !matches!(self, Workload::Put | Workload::Load(_))
     }
 }
 
@@ -85,7 +92,7 @@ struct ClientResult {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let workload = Workload::parse(&args.workload)?;
+    let workload = Workload::parse(&args.workload, args.batch)?;
     if args.clients == 0 || args.ops == 0 || args.keys == 0 {
         bail!("--clients, --ops and --keys must be at least 1");
     }
@@ -216,6 +223,7 @@ async fn run_client(
             }
             Workload::Mixed => get(&table, random() % keys, Consistency::Linearizable).await,
             Workload::Txn => cas(&table, random() % keys, &value).await,
+            Workload::Load(batch) => load(&table, op, batch, &value).await,
         };
         let micros = started.elapsed().as_micros().clamp(1, 60_000_000) as u64;
         latency_us.record(micros).expect("within bounds");
@@ -267,12 +275,25 @@ async fn cas(table: &Table, key: u64, value: &[u8]) -> &'static str {
     }
 }
 
+async fn load(table: &Table, op: u64, batch: u32, value: &[u8]) -> &'static str {
+    let mut txn = strata_client::Txn::new();
+    for i in 0..batch {
+        txn = txn.then(strata_client::Txn::put(
+            format!("load-{op:012}-{i:03}"),
+            value.to_vec(),
+        ));
+    }
+    classify(table.txn(txn).await.map(|_| "ok"))
+}
+
 fn classify(result: Result<&'static str, Error>) -> &'static str {
     match result {
         Ok(outcome) => outcome,
         Err(Error::Unavailable { .. }) => "error_unavailable",
         Err(Error::InvalidArgument(_)) => "error_invalid_argument",
         Err(Error::Connect { .. }) => "error_connect",
+        Err(Error::OutcomeUnknown { .. }) => "error_outcome_unknown",
+        Err(Error::Timeout { .. }) => "error_timeout",
         Err(Error::Status(status)) if status.code() == tonic::Code::DeadlineExceeded => {
             "error_timeout"
         }

@@ -228,6 +228,9 @@ impl RaftNode {
             election_timeout_max: config.election_timeout_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
             max_in_snapshot_log_to_keep: 1_000,
+            // Per snapshot chunk; the last chunk waits for the whole import, which takes
+            // seconds for a large state (openraft's 200 ms default would resend forever).
+            install_snapshot_timeout: 120_000,
             ..Default::default()
         }
         .validate()

@@ -72,6 +72,7 @@ fn every_workload_reports_completed_operations() {
         "kv-get-serializable",
         "kv-mixed",
         "kv-txn",
+        "kv-load",
     ] {
         let report_path = dir.path().join(format!("{workload}.json"));
         let output = Command::new(env!("CARGO_BIN_EXE_strata-bench"))

@@ -572,3 +572,34 @@ async fn a_leader_cut_off_from_the_majority_acknowledges_nothing() {
         assert_eq!(record.version, 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_far_behind_catches_up_on_large_entries() {
+    // openraft gives each append RPC one heartbeat interval; a backlog of large entries must be
+    // sent in slices that fit, or the follower never catches up.
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.node(lagging).signal("STOP");
+    let client = cluster.node(leader).client("default").await;
+    let table = client.table("db", "t");
+    let value = vec![b'x'; 200 * 1024];
+    let mut last = 0;
+    for i in 0..150 {
+        last = table
+            .put(format!("big/{i:03}"), value.clone())
+            .await
+            .unwrap()
+            .revision;
+    }
+    cluster.node(lagging).signal("CONT");
+    cluster.wait_for_applied(last, Duration::from_secs(30));
+    let follower = cluster.node(lagging).client("default").await;
+    let record = follower
+        .table("db", "t")
+        .get_with(b"big/149".to_vec(), Consistency::Serializable)
+        .await
+        .unwrap()
+        .expect("the last big entry reached the follower");
+    assert_eq!(record.value.len(), value.len());
+}

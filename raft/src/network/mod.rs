@@ -31,6 +31,12 @@ pub use message::{PeerRequest, PeerResponse};
 
 use crate::types::TypeConfig;
 
+/// Target size of one append-entries RPC. openraft gives each append only a heartbeat interval
+/// (50 ms) to complete, including the follower's fsync, so a follower that is behind must get
+/// its backlog in slices that fit; bigger batches are split (openraft retries with fewer
+/// entries when told `PayloadTooLarge`). A single entry is always sent whole.
+pub const APPEND_BUDGET_BYTES: usize = 1024 * 1024;
+
 /// How long dialling a peer may take before the attempt counts as failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -493,9 +499,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let entries = rpc.entries.len() as u64;
         let payload = encode_request(&PeerRequest::AppendEntries(rpc))
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        if payload.len() > frame::MAX_PAYLOAD && entries > 1 {
+        if payload.len() > APPEND_BUDGET_BYTES && entries > 1 {
             // openraft retries with at most this many entries.
-            let fits = (entries * frame::MAX_PAYLOAD as u64 / payload.len() as u64).max(1);
+            let fits = (entries * APPEND_BUDGET_BYTES as u64 / payload.len() as u64).max(1);
             return Err(RPCError::PayloadTooLarge(
                 PayloadTooLarge::new_entries_hint(fits),
             ));
