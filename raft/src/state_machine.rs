@@ -169,6 +169,7 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
+        let started = std::time::Instant::now();
         let engine = self.engine.clone();
         let building = self.snapshot_dir.join("building.tmp");
         let path = building.clone();
@@ -214,6 +215,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let file = tokio::fs::File::open(&data)
             .await
             .map_err(|e| StorageIOError::read_snapshot(signature, &e))?;
+        let bytes = file.metadata().await.map_or(0, |m| m.len());
+        tracing::info!(
+            snapshot_id = %meta.snapshot_id,
+            bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "built a snapshot"
+        );
         Ok(Snapshot {
             meta,
             snapshot: Box::new(file),
@@ -298,6 +306,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError<u64>> {
         use tokio::io::AsyncWriteExt;
+        let started = std::time::Instant::now();
         let signature = Some(meta.signature());
         let io_error = |e: std::io::Error| StorageIOError::write_snapshot(signature.clone(), &e);
         let mut received = *snapshot;
@@ -324,6 +333,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(|e| io_error(std::io::Error::other(e)))?
         .map_err(io_error)?;
+        tracing::info!(
+            snapshot_id = %meta.snapshot_id,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "installed a snapshot"
+        );
         Ok(())
     }
 
