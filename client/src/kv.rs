@@ -298,8 +298,8 @@ impl Table {
             .await
         {
             Ok(response) => Ok(response.record),
-            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
-            Err(status) => Err(status.into()),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(error) => Err(error),
         }
     }
 
@@ -378,13 +378,12 @@ impl Table {
         let mut request = txn.request;
         request.database = self.database.clone();
         request.table = self.table.clone();
-        Ok(self
-            .kv
+        self.kv
             .call(Safety::Write, |mut kv| {
                 let request = request.clone();
                 async move { kv.txn(request).await }
             })
-            .await?)
+            .await
     }
 
     /// Watches `key` (or every key under it when `prefix`), from `start_revision` (0: from now).

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tonic::{Code, Status};
 
 use crate::error::ERROR_CODE_HEADER;
-use crate::KvGrpc;
+use crate::{Error, KvGrpc};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Safety {
@@ -85,7 +85,7 @@ impl Endpoints {
         self.channels[index].1.clone()
     }
 
-    pub(crate) async fn call<T, F, Fut>(&self, safety: Safety, call: F) -> Result<T, Status>
+    pub(crate) async fn call<T, F, Fut>(&self, safety: Safety, call: F) -> Result<T, Error>
     where
         F: Fn(KvGrpc) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -98,7 +98,7 @@ impl Endpoints {
                 Err(status) => status,
             };
             if retry + 1 >= self.policy.attempts || !retryable(&status, safety) {
-                return Err(status);
+                return Err(final_error(status, safety, &self.channels[index].0));
             }
             if self.channels.len() > 1 {
                 // Move on from this endpoint unless another caller already did.
@@ -127,9 +127,40 @@ pub(crate) fn retryable(status: &Status, safety: Safety) -> bool {
         (Some("no_quorum" | "shutting_down"), Safety::Read) => true,
         // Every other server answer is final (bad input, preconditions, unknown outcomes).
         (Some(_), _) => false,
-        (None, Safety::Read) => matches!(status.code(), Code::Unavailable | Code::Unknown),
-        (None, Safety::Write) => status.code() == Code::Unavailable && connection_refused(status),
+        (None, Safety::Read) => status.code() == Code::Unavailable || transport_failure(status),
+        (None, Safety::Write) => connection_refused(status),
     }
+}
+
+/// The error a caller sees: a write whose connection failed mid-call has an unknown outcome,
+/// whatever code the transport chose for it.
+fn final_error(status: Status, safety: Safety, endpoint: &str) -> Error {
+    if safety == Safety::Write && transport_failure(&status) && !connection_refused(&status) {
+        return Error::OutcomeUnknown {
+            message: format!(
+                "the connection to {endpoint} failed during the call ({}); the write may or \
+                 may not have been applied",
+                status.message()
+            ),
+        };
+    }
+    status.into()
+}
+
+/// True when the call failed in the transport (connection lost, reset, refused), not with an
+/// answer from a server; the client's own deadline does not count.
+fn transport_failure(status: &Status) -> bool {
+    if status.metadata().get(ERROR_CODE_HEADER).is_some() || status.message() == "Timeout expired" {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::transport::Error>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// True when the call failed because the connection could not be made, so nothing was sent.

@@ -546,6 +546,116 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 mod tests {
     use super::*;
 
+    /// Answers every request with its own status, so a caller can tell who answered.
+    #[derive(Clone)]
+    struct Echo(u64);
+
+    impl PeerService for Echo {
+        async fn handle(&self, _request: PeerRequest) -> PeerResponse {
+            PeerResponse::Status(message::NodeStatus {
+                node_id: self.0,
+                role: "test".into(),
+                term: 0,
+                leader_id: None,
+                last_log_index: 0,
+                committed_index: 0,
+                applied_index: 0,
+                snapshot_index: 0,
+                purged_index: 0,
+                client_addr: String::new(),
+                peer_addr: String::new(),
+                replication: Default::default(),
+            })
+        }
+    }
+
+    fn serve(addr: SocketAddr, dir: &std::path::Path, node: u64) -> Arc<PeerTransport> {
+        let material = tls::TlsMaterial::load(dir, node).unwrap();
+        let transport = Arc::new(PeerTransport::bind(addr, &material, Backoff::default()).unwrap());
+        tokio::spawn(transport.clone().serve(Echo(node)));
+        transport
+    }
+
+    async fn status_of(transport: &PeerTransport, node: u64, addr: &str) -> Result<u64, CallError> {
+        match transport
+            .call(node, addr, &PeerRequest::Status, Duration::from_secs(2))
+            .await?
+        {
+            PeerResponse::Status(status) => Ok(status.node_id),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reconnects_when_a_peer_comes_back_and_refuses_strangers() {
+        let dir = tempfile::tempdir().unwrap();
+        tls::create_ca(dir.path()).unwrap();
+        for node in [1, 2] {
+            tls::create_node_cert(dir.path(), node, &[]).unwrap();
+        }
+        let client = serve("127.0.0.1:0".parse().unwrap(), dir.path(), 1);
+        let server = serve("127.0.0.1:0".parse().unwrap(), dir.path(), 2);
+        let addr = server.local_addr().unwrap();
+        let peer = addr.to_string();
+        assert_eq!(status_of(&client, 2, &peer).await, Ok(2));
+
+        // The peer goes away: calls fail, and say whether the request can have arrived.
+        server.close().await;
+        drop(server);
+        let failure = status_of(&client, 2, &peer).await.unwrap_err();
+        assert!(
+            matches!(
+                failure,
+                CallError::Unreachable { .. } | CallError::Failed { .. }
+            ),
+            "{failure:?}"
+        );
+        // Until it returns, dialling fails and then backs off without touching the network.
+        let mut backing_off = false;
+        for _ in 0..20 {
+            if let Err(CallError::Unreachable { reason, .. }) = status_of(&client, 2, &peer).await {
+                backing_off |= reason.contains("backing off");
+            }
+        }
+        assert!(backing_off, "no backoff after repeated failures");
+
+        // Back on the same address: the next call after the backoff reaches it.
+        let _server = serve(addr, dir.path(), 2);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match status_of(&client, 2, &peer).await {
+                Ok(2) => break,
+                other => {
+                    assert!(Instant::now() < deadline, "never reconnected: {other:?}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+
+        // A node with a certificate from another CA cannot call in, nor be called.
+        let foreign = tempfile::tempdir().unwrap();
+        tls::create_ca(foreign.path()).unwrap();
+        tls::create_node_cert(foreign.path(), 3, &[]).unwrap();
+        let stranger = serve("127.0.0.1:0".parse().unwrap(), foreign.path(), 3);
+        let refused = status_of(&stranger, 2, &peer).await;
+        assert!(
+            matches!(refused, Err(CallError::Unreachable { .. })),
+            "{refused:?}"
+        );
+        let stranger_addr = stranger.local_addr().unwrap().to_string();
+        let refused = status_of(&client, 3, &stranger_addr).await;
+        assert!(
+            matches!(refused, Err(CallError::Unreachable { .. })),
+            "{refused:?}"
+        );
+        // And a member's certificate does not pass for another member's.
+        let wrong_name = status_of(&client, 5, &peer).await;
+        assert!(
+            matches!(wrong_name, Err(CallError::Unreachable { .. })),
+            "{wrong_name:?}"
+        );
+    }
+
     #[test]
     fn backoff_doubles_up_to_its_ceiling() {
         let backoff = Backoff {
