@@ -8,9 +8,10 @@
 //! Snapshots live in files, never whole in memory: a build streams a consistent RocksDB
 //! snapshot to `snapshot-<id>.data` (writes go on meanwhile); `current.meta` names the newest
 //! and holds its Raft metadata, replaced atomically. Openraft sends the file to followers in
-//! chunks. Installing a received snapshot keeps its file as the current one, leaves an
-//! `importing` marker, loads it in bounded batches and removes the marker once synced; a node
-//! that crashed mid-import redoes it from the file at start.
+//! chunks, received into an unnamed file of each stream's own (a stream restarted after a
+//! timeout must never write into one being installed). Installing verifies the received data,
+//! keeps it as the current snapshot, leaves an `importing` marker, loads it in bounded batches
+//! and removes the marker once synced; a node that crashed mid-import redoes it at start.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,7 +32,6 @@ const META_LAST_APPLIED: &[u8] = b"last_applied";
 const META_MEMBERSHIP: &[u8] = b"membership";
 const META_FILE: &str = "current.meta";
 const IMPORTING_MARKER: &str = "importing";
-const RECEIVING_FILE: &str = "receiving.tmp";
 
 /// Buffered revisions per live-watch subscriber before it must catch up from history.
 pub const WATCH_BROADCAST_CAPACITY: usize = 4_096;
@@ -90,7 +90,7 @@ impl StateMachine {
             let stored = machine.read_stored_meta()?.ok_or_else(|| {
                 std::io::Error::other("an import marker without a current snapshot")
             })?;
-            machine.import_file(&machine.snapshot_dir.join(&stored.file))?;
+            machine.import_file(&machine.snapshot_dir.join(&stored.file), true)?;
         }
         Ok(machine)
     }
@@ -125,13 +125,19 @@ impl StateMachine {
         Ok(())
     }
 
-    /// Loads the state from a snapshot data file, under the import marker.
-    fn import_file(&self, path: &Path) -> std::io::Result<()> {
+    /// Loads the state from a snapshot data file, under the import marker; `verify` first
+    /// unless the caller just did.
+    fn import_file(&self, path: &Path, verify: bool) -> std::io::Result<()> {
         let marker = self.snapshot_dir.join(IMPORTING_MARKER);
-        write_atomically(&self.snapshot_dir, IMPORTING_MARKER, b"")?;
         let len = std::fs::metadata(path)?.len();
+        if verify {
+            self.engine
+                .verify_snapshot(len, std::fs::File::open(path)?)
+                .map_err(std::io::Error::other)?;
+        }
+        write_atomically(&self.snapshot_dir, IMPORTING_MARKER, b"")?;
         self.engine
-            .import_state_from(len, || std::fs::File::open(path))
+            .import_verified_state_from(len, std::fs::File::open(path)?)
             .map_err(std::io::Error::other)?;
         std::fs::remove_file(&marker)?;
         std::fs::File::open(&self.snapshot_dir)?.sync_all()
@@ -289,15 +295,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn begin_receiving_snapshot(
         &mut self,
     ) -> Result<Box<tokio::fs::File>, StorageError<u64>> {
-        let file = tokio::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(self.snapshot_dir.join(RECEIVING_FILE))
-            .await
+        // An unnamed file of its own: a stream the leader restarts (after a timeout) must never
+        // write into the file of one that is being installed.
+        let file = tempfile::tempfile_in(&self.snapshot_dir)
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        Ok(Box::new(file))
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     async fn install_snapshot(
@@ -316,7 +318,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let meta_copy = meta.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             use std::io::Seek;
-            // Keep the received data as this node's current snapshot, durably, then load it.
+            // Keep the received data as this node's current snapshot, durably, verify it, and
+            // only then make it current and load it.
             let data = machine.snapshot_dir.join(data_file_name(&meta_copy));
             let copying = machine.snapshot_dir.join("installing.tmp");
             let mut source = received;
@@ -324,10 +327,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut target = std::fs::File::create(&copying)?;
             std::io::copy(&mut source, &mut target)?;
             target.sync_all()?;
+            let len = target.metadata()?.len();
+            machine
+                .engine
+                .verify_snapshot(len, std::fs::File::open(&copying)?)
+                .map_err(std::io::Error::other)?;
             std::fs::rename(&copying, &data)?;
             machine.publish(&meta_copy)?;
-            machine.import_file(&data)?;
-            let _ = std::fs::remove_file(machine.snapshot_dir.join(RECEIVING_FILE));
+            machine.import_file(&data, false)?;
             Ok(())
         })
         .await

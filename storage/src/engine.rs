@@ -171,13 +171,33 @@ impl Engine {
         len: u64,
         mut open: impl FnMut() -> std::io::Result<R>,
     ) -> Result<(), StorageError> {
-        // Pass 1: verify without changing anything.
+        self.verify_snapshot(len, open()?)?;
+        self.import_verified_state_from(len, open()?)
+    }
+
+    /// Checks an exported snapshot of `len` bytes completely (structure and checksum) without
+    /// changing anything; returns how many entries it holds.
+    pub fn verify_snapshot<R: std::io::Read>(
+        &self,
+        len: u64,
+        reader: R,
+    ) -> Result<u64, StorageError> {
         let mut entries = 0u64;
-        read_snapshot(open()?, len, |_, _, _| {
+        read_snapshot(reader, len, |_, _, _| {
             entries += 1;
             Ok(())
         })?;
-        // Pass 2: clear, then load in bounded batches, then sync.
+        Ok(entries)
+    }
+
+    /// The load half of [`Engine::import_state_from`], for a snapshot already verified with
+    /// [`Engine::verify_snapshot`]. A corruption found now fails the import half-way.
+    pub fn import_verified_state_from<R: std::io::Read>(
+        &self,
+        len: u64,
+        reader: R,
+    ) -> Result<(), StorageError> {
+        // Clear, then load in bounded batches, then sync.
         for name in STATE_CFS {
             let mut batch = rocksdb::WriteBatch::default();
             for item in self
@@ -192,7 +212,9 @@ impl Engine {
             self.db.write(batch)?;
         }
         let mut batch = rocksdb::WriteBatch::default();
-        read_snapshot(open()?, len, |cf_index, key, value| {
+        let mut entries = 0u64;
+        read_snapshot(reader, len, |cf_index, key, value| {
+            entries += 1;
             batch.put_cf(self.cf(STATE_CFS[cf_index]), key, value);
             if batch.size_in_bytes() >= IMPORT_BATCH_BYTES {
                 self.db.write(std::mem::take(&mut batch))?;

@@ -1,11 +1,11 @@
 //! `strata.cluster.v1`: cluster status and membership changes for operators. Membership changes
 //! run on the leader; a follower forwards them over the peer transport.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use strata_proto::cluster::v1 as pb;
 use strata_raft::{MemberView, MembershipError, NodeStatus, RaftNode};
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use super::metrics::Metrics;
 use super::status;
@@ -29,11 +29,7 @@ impl ClusterService {
         method: &str,
         work: impl std::future::Future<Output = Result<T, Status>>,
     ) -> Result<Response<T>, Status> {
-        let started = Instant::now();
-        let result = work.await;
-        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-        self.metrics.observe(method, code, started);
-        result.map(Response::new)
+        self.metrics.observed(method, work).await
     }
 }
 

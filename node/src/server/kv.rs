@@ -2,7 +2,7 @@
 //! state machine (reads), and encodes. Nothing here decides what a command does.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use strata_proto::kv::v1 as pb;
@@ -14,7 +14,7 @@ use strata_storage::kv::{
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use super::metrics::Metrics;
 use super::{namespace, status, validate};
@@ -132,11 +132,7 @@ impl KvService {
         method: &str,
         work: impl std::future::Future<Output = Result<T, Status>>,
     ) -> Result<Response<T>, Status> {
-        let started = Instant::now();
-        let result = work.await;
-        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-        self.metrics.observe(method, code, started);
-        result.map(Response::new)
+        self.metrics.observed(method, work).await
     }
 }
 

@@ -54,6 +54,21 @@ impl Metrics {
         }
     }
 
+    /// Runs one request's work and records its outcome and latency under `method`.
+    pub async fn observed<T>(
+        &self,
+        method: &str,
+        work: impl std::future::Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<tonic::Response<T>, tonic::Status> {
+        let started = Instant::now();
+        let result = work.await;
+        let code = result
+            .as_ref()
+            .map_or_else(tonic::Status::code, |_| tonic::Code::Ok);
+        self.observe(method, code, started);
+        result.map(tonic::Response::new)
+    }
+
     /// Records one finished request.
     pub fn observe(&self, method: &str, code: tonic::Code, started: Instant) {
         self.requests
@@ -66,27 +81,15 @@ impl Metrics {
 
     /// Renders the Prometheus text format, refreshing the Raft gauges first.
     pub async fn render(&self, node: &strata_raft::RaftNode) -> String {
-        // The committed index lives in Raft's state, not in its metrics.
-        let committed = node
-            .raft
-            .with_raft_state(|state| state.committed.map_or(0, |id| id.index))
-            .await
-            .unwrap_or(0);
-        let metrics = node.raft.metrics().borrow().clone();
+        let status = node.local_status().await;
         let set = |field: &str, value: u64| self.raft.with_label_values(&[field]).set(value as i64);
-        set("term", metrics.current_term);
-        set("last_log_index", metrics.last_log_index.unwrap_or(0));
-        set("commit_index", committed);
-        set(
-            "applied_index",
-            metrics.last_applied.map_or(0, |id| id.index),
-        );
-        set("snapshot_index", metrics.snapshot.map_or(0, |id| id.index));
-        set("purged_index", metrics.purged.map_or(0, |id| id.index));
-        set(
-            "is_leader",
-            u64::from(metrics.current_leader == Some(metrics.id)),
-        );
+        set("term", status.term);
+        set("last_log_index", status.last_log_index);
+        set("commit_index", status.committed_index);
+        set("applied_index", status.applied_index);
+        set("snapshot_index", status.snapshot_index);
+        set("purged_index", status.purged_index);
+        set("is_leader", u64::from(status.role == "leader"));
         let mut out = Vec::new();
         prometheus::TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

@@ -490,7 +490,8 @@ async fn run(seed: u64) {
             .applied_index_at_least(Some(final_index), "convergence")
             .await
             .unwrap_or_else(|e| {
-                panic!("seed {seed}: node {id} did not apply up to {final_index}: {e}")
+                let state = node.raft.metrics().borrow().running_state.clone();
+                panic!("seed {seed}: node {id} did not apply up to {final_index}: {e} (raft: {state:?})")
             });
     }
 
