@@ -1,4 +1,5 @@
-//! Storage write path: batched log append with fsync, and state-machine apply per command kind.
+//! Storage write path: batched log append with fsync, state-machine apply per command kind, and
+//! key encoding.
 //!
 //! `cargo bench --workspace --bench storage`. Figures go to bench/RESULTS.md with the machine.
 
@@ -119,5 +120,24 @@ fn apply(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, log_append, apply);
+/// Tuple key encoding (escaped, order-preserving segments) beside plain concatenation of the same
+/// parts, and decoding.
+fn key_encoding(c: &mut Criterion) {
+    use strata_storage::keys;
+    let parts: [&[u8]; 4] = [b"acme", b"app", b"users", b"user/0001234/profile"];
+    let encoded = keys::encode(&parts);
+    let mut group = c.benchmark_group("key_encoding");
+    group.bench_function("baseline_concat", |b| {
+        b.iter(|| criterion::black_box(criterion::black_box(&parts).concat()))
+    });
+    group.bench_function("encode", |b| {
+        b.iter(|| criterion::black_box(keys::encode(criterion::black_box(&parts))))
+    });
+    group.bench_function("decode", |b| {
+        b.iter(|| criterion::black_box(keys::decode(criterion::black_box(&encoded)).unwrap()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, log_append, apply, key_encoding);
 criterion_main!(benches);
