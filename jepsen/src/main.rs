@@ -1,0 +1,459 @@
+//! `strata-jepsen`: starts a cluster of real `strata` processes, runs concurrent clients through
+//! the Rust SDK while a nemesis injects faults on a seeded schedule, records every operation
+//! (invoke, ok, fail or indeterminate, with times), checks the history and exits non-zero on
+//! any anomaly. See jepsen/README.md.
+
+mod cluster;
+mod linear;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde::Serialize;
+use serde_json::json;
+use strata_client::{Client, Consistency, Error, List, Put, RetryPolicy, Txn};
+
+#[derive(Parser, Debug)]
+#[command(name = "strata-jepsen", about = "Chaos suite for Strata")]
+struct Args {
+    /// Nodes in the cluster (3 or 5).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=5))]
+    nodes: u64,
+    /// How long operations and faults run before the heal.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    time_limit: Duration,
+    /// `register` (reads, writes, CAS on a few keys; linearizability) or `set` (unique writes;
+    /// every acknowledged one present at the end).
+    #[arg(long, default_value = "register")]
+    workload: String,
+    /// Comma list of `kill`, `kill-leader`, `kill-all`, `pause`, `pause-leader`, or `none`.
+    #[arg(long, default_value = "kill,pause")]
+    nemesis: String,
+    /// Seed of the fault schedule and of the clients' choices.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 6)]
+    clients: usize,
+    /// Most operations per client (a bound besides the time limit).
+    #[arg(long, default_value_t = 2_000)]
+    max_ops: usize,
+    /// Where the run directory goes (history, schedule, node logs, verdict).
+    #[arg(long, default_value = "jepsen-runs")]
+    out: PathBuf,
+    /// The strata binary (default: next to this one).
+    #[arg(long)]
+    strata: Option<PathBuf>,
+}
+
+/// A seeded generator (SplitMix64): the schedule must replay from `--seed` alone.
+#[derive(Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    Kill,
+    KillLeader,
+    KillAll,
+    Pause,
+    PauseLeader,
+}
+
+fn parse_nemesis(text: &str) -> anyhow::Result<Vec<Fault>> {
+    let mut faults = Vec::new();
+    for name in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        faults.push(match name {
+            "none" => continue,
+            "kill" => Fault::Kill,
+            "kill-leader" => Fault::KillLeader,
+            "kill-all" => Fault::KillAll,
+            "pause" => Fault::Pause,
+            "pause-leader" => Fault::PauseLeader,
+            other => bail!(
+                "nemesis {other:?} is not built yet; have: kill, kill-leader, kill-all, pause, \
+                 pause-leader, none"
+            ),
+        });
+    }
+    Ok(faults)
+}
+
+/// One operation as recorded: `outcome` is `ok`, `fail` (certainly not done) or `info`
+/// (indeterminate).
+#[derive(Clone, Debug, Serialize)]
+struct Record {
+    process: usize,
+    op: &'static str,
+    key: u64,
+    value: Option<u64>,
+    from: Option<u64>,
+    outcome: &'static str,
+    /// What a read returned, or whether a CAS succeeded (1/0).
+    result: Option<u64>,
+    invoke_us: u64,
+    complete_us: u64,
+    error: Option<String>,
+}
+
+/// Errors after which the operation certainly had no effect.
+fn definitely_failed(error: &Error) -> bool {
+    match error {
+        Error::InvalidArgument(_) | Error::NotFound(_) | Error::Connect { .. } => true,
+        Error::AlreadyExists { .. } | Error::PreconditionFailed { .. } => true,
+        Error::Unavailable { .. } => {
+            let message = error.to_string();
+            // not_leader / leader_unreachable are refusals; shutting_down is not.
+            !message.contains("shutting down")
+        }
+        _ => false,
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    let faults = parse_nemesis(&args.nemesis)?;
+    if !["register", "set"].contains(&args.workload.as_str()) {
+        bail!(
+            "workload {:?} is not built yet; have: register, set",
+            args.workload
+        );
+    }
+    let strata = match &args.strata {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no directory around this binary")?
+            .join("strata"),
+    };
+    let run_dir = args
+        .out
+        .join(format!("{}-{}-{seed}", args.workload, args.nemesis));
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    println!(
+        "strata-jepsen: seed {seed}, results in {}",
+        run_dir.display()
+    );
+
+    let mut cluster = cluster::Cluster::start(&strata, &run_dir, args.nodes)?;
+    let endpoints = cluster.endpoints();
+    let started = Instant::now();
+    let deadline = started + args.time_limit;
+    let history: Arc<Mutex<Vec<Record>>> = Arc::default();
+    let mut workers = Vec::new();
+    for process in 0..args.clients {
+        let client = Client::builder(&endpoints)
+            .request_timeout(Duration::from_secs(3))
+            .retry_policy(RetryPolicy::none())
+            .connect()
+            .await?;
+        let history = history.clone();
+        let mut rng = Rng(seed ^ (process as u64 + 1).wrapping_mul(0x9E37));
+        let workload = args.workload.clone();
+        let max_ops = args.max_ops;
+        workers.push(tokio::spawn(async move {
+            let table = client.table("jepsen", &workload);
+            for n in 0..max_ops {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let invoke_us = started.elapsed().as_micros() as u64;
+                let mut record = Record {
+                    process,
+                    op: "read",
+                    key: 0,
+                    value: None,
+                    from: None,
+                    outcome: "ok",
+                    result: None,
+                    invoke_us,
+                    complete_us: 0,
+                    error: None,
+                };
+                let outcome: Result<Option<u64>, Error> = if workload == "set" {
+                    let value = (process as u64) << 32 | n as u64;
+                    record.op = "add";
+                    record.value = Some(value);
+                    let put = Put::new(format!("{value:016x}"), value.to_string()).create_only();
+                    table.put_with(put).await.map(|_| None)
+                } else {
+                    let key = rng.below(3);
+                    record.key = key;
+                    let name = format!("r{key}");
+                    match rng.below(3) {
+                        0 => {
+                            record.op = "read";
+                            table.get(name).await.map(|r| {
+                                r.and_then(|r| String::from_utf8(r.value).ok()?.parse().ok())
+                            })
+                        }
+                        1 => {
+                            let value = rng.below(5);
+                            record.op = "write";
+                            record.value = Some(value);
+                            table.put(name, value.to_string()).await.map(|_| None)
+                        }
+                        _ => {
+                            let (from, to) = (rng.below(5), rng.below(5));
+                            record.op = "cas";
+                            record.from = Some(from);
+                            record.value = Some(to);
+                            let txn = Txn::new()
+                                .when(Txn::value_equals(name.clone(), from.to_string()))
+                                .then(Txn::put(name, to.to_string()));
+                            table.txn(txn).await.map(|r| Some(u64::from(r.succeeded)))
+                        }
+                    }
+                };
+                record.complete_us = started.elapsed().as_micros() as u64;
+                match outcome {
+                    Ok(result) => record.result = result,
+                    Err(error) => {
+                        record.outcome = if definitely_failed(&error) {
+                            "fail"
+                        } else {
+                            "info"
+                        };
+                        record.error = Some(error.to_string());
+                    }
+                }
+                let failed = record.outcome != "ok";
+                history.lock().unwrap().push(record);
+                if failed {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }));
+    }
+
+    // The nemesis: alternate a fault window and a quiet window, 1-3 s each.
+    let mut schedule = Vec::new();
+    let mut rng = Rng(seed);
+    while !faults.is_empty() && Instant::now() + Duration::from_secs(2) < deadline {
+        tokio::time::sleep(Duration::from_millis(1_000 + rng.below(2_000))).await;
+        let fault = faults[rng.below(faults.len() as u64) as usize];
+        let at_ms = started.elapsed().as_millis() as u64;
+        let leader = cluster.leader(1 + rng.below(args.nodes));
+        let victim = match fault {
+            Fault::KillLeader | Fault::PauseLeader if leader != 0 => leader,
+            _ => 1 + rng.below(args.nodes),
+        };
+        match fault {
+            Fault::Kill | Fault::KillLeader => cluster.kill(victim),
+            Fault::KillAll => {
+                for id in 1..=args.nodes {
+                    cluster.kill(id);
+                }
+            }
+            Fault::Pause | Fault::PauseLeader => cluster.pause(victim),
+        }
+        tokio::time::sleep(Duration::from_millis(1_000 + rng.below(2_000))).await;
+        cluster.heal()?;
+        let healed_ms = started.elapsed().as_millis() as u64;
+        schedule.push(json!({"fault": format!("{fault:?}"), "node": victim,
+            "start_ms": at_ms, "end_ms": healed_ms}));
+        println!("  {at_ms:>6} ms  {fault:?} node {victim}, healed at {healed_ms} ms");
+    }
+    for worker in workers {
+        worker.await?;
+    }
+    cluster.heal()?;
+
+    // Recovery: how long until a write goes through again.
+    let healed = Instant::now();
+    let client = Client::builder(&endpoints)
+        .request_timeout(Duration::from_secs(3))
+        .connect()
+        .await?;
+    let table = client.table("jepsen", &args.workload);
+    loop {
+        if table.put("recovery-probe", "1").await.is_ok() {
+            break;
+        }
+        if healed.elapsed() > Duration::from_secs(30) {
+            bail!("the cluster did not recover within 30 s of the heal");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recovery_ms = healed.elapsed().as_millis() as u64;
+
+    let history = Arc::try_unwrap(history)
+        .map_err(|_| anyhow::anyhow!("history still shared"))?
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("history lock poisoned"))?;
+    let verdict = match args.workload.as_str() {
+        "set" => check_set(&table, &history).await?,
+        _ => check_register(&history),
+    };
+    let counts = history.iter().fold(BTreeMap::new(), |mut counts, r| {
+        *counts.entry(r.outcome).or_insert(0u64) += 1;
+        counts
+    });
+    let report = json!({
+        "seed": seed, "workload": args.workload, "nemesis": args.nemesis, "nodes": args.nodes,
+        "operations": history.len(), "outcomes": counts, "recovery_ms": recovery_ms,
+        "valid": verdict.valid, "anomalies": verdict.anomalies,
+    });
+    let mut lines = String::new();
+    for record in &history {
+        lines.push_str(&serde_json::to_string(record)?);
+        lines.push('\n');
+    }
+    std::fs::write(run_dir.join("history.jsonl"), lines)?;
+    std::fs::write(
+        run_dir.join("schedule.json"),
+        serde_json::to_string_pretty(&schedule)?,
+    )?;
+    std::fs::write(
+        run_dir.join("verdict.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    println!(
+        "strata-jepsen: {} operations {counts:?}, recovered in {recovery_ms} ms: {}",
+        history.len(),
+        if verdict.valid { "VALID" } else { "INVALID" }
+    );
+    for anomaly in &verdict.anomalies {
+        println!("  anomaly: {anomaly}");
+    }
+    drop(cluster);
+    if !verdict.valid {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+struct Verdict {
+    valid: bool,
+    anomalies: Vec<String>,
+}
+
+/// Linearizability of each register key's history.
+fn check_register(history: &[Record]) -> Verdict {
+    let mut by_key: BTreeMap<u64, Vec<linear::Op>> = BTreeMap::new();
+    for record in history {
+        let ret = match record.outcome {
+            "ok" => Some(record.complete_us),
+            "info" => None,
+            _ => continue, // certainly not done
+        };
+        let kind = match record.op {
+            "read" if ret.is_some() => linear::Kind::Read(record.result),
+            "read" => continue, // a read with no answer tells nothing
+            "write" => linear::Kind::Write(record.value.unwrap_or(0)),
+            _ => linear::Kind::Cas {
+                from: record.from.unwrap_or(0),
+                to: record.value.unwrap_or(0),
+                succeeded: ret.and(record.result).map(|r| r == 1),
+            },
+        };
+        by_key.entry(record.key).or_default().push(linear::Op {
+            call: record.invoke_us,
+            ret,
+            kind,
+        });
+    }
+    let mut anomalies = Vec::new();
+    let mut unknown = Vec::new();
+    for (key, ops) in &by_key {
+        match linear::check(ops, None, 20_000_000) {
+            linear::Verdict::Linearizable => {}
+            linear::Verdict::NotLinearizable => anomalies.push(format!(
+                "key r{key}: {} operations admit no linearization",
+                ops.len()
+            )),
+            linear::Verdict::Unknown => unknown.push(*key),
+        }
+    }
+    if !unknown.is_empty() {
+        println!("  linearizability search gave up (budget) on keys {unknown:?}");
+    }
+    Verdict {
+        valid: anomalies.is_empty(),
+        anomalies,
+    }
+}
+
+/// Every acknowledged add is present at the end; nothing appears that was never attempted.
+async fn check_set(table: &strata_client::Table, history: &[Record]) -> anyhow::Result<Verdict> {
+    let present: BTreeSet<String> = table
+        .list_all(
+            List::prefix("")
+                .keys_only()
+                .consistency(Consistency::Linearizable),
+        )
+        .await?
+        .into_iter()
+        .filter_map(|r| String::from_utf8(r.key).ok())
+        .filter(|k| k != "recovery-probe")
+        .collect();
+    let key = |r: &Record| format!("{:016x}", r.value.unwrap_or(0));
+    let attempted: BTreeSet<String> = history.iter().map(key).collect();
+    let acked: BTreeSet<String> = history
+        .iter()
+        .filter(|r| r.outcome == "ok")
+        .map(key)
+        .collect();
+    let mut anomalies = Vec::new();
+    let lost: Vec<_> = acked.difference(&present).collect();
+    if !lost.is_empty() {
+        anomalies.push(format!(
+            "{} acknowledged adds lost, e.g. {:?}",
+            lost.len(),
+            &lost[..lost.len().min(5)]
+        ));
+    }
+    let phantom: Vec<_> = present.difference(&attempted).collect();
+    if !phantom.is_empty() {
+        anomalies.push(format!(
+            "{} elements never attempted, e.g. {:?}",
+            phantom.len(),
+            &phantom[..phantom.len().min(5)]
+        ));
+    }
+    let failed_but_present: Vec<_> = history
+        .iter()
+        .filter(|r| r.outcome == "fail")
+        .map(key)
+        .filter(|k| present.contains(k))
+        .collect();
+    if !failed_but_present.is_empty() {
+        anomalies.push(format!(
+            "{} adds reported as certainly failed are present, e.g. {:?}",
+            failed_but_present.len(),
+            &failed_but_present[..failed_but_present.len().min(5)]
+        ));
+    }
+    println!(
+        "  set: {} attempted, {} acknowledged, {} present",
+        attempted.len(),
+        acked.len(),
+        present.len()
+    );
+    Ok(Verdict {
+        valid: anomalies.is_empty(),
+        anomalies,
+    })
+}

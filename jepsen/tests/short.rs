@@ -1,0 +1,51 @@
+//! The short chaos suite CI runs: each workload against a real three-node cluster under a
+//! couple of nemeses, a few seconds each. The long runs are in jepsen/README.md.
+
+use std::path::Path;
+use std::process::Command;
+
+fn run(workload: &str, nemesis: &str, seed: &str) {
+    let jepsen = env!("CARGO_BIN_EXE_strata-jepsen");
+    let strata = Path::new(jepsen).with_file_name("strata");
+    assert!(
+        strata.exists(),
+        "{} is missing: build the workspace (cargo nextest run --workspace builds it)",
+        strata.display()
+    );
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(jepsen)
+        .args(["--workload", workload, "--nemesis", nemesis, "--seed", seed])
+        .args(["--time-limit", "10s", "--clients", "4"])
+        .arg("--strata")
+        .arg(&strata)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{workload} under {nemesis} (seed {seed}) failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("VALID"), "{stdout}");
+    // The run directory holds what a person needs to look into a failure.
+    let run_dir = std::fs::read_dir(out.path()).unwrap().next().unwrap().unwrap().path();
+    for file in ["history.jsonl", "schedule.json", "verdict.json", "node-1.log"] {
+        assert!(run_dir.join(file).exists(), "{file} missing in {}", run_dir.display());
+    }
+    let verdict: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("verdict.json")).unwrap()).unwrap();
+    assert_eq!(verdict["valid"], true, "{verdict}");
+    assert!(verdict["operations"].as_u64().unwrap() > 100, "{verdict}");
+}
+
+#[test]
+fn register_stays_linearizable_under_kills_and_pauses() {
+    run("register", "kill-leader,pause", "1");
+}
+
+#[test]
+fn set_loses_nothing_when_every_node_is_killed() {
+    run("set", "kill-all,kill", "2");
+}
