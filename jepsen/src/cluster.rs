@@ -20,6 +20,8 @@ pub struct Node {
 
 pub struct Cluster {
     binary: PathBuf,
+    /// A deliberately broken server mode to run (see `--broken`).
+    broken: Option<String>,
     dir: PathBuf,
     initial: String,
     pub nodes: BTreeMap<u64, Node>,
@@ -50,7 +52,12 @@ fn run(binary: &Path, args: &[&str]) -> anyhow::Result<()> {
 
 impl Cluster {
     /// Creates certificates and starts `size` nodes as the initial voters.
-    pub fn start(binary: &Path, dir: &Path, size: u64) -> anyhow::Result<Self> {
+    pub fn start(
+        binary: &Path,
+        dir: &Path,
+        size: u64,
+        broken: Option<String>,
+    ) -> anyhow::Result<Self> {
         let tls = dir.join("tls");
         let tls_str = tls.to_str().context("run directory is not UTF-8")?;
         run(binary, &["cert", "init", "--tls-dir", tls_str])?;
@@ -85,6 +92,7 @@ impl Cluster {
             .join(",");
         let mut cluster = Self {
             binary: binary.to_owned(),
+            broken,
             dir: dir.to_owned(),
             initial,
             nodes,
@@ -116,6 +124,11 @@ impl Cluster {
             .env(
                 "STRATA_LOG",
                 "info,openraft=error,openraft::replication=off",
+            )
+            .envs(
+                self.broken
+                    .iter()
+                    .map(|mode| ("STRATA_UNSAFE_TEST_SWITCH", mode.as_str())),
             )
             .stdout(Stdio::piped())
             .stderr(log)

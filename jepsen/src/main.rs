@@ -45,6 +45,10 @@ struct Args {
     /// Where the run directory goes (history, schedule, node logs, verdict).
     #[arg(long, default_value = "jepsen-runs")]
     out: PathBuf,
+    /// Run a deliberately broken server (debug builds only) to show the checkers catch it:
+    /// `ack-before-commit` (the leader acknowledges writes before they commit).
+    #[arg(long)]
+    broken: Option<String>,
     /// The strata binary (default: next to this one).
     #[arg(long)]
     strata: Option<PathBuf>,
@@ -157,7 +161,13 @@ async fn main() -> anyhow::Result<()> {
         run_dir.display()
     );
 
-    let mut cluster = cluster::Cluster::start(&strata, &run_dir, args.nodes)?;
+    if let Some(mode) = &args.broken {
+        if mode != "ack-before-commit" {
+            bail!("--broken {mode:?}: the only broken mode is ack-before-commit");
+        }
+        println!("strata-jepsen: running a deliberately BROKEN server ({mode}); expect anomalies");
+    }
+    let mut cluster = cluster::Cluster::start(&strata, &run_dir, args.nodes, args.broken.clone())?;
     let endpoints = cluster.endpoints();
     let started = Instant::now();
     let deadline = started + args.time_limit;

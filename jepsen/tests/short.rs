@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-fn run(workload: &str, nemesis: &str, seed: &str) {
+fn strata_jepsen(args: &[&str], out: &Path) -> std::process::Output {
     let jepsen = env!("CARGO_BIN_EXE_strata-jepsen");
     let strata = Path::new(jepsen).with_file_name("strata");
     assert!(
@@ -12,27 +12,48 @@ fn run(workload: &str, nemesis: &str, seed: &str) {
         "{} is missing: build the workspace (cargo nextest run --workspace builds it)",
         strata.display()
     );
-    let out = tempfile::tempdir().unwrap();
-    let output = Command::new(jepsen)
-        .args(["--workload", workload, "--nemesis", nemesis, "--seed", seed])
+    Command::new(jepsen)
+        .args(args)
         .args(["--time-limit", "10s", "--clients", "4"])
         .arg("--strata")
         .arg(&strata)
         .arg("--out")
-        .arg(out.path())
+        .arg(out)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn run(workload: &str, nemesis: &str, seed: &str) {
+    let out = tempfile::tempdir().unwrap();
+    let output = strata_jepsen(
+        &["--workload", workload, "--nemesis", nemesis, "--seed", seed],
+        out.path(),
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
         "{workload} under {nemesis} (seed {seed}) failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("VALID"), "{stdout}");
+    assert!(stdout.contains(": VALID"), "{stdout}");
     // The run directory holds what a person needs to look into a failure.
-    let run_dir = std::fs::read_dir(out.path()).unwrap().next().unwrap().unwrap().path();
-    for file in ["history.jsonl", "schedule.json", "verdict.json", "node-1.log"] {
-        assert!(run_dir.join(file).exists(), "{file} missing in {}", run_dir.display());
+    let run_dir = std::fs::read_dir(out.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for file in [
+        "history.jsonl",
+        "schedule.json",
+        "verdict.json",
+        "node-1.log",
+    ] {
+        assert!(
+            run_dir.join(file).exists(),
+            "{file} missing in {}",
+            run_dir.display()
+        );
     }
     let verdict: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run_dir.join("verdict.json")).unwrap()).unwrap();
@@ -48,4 +69,37 @@ fn register_stays_linearizable_under_kills_and_pauses() {
 #[test]
 fn set_loses_nothing_when_every_node_is_killed() {
     run("set", "kill-all,kill", "2");
+}
+
+/// The suite earns its keep only if it fails a broken build: a leader that acknowledges writes
+/// before they commit loses acknowledged writes when nodes are killed, and the set checker says
+/// so. (The switch exists only in debug builds; in a release test build there is nothing to run.)
+#[test]
+fn a_build_that_acknowledges_before_commit_is_caught() {
+    if !cfg!(debug_assertions) {
+        eprintln!("skipped: the broken mode exists only in debug builds");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let output = strata_jepsen(
+        &[
+            "--workload",
+            "set",
+            "--nemesis",
+            "kill-all,kill-leader",
+            "--seed",
+            "3",
+            "--broken",
+            "ack-before-commit",
+        ],
+        out.path(),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "the broken build passed:\n{stdout}"
+    );
+    assert!(stdout.contains("INVALID"), "{stdout}");
+    assert!(stdout.contains("acknowledged adds lost"), "{stdout}");
 }

@@ -56,6 +56,10 @@ pub struct RaftNodeConfig {
     pub leader_op_timeout_ms: u64,
     /// A learner may be promoted only when it is at most this many entries behind the leader.
     pub promote_max_lag: u64,
+    /// A deliberately broken mode for the chaos suite to catch: the leader acknowledges a write
+    /// as soon as it is proposed, before it commits. Never set outside tests; the binary
+    /// honours it only in debug builds.
+    pub unsafe_ack_before_commit: bool,
 }
 
 impl Default for RaftNodeConfig {
@@ -74,6 +78,7 @@ impl Default for RaftNodeConfig {
             history_retain_revisions: strata_storage::kv::HISTORY_RETAIN_REVISIONS,
             leader_op_timeout_ms: 5_000,
             promote_max_lag: 1_000,
+            unsafe_ack_before_commit: false,
         }
     }
 }
@@ -513,6 +518,18 @@ impl RaftNode {
             }
         }
         match op {
+            LeaderOp::Write(request) if self.config.unsafe_ack_before_commit => {
+                // The broken mode (see RaftNodeConfig): propose, and answer without waiting.
+                let _pending = self
+                    .raft
+                    .client_write_ff(request)
+                    .await
+                    .map_err(|fatal| LeaderError::Fatal(fatal.to_string()))?;
+                Ok(LeaderReply::Written(Response::Kv(KvResponse::Put {
+                    revision: 0,
+                    version: 1,
+                })))
+            }
             LeaderOp::Write(request) => match self.raft.client_write(request).await {
                 Ok(written) => Ok(LeaderReply::Written(written.data)),
                 Err(error) => Err(write_error(error)),

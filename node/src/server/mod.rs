@@ -108,6 +108,12 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         _ => bound_peer_addr.unwrap_or(config.peer_addr).to_string(),
     };
 
+    // A test-only broken mode the chaos suite must catch; release builds ignore the variable.
+    let unsafe_ack_before_commit = cfg!(debug_assertions)
+        && std::env::var("STRATA_UNSAFE_TEST_SWITCH").as_deref() == Ok("ack-before-commit");
+    if unsafe_ack_before_commit {
+        tracing::error!("UNSAFE TEST SWITCH: acknowledging writes before they commit");
+    }
     let raft_config = RaftNodeConfig {
         node_id: config.node_id,
         client_addr: grpc_addr.to_string(),
@@ -115,6 +121,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         bootstrap,
         history_retain_revisions: config.history_retain_revisions,
         snapshot_every_entries: config.snapshot_every_entries,
+        unsafe_ack_before_commit,
         ..RaftNodeConfig::default()
     };
     let node = RaftNode::start(&config.data_dir, raft_config, Arc::new(transport))
