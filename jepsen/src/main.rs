@@ -39,8 +39,8 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 6)]
     clients: usize,
-    /// Most operations per client (a bound besides the time limit).
-    #[arg(long, default_value_t = 2_000)]
+    /// Most operations per client (a bound besides the time limit, which usually ends a run).
+    #[arg(long, default_value_t = 50_000)]
     max_ops: usize,
     /// Where the run directory goes (history, schedule, node logs, verdict).
     #[arg(long, default_value = "jepsen-runs")]
