@@ -147,43 +147,34 @@ pub fn check(ops: &[Op], initial: Option<u64>, max_steps: u64) -> Verdict {
         if steps > max_steps {
             return Verdict::Unknown;
         }
-        if cursor == NIL {
-            // Every remaining call was tried from this point: backtrack.
-            let Some((call, previous)) = calls.pop() else {
-                return Verdict::NotLinearizable;
-            };
-            state = previous;
-            let op = entries[call].op;
-            linearized[op / 64] &= !(1 << (op % 64));
-            unlift(&mut entries, call);
-            cursor = entries[call].next;
-            continue;
-        }
-        let entry = entries[cursor];
-        if entry.is_call {
-            if let Some(next_state) = step(state, &ops[entry.op].kind) {
-                let mut candidate = linearized.clone();
-                candidate[entry.op / 64] |= 1 << (entry.op % 64);
-                if cache.insert((candidate.clone(), next_state)) {
-                    calls.push((cursor, state));
-                    state = next_state;
-                    linearized = candidate;
-                    lift(&mut entries, cursor);
-                    cursor = entries[0].next;
-                    continue;
+        match (cursor != NIL).then(|| entries[cursor]) {
+            Some(entry) if entry.is_call => {
+                if let Some(next_state) = step(state, &ops[entry.op].kind) {
+                    let mut candidate = linearized.clone();
+                    candidate[entry.op / 64] |= 1 << (entry.op % 64);
+                    if cache.insert((candidate.clone(), next_state)) {
+                        calls.push((cursor, state));
+                        state = next_state;
+                        linearized = candidate;
+                        lift(&mut entries, cursor);
+                        cursor = entries[0].next;
+                        continue;
+                    }
                 }
+                cursor = entry.next;
             }
-            cursor = entry.next;
-        } else {
-            // A return: the operation it ends had to be linearized before this point.
-            let Some((call, previous)) = calls.pop() else {
-                return Verdict::NotLinearizable;
-            };
-            state = previous;
-            let op = entries[call].op;
-            linearized[op / 64] &= !(1 << (op % 64));
-            unlift(&mut entries, call);
-            cursor = entries[call].next;
+            // A return (the operation it ends had to be linearized before this point), or every
+            // remaining call was tried from here: undo the latest choice and try the next one.
+            _ => {
+                let Some((call, previous)) = calls.pop() else {
+                    return Verdict::NotLinearizable;
+                };
+                state = previous;
+                let op = entries[call].op;
+                linearized[op / 64] &= !(1 << (op % 64));
+                unlift(&mut entries, call);
+                cursor = entries[call].next;
+            }
         }
     }
     Verdict::Linearizable

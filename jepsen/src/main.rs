@@ -167,7 +167,25 @@ async fn main() -> anyhow::Result<()> {
         }
         println!("strata-jepsen: running a deliberately BROKEN server ({mode}); expect anomalies");
     }
-    let mut cluster = cluster::Cluster::start(&strata, &run_dir, args.nodes, args.broken.clone())?;
+    // Ports are chosen free and bound by the nodes a moment later; if another process took one
+    // meanwhile, form the cluster again in a fresh directory.
+    let mut attempt = 1;
+    let mut cluster = loop {
+        let dir = if attempt == 1 {
+            run_dir.clone()
+        } else {
+            run_dir.join(format!("retry-{attempt}"))
+        };
+        std::fs::create_dir_all(&dir)?;
+        match cluster::Cluster::start(&strata, &dir, args.nodes, args.broken.clone()) {
+            Ok(cluster) => break cluster,
+            Err(error) if attempt < 3 => {
+                println!("strata-jepsen: the cluster did not start ({error:#}); trying again");
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    };
     let endpoints = cluster.endpoints();
     let started = Instant::now();
     let deadline = started + args.time_limit;

@@ -548,6 +548,19 @@ impl RaftNode {
                 }
                 Err(RaftError::Fatal(fatal)) => Err(LeaderError::Fatal(fatal.to_string())),
             },
+            LeaderOp::AddLearner { .. } | LeaderOp::Promote { .. } | LeaderOp::Remove { .. }
+                if !self
+                    .membership()
+                    .voter_ids()
+                    .any(|id| id == self.config.node_id) =>
+            {
+                // A leader that removed itself goes on leading until it steps down; openraft
+                // 0.9 panics if such a leader is asked for another membership change
+                // ("Only leader is allowed to call update_effective_membership", seen in our
+                // 3 -> 5 -> 3 test). Refuse: nothing is done, and the caller retries on the next
+                // leader.
+                Err(LeaderError::NotLeader { leader_id: None })
+            }
             LeaderOp::AddLearner { node_id, peer_addr } => {
                 let membership = self.membership();
                 if membership.voter_ids().any(|id| id == node_id) {

@@ -48,24 +48,81 @@ enum ClusterCommand {
     },
 }
 
+async fn connect_one(endpoint: &str) -> anyhow::Result<ClusterClient<Channel>> {
+    let uri = if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    };
+    let channel = tonic::transport::Endpoint::from_shared(uri)
+        .with_context(|| format!("endpoint {endpoint:?}"))?
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .timeout(std::time::Duration::from_secs(30))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {endpoint}"))?;
+    Ok(ClusterClient::new(channel))
+}
+
 async fn connect(endpoints: &[String]) -> anyhow::Result<ClusterClient<Channel>> {
     let mut failures = Vec::new();
     for endpoint in endpoints {
-        let uri = if endpoint.contains("://") {
-            endpoint.clone()
-        } else {
-            format!("http://{endpoint}")
-        };
-        let channel = tonic::transport::Endpoint::from_shared(uri)
-            .with_context(|| format!("endpoint {endpoint:?}"))?
-            .connect_timeout(std::time::Duration::from_secs(3))
-            .timeout(std::time::Duration::from_secs(30));
-        match channel.connect().await {
-            Ok(channel) => return Ok(ClusterClient::new(channel)),
-            Err(error) => failures.push(format!("{endpoint}: {error}")),
+        match connect_one(endpoint).await {
+            Ok(client) => return Ok(client),
+            Err(error) => failures.push(format!("{error:#}")),
         }
     }
     bail!("no endpoint answered: {}", failures.join("; "))
+}
+
+#[derive(Clone, Copy)]
+enum Change {
+    AddLearner(u64),
+    Promote(u64),
+    Remove(u64),
+}
+
+/// Runs a membership change through the first endpoint that can: a node that answers
+/// UNAVAILABLE (no leader known to it, or it left the cluster) did nothing, so the next one is
+/// asked.
+async fn change_membership(
+    endpoints: &[String],
+    change: Change,
+    peer_addr: &str,
+) -> anyhow::Result<pb::MembershipResponse> {
+    let mut failures = Vec::new();
+    for endpoint in endpoints {
+        let mut client = match connect_one(endpoint).await {
+            Ok(client) => client,
+            Err(error) => {
+                failures.push(format!("{error:#}"));
+                continue;
+            }
+        };
+        let result = match change {
+            Change::AddLearner(node_id) => {
+                client
+                    .add_learner(pb::AddLearnerRequest {
+                        node_id,
+                        peer_addr: peer_addr.to_string(),
+                    })
+                    .await
+            }
+            Change::Promote(node_id) => client.promote(pb::PromoteRequest { node_id }).await,
+            Change::Remove(node_id) => client.remove(pb::RemoveRequest { node_id }).await,
+        };
+        match result {
+            Ok(response) => return Ok(response.into_inner()),
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                failures.push(format!("{endpoint}: {}", status.message()));
+            }
+            Err(status) => return Err(grpc_error(status)),
+        }
+    }
+    bail!(
+        "Unavailable: no node could make the change: {}",
+        failures.join("; ")
+    )
 }
 
 fn grpc_error(status: tonic::Status) -> anyhow::Error {
@@ -73,10 +130,10 @@ fn grpc_error(status: tonic::Status) -> anyhow::Error {
 }
 
 pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
-    let mut client = connect(&args.endpoint).await?;
-    let changed = match args.command {
+    let (what, node_id, response) = match args.command {
         ClusterCommand::Status => {
-            let status = client
+            let status = connect(&args.endpoint)
+                .await?
                 .status(pb::StatusRequest {})
                 .await
                 .map_err(grpc_error)?
@@ -84,20 +141,22 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             print_status(&status, args.json);
             return Ok(());
         }
-        ClusterCommand::AddLearner { node_id, peer_addr } => client
-            .add_learner(pb::AddLearnerRequest { node_id, peer_addr })
-            .await
-            .map(|r| ("added learner", node_id, r.into_inner())),
-        ClusterCommand::Promote { node_id } => client
-            .promote(pb::PromoteRequest { node_id })
-            .await
-            .map(|r| ("promoted", node_id, r.into_inner())),
-        ClusterCommand::Remove { node_id } => client
-            .remove(pb::RemoveRequest { node_id })
-            .await
-            .map(|r| ("removed", node_id, r.into_inner())),
+        ClusterCommand::AddLearner { node_id, peer_addr } => (
+            "added learner",
+            node_id,
+            change_membership(&args.endpoint, Change::AddLearner(node_id), &peer_addr).await?,
+        ),
+        ClusterCommand::Promote { node_id } => (
+            "promoted",
+            node_id,
+            change_membership(&args.endpoint, Change::Promote(node_id), "").await?,
+        ),
+        ClusterCommand::Remove { node_id } => (
+            "removed",
+            node_id,
+            change_membership(&args.endpoint, Change::Remove(node_id), "").await?,
+        ),
     };
-    let (what, node_id, response) = changed.map_err(grpc_error)?;
     if args.json {
         println!(
             "{}",

@@ -55,6 +55,17 @@ impl Server {
     }
 
     fn spawn(data_dir: &Path, extra_args: Vec<String>) -> Self {
+        Self::try_spawn(data_dir, extra_args)
+            .expect("the server did not print its ready line within 30 s")
+    }
+
+    /// Like `start_at`, but `None` when the process exits or stays silent instead of serving
+    /// (a port taken by another test between choosing it and binding it, say).
+    pub fn try_start_at(data_dir: &Path, extra_args: Vec<String>) -> Option<Self> {
+        Self::try_spawn(data_dir, extra_args)
+    }
+
+    fn try_spawn(data_dir: &Path, extra_args: Vec<String>) -> Option<Self> {
         let mut child = serve_command(data_dir)
             .args(&extra_args)
             .env(
@@ -75,23 +86,25 @@ impl Server {
                 }
             }
         });
-        let line = receiver
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the server did not print its ready line within 30 s");
+        let Ok(line) = receiver.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        };
         let field = |name: &str| {
             line.split_whitespace()
                 .find_map(|part| part.strip_prefix(&format!("{name}=")))
                 .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
                 .to_string()
         };
-        Self {
+        Some(Self {
             grpc: field("grpc"),
             http: field("http"),
             child: Some(child),
             data_dir: data_dir.to_path_buf(),
             extra_args,
             _temp: None,
-        }
+        })
     }
 
     /// SIGKILL: no shutdown path runs, like a crash.
@@ -242,10 +255,14 @@ pub struct Cluster {
     pub tls_dir: PathBuf,
     extra_args: Vec<String>,
     temp: tempfile::TempDir,
+    /// Which formation attempt the data directories belong to.
+    attempt: u32,
 }
 
 impl Cluster {
-    /// Starts nodes 1..=size as the initial voters.
+    /// Starts nodes 1..=size as the initial voters. Peer ports are chosen free but only bound
+    /// by the nodes a moment later, so another test can take one in between: then the nodes
+    /// are stopped and the cluster is formed again on new ports and fresh directories.
     pub fn start(size: u64, extra_args: &[&str]) -> Self {
         let temp = tempfile::tempdir().expect("temp dir");
         let tls_dir = temp.path().join("tls");
@@ -256,26 +273,44 @@ impl Cluster {
             tls_dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             temp,
+            attempt: 0,
         };
         for id in 1..=size {
             cluster.issue_cert(id);
-            cluster
+        }
+        for _ in 0..3 {
+            cluster.attempt += 1;
+            for id in 1..=size {
+                cluster
+                    .peer_addrs
+                    .insert(id, format!("127.0.0.1:{}", free_udp_port()));
+            }
+            let initial: Vec<String> = cluster
                 .peer_addrs
-                .insert(id, format!("127.0.0.1:{}", free_udp_port()));
+                .iter()
+                .map(|(id, addr)| format!("{id}={addr}"))
+                .collect();
+            let initial = initial.join(",");
+            let mut all_started = true;
+            for id in 1..=size {
+                let args = vec!["--initial-cluster".to_string(), initial.clone()];
+                match cluster.try_spawn_node(id, args) {
+                    Some(server) => {
+                        cluster.nodes.insert(id, server);
+                    }
+                    None => {
+                        all_started = false;
+                        break;
+                    }
+                }
+            }
+            if all_started {
+                return cluster;
+            }
+            eprintln!("a node did not start (port taken?); forming the cluster again");
+            cluster.nodes.clear(); // kills them
         }
-        let initial: Vec<String> = cluster
-            .peer_addrs
-            .iter()
-            .map(|(id, addr)| format!("{id}={addr}"))
-            .collect();
-        let initial = initial.join(",");
-        // Spawn all first, then wait for their ready lines: they find each other as they come up.
-        for id in 1..=size {
-            let args = vec!["--initial-cluster".to_string(), initial.clone()];
-            let server = cluster.spawn_node(id, args);
-            cluster.nodes.insert(id, server);
-        }
-        cluster
+        panic!("could not start a {size}-node cluster in 3 attempts");
     }
 
     pub fn issue_cert(&self, id: u64) {
@@ -290,10 +325,18 @@ impl Cluster {
     }
 
     pub fn data_dir(&self, id: u64) -> PathBuf {
-        self.temp.path().join(format!("node-{id}"))
+        self.temp
+            .path()
+            .join(format!("attempt-{}", self.attempt))
+            .join(format!("node-{id}"))
     }
 
-    fn spawn_node(&self, id: u64, mut args: Vec<String>) -> Server {
+    fn spawn_node(&self, id: u64, args: Vec<String>) -> Server {
+        self.try_spawn_node(id, args)
+            .unwrap_or_else(|| panic!("node {id} did not start"))
+    }
+
+    fn try_spawn_node(&self, id: u64, mut args: Vec<String>) -> Option<Server> {
         args.extend([
             "--node-id".to_string(),
             id.to_string(),
@@ -303,7 +346,7 @@ impl Cluster {
             self.tls_dir.to_str().unwrap().to_string(),
         ]);
         args.extend(self.extra_args.iter().cloned());
-        Server::start_at(&self.data_dir(id), args)
+        Server::try_start_at(&self.data_dir(id), args)
     }
 
     /// Starts node `id` empty with --join, ready to be added with `cluster add-learner`.
