@@ -42,6 +42,7 @@ pub enum Error {
     #[error("unavailable: {message}")]
     Unavailable {
         message: String,
+        /// The leader's node id, when the server knew one (`x-strata-leader`).
         leader: Option<String>,
     },
     #[error("{0}")]

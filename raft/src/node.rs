@@ -87,11 +87,10 @@ impl Default for RaftNodeConfig {
 /// caller; the others guarantee nothing was applied, so the write may be retried.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("not the leader; the leader is {leader_id:?} at {leader_addr:?}")]
-    NotLeader {
-        leader_id: Option<u64>,
-        leader_addr: Option<String>,
-    },
+    /// Nothing was done: this node does not lead and could not hand the request to a leader
+    /// (`leader_id`: the leader it knows of, if any, which lost the lead meanwhile).
+    #[error("not the leader (leader known: {leader_id:?})")]
+    NotLeader { leader_id: Option<u64> },
     #[error("the leader could not be reached, nothing was sent: {0}")]
     LeaderUnreachable(String),
     #[error("the write's outcome is unknown: {0}")]
@@ -104,11 +103,10 @@ pub enum WriteError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("not the leader; the leader is {leader_id:?} at {leader_addr:?}")]
-    NotLeader {
-        leader_id: Option<u64>,
-        leader_addr: Option<String>,
-    },
+    /// Nothing was done: this node does not lead and could not hand the request to a leader
+    /// (`leader_id`: the leader it knows of, if any, which lost the lead meanwhile).
+    #[error("not the leader (leader known: {leader_id:?})")]
+    NotLeader { leader_id: Option<u64> },
     #[error("cannot confirm leadership with a quorum: {0}")]
     Unavailable(String),
 }
@@ -353,10 +351,7 @@ impl RaftNode {
             Ok(LeaderReply::Written(Response::Kv(response))) => Ok(response),
             Ok(other) => Err(WriteError::Unexpected(format!("{other:?}"))),
             Err(RouteError::Leader(LeaderError::NotLeader { leader_id })) => {
-                Err(WriteError::NotLeader {
-                    leader_id,
-                    leader_addr: None,
-                })
+                Err(WriteError::NotLeader { leader_id })
             }
             Err(RouteError::Leader(LeaderError::Fatal(message))) => Err(WriteError::Fatal(message)),
             Err(RouteError::Leader(error @ LeaderError::Timeout(_))) => {
@@ -382,10 +377,7 @@ impl RaftNode {
                 )))
             }
             Err(RouteError::Leader(LeaderError::NotLeader { leader_id })) => {
-                return Err(ReadError::NotLeader {
-                    leader_id,
-                    leader_addr: None,
-                })
+                return Err(ReadError::NotLeader { leader_id })
             }
             Err(RouteError::Leader(error)) => {
                 return Err(ReadError::Unavailable(error.to_string()))

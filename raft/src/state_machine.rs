@@ -58,6 +58,21 @@ fn data_file_name(meta: &SnapshotMeta<u64, BasicNode>) -> String {
     format!("snapshot-{}.data", meta.snapshot_id)
 }
 
+/// A reader that also writes everything it reads to `copy`.
+struct Tee {
+    source: std::fs::File,
+    copy: std::fs::File,
+}
+
+impl std::io::Read for Tee {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::Write;
+        let read = self.source.read(buf)?;
+        self.copy.write_all(&buf[..read])?;
+        Ok(read)
+    }
+}
+
 /// Writes `bytes` to `dir/name` durably and atomically (temporary file, fsync, rename, fsync
 /// of the directory).
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
@@ -324,14 +339,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let copying = machine.snapshot_dir.join("installing.tmp");
             let mut source = received;
             source.rewind()?;
-            let mut target = std::fs::File::create(&copying)?;
-            std::io::copy(&mut source, &mut target)?;
-            target.sync_all()?;
-            let len = target.metadata()?.len();
+            let len = source.metadata()?.len();
+            // One pass: the verification reads the received data and every byte it reads is
+            // written to the copy.
+            let mut tee = Tee {
+                source,
+                copy: std::fs::File::create(&copying)?,
+            };
             machine
                 .engine
-                .verify_snapshot(len, std::fs::File::open(&copying)?)
+                .verify_snapshot(len, &mut tee)
                 .map_err(std::io::Error::other)?;
+            tee.copy.sync_all()?;
             std::fs::rename(&copying, &data)?;
             machine.publish(&meta_copy)?;
             machine.import_file(&data, false)?;

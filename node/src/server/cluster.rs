@@ -95,10 +95,18 @@ impl pb::cluster_server::Cluster for ClusterService {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         self.observed("Cluster.Status", async {
             let views = self.node.cluster_status(STATUS_TIMEOUT).await;
-            let me = self.node.local_status().await;
+            let node_id = self.node.node_id();
+            // This node's own view is among them (unless it is not a member any more).
+            let leader_id = views
+                .iter()
+                .find(|view| view.node_id == node_id)
+                .and_then(|view| view.status.as_ref().ok())
+                .and_then(|status| status.leader_id)
+                .or(self.node.raft.metrics().borrow().current_leader)
+                .unwrap_or(0);
             Ok(pb::StatusResponse {
-                node_id: me.node_id,
-                leader_id: me.leader_id.unwrap_or(0),
+                node_id,
+                leader_id,
                 members: members(&views),
             })
         })

@@ -58,10 +58,7 @@ pub fn compacted(requested: u64, oldest: u64) -> Status {
 
 pub fn write(error: WriteError) -> Status {
     match error {
-        WriteError::NotLeader {
-            leader_id,
-            leader_addr,
-        } => not_leader(leader_id, leader_addr),
+        WriteError::NotLeader { leader_id } => not_leader(leader_id),
         WriteError::LeaderUnreachable(message) => unavailable(
             "leader_unreachable",
             format!("the leader could not be reached and the write was not sent; retry: {message}"),
@@ -81,7 +78,7 @@ pub fn write(error: WriteError) -> Status {
 
 pub fn read(error: ReadError) -> Status {
     match error {
-        ReadError::NotLeader { leader_id, leader_addr } => not_leader(leader_id, leader_addr),
+        ReadError::NotLeader { leader_id } => not_leader(leader_id),
         ReadError::Unavailable(message) => with(
             Code::Unavailable,
             "no_quorum",
@@ -110,14 +107,16 @@ pub fn outcome_unknown(message: String) -> Status {
     )
 }
 
-fn not_leader(leader_id: Option<u64>, leader_addr: Option<String>) -> Status {
-    let message = match (&leader_id, &leader_addr) {
-        (Some(id), Some(addr)) => format!("this node is not the leader; node {id} at {addr} is"),
-        _ => "no leader is known right now; retry shortly".to_string(),
+/// Nothing was done for want of a leader; the header names the leader's node id when one is
+/// known (it changed while the request was on its way).
+fn not_leader(leader_id: Option<u64>) -> Status {
+    let message = match leader_id {
+        Some(id) => format!("the leader changed (now node {id}) while the request was on its way; nothing was done, retry"),
+        None => "no leader is known right now; nothing was done, retry shortly".to_string(),
     };
-    let headers: Vec<_> = leader_addr
+    let headers: Vec<_> = leader_id
         .into_iter()
-        .map(|a| (LEADER_HEADER, a))
+        .map(|id| (LEADER_HEADER, id.to_string()))
         .collect();
     with(Code::Unavailable, "not_leader", message, &headers)
 }
