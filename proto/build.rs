@@ -6,6 +6,7 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &[
     "proto/strata/kv/v1/kv.proto",
     "proto/strata/cluster/v1/cluster.proto",
+    "proto/strata/stream/v1/stream.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -21,6 +21,7 @@
 mod error;
 mod kv;
 mod retry;
+pub mod stream;
 
 pub use error::Error;
 
@@ -49,6 +50,9 @@ pub const NAMESPACE_HEADER: &str = "x-strata-namespace";
 pub const MAX_LIST_LIMIT: u32 = 10_000;
 
 type KvGrpc = proto::kv_client::KvClient<InterceptedService<Channel, NamespaceHeader>>;
+type StreamGrpc = strata_proto::stream::v1::stream_client::StreamClient<
+    InterceptedService<Channel, NamespaceHeader>,
+>;
 
 #[derive(Clone)]
 pub struct NamespaceHeader(AsciiMetadataValue);
@@ -69,6 +73,7 @@ impl tonic::service::Interceptor for NamespaceHeader {
 #[derive(Clone)]
 pub struct Client {
     kv: Arc<retry::Endpoints>,
+    stream: Arc<retry::Endpoints<StreamGrpc>>,
 }
 
 pub struct ClientBuilder {
@@ -159,7 +164,15 @@ impl ClientBuilder {
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes)
         };
-        let clients = channels
+        let make_stream = |channel: Channel| {
+            strata_proto::stream::v1::stream_client::StreamClient::with_interceptor(
+                channel,
+                NamespaceHeader(namespace.clone()),
+            )
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes)
+        };
+        let connected: Vec<(String, Channel)> = channels
             .into_iter()
             .enumerate()
             .map(|(index, (name, endpoint))| {
@@ -168,11 +181,20 @@ impl ClientBuilder {
                 } else {
                     endpoint.connect_lazy()
                 };
-                (name, make(channel))
+                (name, channel)
             })
+            .collect();
+        let clients = connected
+            .iter()
+            .map(|(name, channel)| (name.clone(), make(channel.clone())))
+            .collect();
+        let streams = connected
+            .into_iter()
+            .map(|(name, channel)| (name, make_stream(channel)))
             .collect();
         Ok(Client {
             kv: Arc::new(retry::Endpoints::new(clients, preferred, self.retry)),
+            stream: Arc::new(retry::Endpoints::new(streams, preferred, self.retry)),
         })
     }
 }
@@ -201,6 +223,17 @@ impl Client {
     /// Connects to `endpoint` in the `default` namespace.
     pub async fn connect(endpoint: impl AsRef<str>) -> Result<Self, Error> {
         Self::builder(endpoint).connect().await
+    }
+
+    /// A handle on one event-stream topic in this client's namespace.
+    pub fn topic(&self, name: &str) -> stream::Topic {
+        stream::Topic::new(self.stream.clone(), name)
+    }
+
+    /// Topics of this namespace whose names match `filter` (NATS-style: `orders.*`,
+    /// `orders.>`; empty: all), every page.
+    pub async fn topics(&self, filter: &str) -> Result<Vec<stream::proto::TopicSummary>, Error> {
+        stream::list_topics(&self.stream, filter).await
     }
 
     /// A handle on one table of one database in this client's namespace.

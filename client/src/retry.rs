@@ -24,6 +24,9 @@ pub(crate) enum Safety {
     Read,
     /// Retried only when certainly not applied.
     Write,
+    /// A write that the server recognises when repeated (a publish with a message id): retried
+    /// like a read, and after an unknown outcome too.
+    Idempotent,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -60,18 +63,15 @@ impl RetryPolicy {
     }
 }
 
-pub(crate) struct Endpoints {
-    channels: Vec<(String, KvGrpc)>,
+/// One client of each endpoint, for one gRPC service (`C`).
+pub(crate) struct Endpoints<C = KvGrpc> {
+    channels: Vec<(String, C)>,
     preferred: AtomicUsize,
     policy: RetryPolicy,
 }
 
-impl Endpoints {
-    pub(crate) fn new(
-        channels: Vec<(String, KvGrpc)>,
-        preferred: usize,
-        policy: RetryPolicy,
-    ) -> Self {
+impl<C: Clone> Endpoints<C> {
+    pub(crate) fn new(channels: Vec<(String, C)>, preferred: usize, policy: RetryPolicy) -> Self {
         Self {
             channels,
             preferred: AtomicUsize::new(preferred),
@@ -80,14 +80,14 @@ impl Endpoints {
     }
 
     /// The preferred endpoint's client (for streams, which are not retried).
-    pub(crate) fn current(&self) -> KvGrpc {
+    pub(crate) fn current(&self) -> C {
         let index = self.preferred.load(Ordering::Relaxed) % self.channels.len();
         self.channels[index].1.clone()
     }
 
     pub(crate) async fn call<T, F, Fut>(&self, safety: Safety, call: F) -> Result<T, Error>
     where
-        F: Fn(KvGrpc) -> Fut,
+        F: Fn(C) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let mut retry = 0;
@@ -124,10 +124,13 @@ pub(crate) fn retryable(status: &Status, safety: Safety) -> bool {
     match (error, safety) {
         // The server says it did nothing.
         (Some("not_leader" | "leader_unreachable"), _) => true,
-        (Some("no_quorum" | "shutting_down"), Safety::Read) => true,
+        (Some("no_quorum" | "shutting_down"), Safety::Read | Safety::Idempotent) => true,
+        (Some("outcome_unknown"), Safety::Idempotent) => true,
         // Every other server answer is final (bad input, preconditions, unknown outcomes).
         (Some(_), _) => false,
-        (None, Safety::Read) => status.code() == Code::Unavailable || transport_failure(status),
+        (None, Safety::Read | Safety::Idempotent) => {
+            status.code() == Code::Unavailable || transport_failure(status)
+        }
         (None, Safety::Write) => connection_refused(status),
     }
 }
@@ -237,6 +240,29 @@ mod tests {
         assert!(!retryable(
             &with_code(Code::FailedPrecondition, "compacted"),
             Safety::Read
+        ));
+    }
+
+    #[test]
+    fn idempotent_writes_retry_after_unknown_outcomes_but_not_on_answers() {
+        for error in [
+            "outcome_unknown",
+            "not_leader",
+            "no_quorum",
+            "shutting_down",
+        ] {
+            assert!(
+                retryable(&with_code(Code::Unavailable, error), Safety::Idempotent),
+                "{error}"
+            );
+        }
+        assert!(!retryable(
+            &with_code(Code::InvalidArgument, "invalid_argument"),
+            Safety::Idempotent
+        ));
+        assert!(!retryable(
+            &with_code(Code::DeadlineExceeded, "outcome_unknown"),
+            Safety::Write
         ));
     }
 

@@ -64,6 +64,9 @@ struct ServeArgs {
     /// Largest value accepted, in bytes.
     #[arg(long, env = "STRATA_MAX_VALUE_BYTES", default_value_t = server::validate::DEFAULT_MAX_VALUE_BYTES)]
     max_value_bytes: usize,
+    /// Largest stream message payload accepted, in bytes.
+    #[arg(long, env = "STRATA_MAX_MESSAGE_BYTES", default_value_t = server::stream::DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
     /// Build a snapshot and purge the log behind it after this many entries.
     #[arg(long, env = "STRATA_SNAPSHOT_EVERY_ENTRIES", default_value_t = 20_000,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -89,6 +92,9 @@ fn main() -> std::process::ExitCode {
                 if args.max_value_bytes == 0 || args.max_value_bytes > 16 * 1024 * 1024 {
                     anyhow::bail!("--max-value-bytes must be between 1 and 16777216");
                 }
+                if args.max_message_bytes == 0 || args.max_message_bytes > 16 * 1024 * 1024 {
+                    anyhow::bail!("--max-message-bytes must be between 1 and 16777216");
+                }
                 server::run(server::ServeConfig {
                     data_dir: args.data_dir,
                     client_addr: args.client_addr,
@@ -99,6 +105,7 @@ fn main() -> std::process::ExitCode {
                     join: args.join,
                     tls_dir: args.tls_dir,
                     max_value_bytes: args.max_value_bytes,
+                    max_message_bytes: args.max_message_bytes,
                     history_retain_revisions: args.history_retain_revisions,
                     snapshot_every_entries: args.snapshot_every_entries,
                 })

@@ -16,5 +16,12 @@ pub mod cluster {
     }
 }
 
+/// `strata.stream.v1`: event streams with durable consumer groups.
+pub mod stream {
+    pub mod v1 {
+        tonic::include_proto!("strata.stream.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every Strata proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("strata_descriptor");

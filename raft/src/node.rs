@@ -11,6 +11,7 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
 use strata_storage::kv::{KvCommand, KvResponse, KvState, RevisionEvents};
 use strata_storage::{Engine, LogStore};
+use strata_stream::{Notice, StreamCommand, StreamResponse, StreamState};
 use tokio::sync::broadcast;
 
 use crate::log_store::RaftLogStore;
@@ -20,6 +21,11 @@ use crate::network::{
 };
 use crate::state_machine::StateMachine;
 use crate::types::{Command, Request, Response, TypeConfig};
+
+/// The leader looks at stream retention every this many expiry-sweep ticks (1 s by default).
+const RETENTION_EVERY_TICKS: u64 = 10;
+/// Most topics given a `Retain` entry per retention sweep.
+const RETENTION_BATCH_MAX: usize = 256;
 
 /// How a node forms or joins a cluster on its first start (later starts resume from disk).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -312,6 +318,15 @@ impl RaftNode {
         self.state_machine.kv()
     }
 
+    pub fn stream(&self) -> &StreamState {
+        self.state_machine.stream()
+    }
+
+    /// Topics changed by each applied entry, for consumers attached to this node.
+    pub fn subscribe_streams(&self) -> broadcast::Receiver<Arc<(u64, Vec<Notice>)>> {
+        self.state_machine.subscribe_streams()
+    }
+
     /// Live applied events; a receiver that falls behind gets `Lagged` and must catch up from
     /// history.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<RevisionEvents>> {
@@ -343,12 +358,30 @@ impl RaftNode {
     /// Proposes a key-value command and waits until it is committed, durable on a majority and
     /// applied on the leader. On a follower the command is forwarded to the leader.
     pub async fn write_kv(&self, command: KvCommand) -> Result<KvResponse, WriteError> {
+        match self.write(Command::Kv(command)).await? {
+            Response::Kv(response) => Ok(response),
+            other => Err(WriteError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Proposes a stream command, like [`Self::write_kv`].
+    pub async fn write_stream(
+        &self,
+        command: StreamCommand,
+    ) -> Result<(u64, StreamResponse), WriteError> {
+        match self.write(Command::Stream(command)).await? {
+            Response::Stream(response) => Ok((stream_revision(&response), response)),
+            other => Err(WriteError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    async fn write(&self, command: Command) -> Result<Response, WriteError> {
         let request = Request {
             time_ms: now_ms(),
-            command: Command::Kv(command),
+            command,
         };
         match self.route(LeaderOp::Write(request)).await {
-            Ok(LeaderReply::Written(Response::Kv(response))) => Ok(response),
+            Ok(LeaderReply::Written(response)) => Ok(response),
             Ok(other) => Err(WriteError::Unexpected(format!("{other:?}"))),
             Err(RouteError::Leader(LeaderError::NotLeader { leader_id })) => {
                 Err(WriteError::NotLeader { leader_id })
@@ -363,6 +396,16 @@ impl RaftNode {
             }
             Err(RouteError::Call(error)) => Err(WriteError::Unknown(error.to_string())),
         }
+    }
+
+    /// Waits until this node has applied the entry at `index` (so its state reflects it).
+    pub async fn wait_applied(&self, index: u64) -> Result<(), ReadError> {
+        self.raft
+            .wait(Some(self.op_timeout()))
+            .applied_index_at_least(Some(index), "stream step applied here")
+            .await
+            .map(|_| ())
+            .map_err(|e| ReadError::Unavailable(format!("applying up to index {index}: {e}")))
     }
 
     /// Returns once this node's applied state includes every write acknowledged before the
@@ -718,6 +761,7 @@ impl RaftNode {
     /// key rewritten in the meantime is left alone.
     pub async fn run_expiry_sweeper(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let interval = Duration::from_millis(self.config.expiry_sweep_interval_ms);
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
@@ -725,6 +769,10 @@ impl RaftNode {
             }
             if self.raft.metrics().borrow().current_leader != Some(self.config.node_id) {
                 continue;
+            }
+            ticks += 1;
+            if ticks.is_multiple_of(RETENTION_EVERY_TICKS) {
+                self.sweep_retention().await;
             }
             let due = match self
                 .kv()
@@ -743,6 +791,28 @@ impl RaftNode {
             match self.write_kv(KvCommand::Expire { keys: due }).await {
                 Ok(_) => tracing::debug!(count, "expired keys"),
                 Err(error) => tracing::warn!(%error, "proposing expirations failed"),
+            }
+        }
+    }
+
+    /// Proposes a `Retain` for every topic whose limits or dedup window call for one by this
+    /// (the leader's) clock. Apply judges age by the entry's time, never by its own clock.
+    async fn sweep_retention(&self) {
+        let due = match self.stream().retention_due(now_ms(), RETENTION_BATCH_MAX) {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::error!(%error, "reading stream retention state failed");
+                return;
+            }
+        };
+        for (namespace, topic) in due {
+            let command = StreamCommand::Retain { namespace, topic };
+            match self.write_stream(command).await {
+                Ok((_, response)) => tracing::debug!(?response, "stream retention"),
+                Err(error) => {
+                    tracing::warn!(%error, "proposing stream retention failed");
+                    return;
+                }
             }
         }
     }
@@ -772,6 +842,18 @@ impl PeerService for RaftNode {
             PeerRequest::Leader(op) => PeerResponse::Leader(self.run_as_leader(op).await),
             PeerRequest::Status => PeerResponse::Status(self.local_status().await),
         }
+    }
+}
+
+/// The log index a stream command was applied at (0 when it failed and changed nothing).
+fn stream_revision(response: &StreamResponse) -> u64 {
+    match response {
+        StreamResponse::Published { revision, .. }
+        | StreamResponse::TopicPut { revision, .. }
+        | StreamResponse::Deleted { revision }
+        | StreamResponse::Group { revision, .. }
+        | StreamResponse::Retained { revision, .. } => *revision,
+        StreamResponse::Failed(_) => 0,
     }
 }
 

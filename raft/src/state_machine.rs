@@ -1,4 +1,4 @@
-//! openraft's `RaftStateMachine` over the key-value model.
+//! openraft's `RaftStateMachine` over the key-value model and the streams.
 //!
 //! Each entry is applied in its own atomic RocksDB batch that also records the last applied log
 //! id (and membership), so a restart resumes exactly after the last entry whose effects are
@@ -24,6 +24,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use strata_storage::kv::{KvState, RevisionEvents, StateTxn};
 use strata_storage::Engine;
+use strata_stream::{Notice, StreamState};
 use tokio::sync::broadcast;
 
 use crate::types::{Command, Response, TypeConfig};
@@ -35,6 +36,9 @@ const IMPORTING_MARKER: &str = "importing";
 
 /// Buffered revisions per live-watch subscriber before it must catch up from history.
 pub const WATCH_BROADCAST_CAPACITY: usize = 4_096;
+/// Buffered stream notices per consumer; one that lags re-reads its topic (notices carry no
+/// data, only "look again").
+pub const STREAM_NOTICE_CAPACITY: usize = 4_096;
 
 /// The last applied log id and membership, as openraft asks for them.
 type AppliedState = (Option<LogId<u64>>, StoredMembership<u64, BasicNode>);
@@ -43,7 +47,10 @@ type AppliedState = (Option<LogId<u64>>, StoredMembership<u64, BasicNode>);
 pub struct StateMachine {
     engine: Engine,
     kv: KvState,
+    stream: StreamState,
     events: broadcast::Sender<Arc<RevisionEvents>>,
+    /// (log index, topics changed by it), after the entry's batch is written.
+    notices: broadcast::Sender<Arc<(u64, Vec<Notice>)>>,
     snapshot_dir: PathBuf,
 }
 
@@ -93,11 +100,14 @@ impl StateMachine {
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&snapshot_dir)?;
         let (events, _) = broadcast::channel(WATCH_BROADCAST_CAPACITY);
+        let (notices, _) = broadcast::channel(STREAM_NOTICE_CAPACITY);
         let kv = KvState::with_history_retention(engine.clone(), history_retain_revisions);
         let machine = Self {
             kv,
+            stream: StreamState::new(engine.clone()),
             engine,
             events,
+            notices,
             snapshot_dir,
         };
         if machine.snapshot_dir.join(IMPORTING_MARKER).exists() {
@@ -164,6 +174,14 @@ impl StateMachine {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<RevisionEvents>> {
         self.events.subscribe()
+    }
+
+    pub fn stream(&self) -> &StreamState {
+        &self.stream
+    }
+
+    pub fn subscribe_streams(&self) -> broadcast::Receiver<Arc<(u64, Vec<Notice>)>> {
+        self.notices.subscribe()
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -267,6 +285,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut responses = Vec::new();
         for entry in entries {
             let mut txn = StateTxn::new(entry.log_id.index);
+            let mut notices = Vec::new();
             let response = match &entry.payload {
                 EntryPayload::Blank => Response::None,
                 EntryPayload::Normal(request) => match &request.command {
@@ -275,6 +294,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             .apply(&mut txn, request.time_ms, command)
                             .map_err(|e| StorageIOError::write_state_machine(&e))?,
                     ),
+                    Command::Stream(command) => {
+                        let (response, changed) = self
+                            .stream
+                            .apply(&mut txn, request.time_ms, command)
+                            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+                        notices = changed;
+                        Response::Stream(response)
+                    }
                 },
                 EntryPayload::Membership(membership) => {
                     let stored = StoredMembership::new(Some(entry.log_id), membership.clone());
@@ -297,6 +324,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     revision: entry.log_id.index,
                     events,
                 }));
+            }
+            if !notices.is_empty() {
+                let _ = self.notices.send(Arc::new((entry.log_id.index, notices)));
             }
             responses.push(response);
         }

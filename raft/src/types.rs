@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use strata_storage::kv::{KvCommand, KvResponse};
+use strata_stream::{StreamCommand, StreamResponse};
 
 openraft::declare_raft_types!(
     pub TypeConfig:
@@ -26,6 +27,7 @@ pub struct Request {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     Kv(KvCommand),
+    Stream(StreamCommand),
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -33,6 +35,7 @@ pub enum Response {
     /// Blank and membership entries.
     None,
     Kv(KvResponse),
+    Stream(StreamResponse),
 }
 
 impl std::fmt::Display for Request {
@@ -47,6 +50,7 @@ impl std::fmt::Display for Request {
                 };
                 write!(f, "kv.{kind}@{}", self.time_ms)
             }
+            Command::Stream(command) => write!(f, "stream.{}@{}", command.kind(), self.time_ms),
         }
     }
 }

@@ -25,14 +25,21 @@ pub const CF_KV_CATALOG: &str = "kv_catalog";
 pub const CF_KV_HISTORY: &str = "kv_history";
 /// State-machine metadata: last applied log id, membership, history bounds.
 pub const CF_SM_META: &str = "sm_meta";
+/// Stream messages: seg(namespace) seg(topic) sequence (u64 BE) -> message.
+pub const CF_STREAM_MSG: &str = "stream_msg";
+/// Stream topics, consumer groups, pending deliveries and dedup ids (see `strata-stream`).
+pub const CF_STREAM_META: &str = "stream_meta";
 
-/// Column families that make up the state machine, in snapshot order.
+/// Column families that make up the state machine, in snapshot order. A snapshot names each
+/// family by its index here: append only.
 pub const STATE_CFS: &[&str] = &[
     CF_KV,
     CF_KV_EXPIRY,
     CF_KV_CATALOG,
     CF_KV_HISTORY,
     CF_SM_META,
+    CF_STREAM_MSG,
+    CF_STREAM_META,
 ];
 
 const ALL_CFS: &[&str] = &[
@@ -43,6 +50,8 @@ const ALL_CFS: &[&str] = &[
     CF_KV_CATALOG,
     CF_KV_HISTORY,
     CF_SM_META,
+    CF_STREAM_MSG,
+    CF_STREAM_META,
 ];
 
 /// A handle to the open database; cheap to clone.

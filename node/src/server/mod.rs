@@ -7,6 +7,7 @@ pub mod kv;
 pub mod metrics;
 pub mod namespace;
 pub mod status;
+pub mod stream;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use strata_proto::cluster::v1::cluster_server::ClusterServer;
 use strata_proto::kv::v1::kv_server::KvServer;
+use strata_proto::stream::v1::stream_server::StreamServer;
 use strata_raft::{tls, Bootstrap, PeerTransport, RaftNode, RaftNodeConfig};
 use tonic::service::interceptor::InterceptedService;
 
@@ -41,6 +43,8 @@ pub struct ServeConfig {
     /// CA and node certificates; without it the node has no peer transport (local mode).
     pub tls_dir: Option<PathBuf>,
     pub max_value_bytes: usize,
+    /// Largest stream message payload.
+    pub max_message_bytes: usize,
     pub history_retain_revisions: u64,
     pub snapshot_every_entries: u64,
 }
@@ -157,6 +161,16 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     ))
     .max_decoding_message_size(config.max_value_bytes + REQUEST_OVERHEAD_BYTES)
     .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let stream = StreamServer::new(stream::StreamService::new(
+        node.clone(),
+        metrics.clone(),
+        config.max_message_bytes,
+        stopped.clone(),
+    ))
+    .max_decoding_message_size(
+        stream::StreamService::max_request_bytes(config.max_message_bytes) + REQUEST_OVERHEAD_BYTES,
+    )
+    .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let cluster = ClusterServer::new(cluster::ClusterService::new(node.clone(), metrics.clone()));
     // Small responses must not wait for delayed ACKs (Nagle): a listener handed to tonic does not
     // get the server's nodelay setting, so set it on the incoming stream.
@@ -167,6 +181,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(InterceptedService::new(kv, namespace::resolve))
+        .add_service(InterceptedService::new(stream, namespace::resolve))
         .add_service(cluster)
         .serve_with_incoming_shutdown(incoming, until(stopped.clone()));
     let http = http::serve(http_listener, node.clone(), metrics, until(stopped.clone()));

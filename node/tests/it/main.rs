@@ -8,3 +8,4 @@ mod durability;
 mod harness;
 mod kv;
 mod ops;
+mod stream;

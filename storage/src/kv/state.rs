@@ -51,6 +51,17 @@ impl StateTxn {
         }
     }
 
+    /// The log index this entry applies at.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The entry's write batch, for other subsystems (streams) whose changes must land in the
+    /// same atomic write as the entry's `last_applied`.
+    pub fn batch_mut(&mut self) -> &mut WriteBatch {
+        &mut self.batch
+    }
+
     /// Writes a state-machine metadata value in the same atomic batch.
     pub fn put_meta(&mut self, key: &[u8], value: &[u8]) {
         self.meta.push((key.to_vec(), value.to_vec()));

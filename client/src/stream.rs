@@ -1,0 +1,581 @@
+//! Event streams: publish, replay, and consume through durable groups.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), strata_client::Error> {
+//! use futures::StreamExt;
+//! use strata_client::stream::{Publish, SubscribeOptions};
+//! let client = strata_client::Client::connect("127.0.0.1:7420").await?;
+//! let orders = client.topic("orders.created");
+//! let published = orders.publish(Publish::new(b"{\"id\":1}".to_vec())).await?;
+//! let mut subscription = orders.subscribe(SubscribeOptions::group("billing").earliest()).await?;
+//! while let Some(delivery) = subscription.next().await {
+//!     let delivery = delivery?;
+//!     println!("{} {:?}", delivery.message.sequence, delivery.message.payload);
+//!     delivery.ack().await?; // durable once this returns
+//! #   break;
+//! }
+//! # let _ = published; Ok(()) }
+//! ```
+//!
+//! Retries: every publish carries a message id (one is generated when the caller gives none),
+//! so the SDK retries publishes on any unavailability and the server's dedup window turns a
+//! repeat into the original's sequence (`duplicate = true`). A subscription is bound to the node
+//! it was opened on; when that node fails the stream ends with an error, and subscribing again
+//! (on any node) resumes a group from its acked floor. Delivery is at least once: a message
+//! whose ack was lost is delivered again.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt as _;
+
+use crate::retry::{Endpoints, Safety};
+use crate::{Error, StreamGrpc};
+
+pub use strata_proto::stream::v1 as proto;
+
+/// One message to publish.
+#[derive(Clone, Debug)]
+pub struct Publish {
+    message: proto::OutgoingMessage,
+}
+
+impl Publish {
+    pub fn new(payload: impl Into<Vec<u8>>) -> Self {
+        Self {
+            message: proto::OutgoingMessage {
+                payload: payload.into(),
+                metadata: HashMap::new(),
+                message_id: String::new(),
+            },
+        }
+    }
+
+    /// The id the server deduplicates on (within the topic's window, 2 minutes by default).
+    /// Without one, the SDK generates a random id, so its own retries never duplicate.
+    pub fn message_id(mut self, id: impl Into<String>) -> Self {
+        self.message.message_id = id.into();
+        self
+    }
+
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.message.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    fn with_id(mut self) -> proto::OutgoingMessage {
+        if self.message.message_id.is_empty() {
+            self.message.message_id = random_id();
+        }
+        self.message
+    }
+}
+
+/// 128 random bits in hex, from the standard library's per-process random hash keys.
+fn random_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let half = |salt: u64| {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(count);
+        hasher.write_u64(salt);
+        hasher.finish()
+    };
+    format!("{:016x}{:016x}", half(1), half(2))
+}
+
+/// What a publish returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    pub sequence: u64,
+    pub timestamp_ms: u64,
+    /// The message id was seen within the dedup window: this is the original's sequence.
+    pub duplicate: bool,
+    pub revision: u64,
+}
+
+impl From<proto::PublishResponse> for Published {
+    fn from(r: proto::PublishResponse) -> Self {
+        Self {
+            sequence: r.sequence,
+            timestamp_ms: r.timestamp_ms,
+            duplicate: r.duplicate,
+            revision: r.revision,
+        }
+    }
+}
+
+/// Where a read, a new group or an ephemeral subscription starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    Earliest,
+    Latest,
+    Sequence(u64),
+    TimeMs(u64),
+}
+
+impl Start {
+    fn proto(self) -> proto::StartPosition {
+        use proto::start_position::Position;
+        proto::StartPosition {
+            position: Some(match self {
+                Start::Earliest => Position::Earliest(true),
+                Start::Latest => Position::Latest(true),
+                Start::Sequence(seq) => Position::Sequence(seq),
+                Start::TimeMs(at) => Position::TimeMs(at),
+            }),
+        }
+    }
+}
+
+/// How to consume: through a durable group, or ephemerally (every message, auto-ack).
+#[derive(Clone, Debug)]
+pub struct SubscribeOptions {
+    subscribe: proto::Subscribe,
+}
+
+impl SubscribeOptions {
+    /// A member of the durable group `name`, acking manually.
+    pub fn group(name: impl Into<String>) -> Self {
+        Self {
+            subscribe: proto::Subscribe {
+                group: name.into(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Every message from the start position (default: new ones only), no durable state.
+    pub fn ephemeral() -> Self {
+        Self {
+            subscribe: proto::Subscribe {
+                auto_ack: true,
+                ..Default::default()
+            },
+        }
+    }
+
+    pub fn start(mut self, start: Start) -> Self {
+        self.subscribe.start = Some(start.proto());
+        self
+    }
+
+    pub fn earliest(self) -> Self {
+        self.start(Start::Earliest)
+    }
+
+    /// Each message counts as acked once handed over (at most once after hand-off).
+    pub fn auto_ack(mut self) -> Self {
+        self.subscribe.auto_ack = true;
+        self
+    }
+
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.subscribe.ack_wait_ms = wait.as_millis() as u64;
+        self
+    }
+
+    /// Deliveries after which an unacked message goes to the dead-letter topic (0: unlimited).
+    pub fn max_deliveries(mut self, n: u32) -> Self {
+        self.subscribe.max_deliveries = n;
+        self
+    }
+
+    pub fn max_in_flight(mut self, n: u32) -> Self {
+        self.subscribe.max_in_flight = n;
+        self
+    }
+
+    pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
+        self.subscribe.dead_letter_topic = topic.into();
+        self
+    }
+}
+
+/// A handle on one topic.
+#[derive(Clone)]
+pub struct Topic {
+    endpoints: Arc<Endpoints<StreamGrpc>>,
+    name: String,
+}
+
+impl Topic {
+    pub(crate) fn new(endpoints: Arc<Endpoints<StreamGrpc>>, name: &str) -> Self {
+        Self {
+            endpoints,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Publishes one message; returns once it is committed and durable on a majority.
+    pub async fn publish(&self, message: Publish) -> Result<Published, Error> {
+        let message = message.with_id();
+        let request = proto::PublishRequest {
+            topic: self.name.clone(),
+            payload: message.payload,
+            metadata: message.metadata,
+            message_id: message.message_id,
+        };
+        // Safe to retry on any unavailability: the id makes a repeat a no-op.
+        let response = self
+            .endpoints
+            .call(Safety::Idempotent, |mut client| {
+                let request = request.clone();
+                async move { client.publish(request).await }
+            })
+            .await?;
+        Ok(response.into())
+    }
+
+    /// Publishes messages in one replicated entry, in order; one result each.
+    pub async fn publish_batch(
+        &self,
+        messages: impl IntoIterator<Item = Publish>,
+    ) -> Result<Vec<Published>, Error> {
+        let request = proto::PublishBatchRequest {
+            topic: self.name.clone(),
+            messages: messages.into_iter().map(Publish::with_id).collect(),
+        };
+        let response = self
+            .endpoints
+            .call(Safety::Idempotent, |mut client| {
+                let request = request.clone();
+                async move { client.publish_batch(request).await }
+            })
+            .await?;
+        Ok(response.results.into_iter().map(Published::from).collect())
+    }
+
+    /// Retained messages from `from` on (at most `limit`, up to 1,000), without a group.
+    pub async fn read(&self, from: Start, limit: u32) -> Result<proto::ReadResponse, Error> {
+        use proto::read_request::From;
+        let from = match from {
+            Start::Earliest => None,
+            Start::Sequence(seq) => Some(From::Sequence(seq)),
+            Start::TimeMs(at) => Some(From::TimeMs(at)),
+            Start::Latest => {
+                return Err(Error::InvalidArgument(
+                    "a read starts at the earliest message, a sequence or a time".into(),
+                ))
+            }
+        };
+        let request = proto::ReadRequest {
+            topic: self.name.clone(),
+            from,
+            limit,
+            linearizable: false,
+        };
+        self.endpoints
+            .call(Safety::Read, |mut client| {
+                let request = request.clone();
+                async move { client.read(request).await }
+            })
+            .await
+    }
+
+    /// Creates the topic with these limits (ALREADY_EXISTS if it exists).
+    pub async fn create(&self, retention: proto::Retention) -> Result<u64, Error> {
+        let request = proto::CreateTopicRequest {
+            topic: self.name.clone(),
+            retention: Some(retention),
+        };
+        let response = self
+            .endpoints
+            .call(Safety::Write, |mut client| {
+                let request = request.clone();
+                async move { client.create_topic(request).await }
+            })
+            .await?;
+        Ok(response.revision)
+    }
+
+    /// Changes the topic's limits (NOT_FOUND if it does not exist).
+    pub async fn update(&self, retention: proto::Retention) -> Result<u64, Error> {
+        let request = proto::UpdateTopicRequest {
+            topic: self.name.clone(),
+            retention: Some(retention),
+        };
+        let response = self
+            .endpoints
+            .call(Safety::Write, |mut client| {
+                let request = request.clone();
+                async move { client.update_topic(request).await }
+            })
+            .await?;
+        Ok(response.revision)
+    }
+
+    /// Deletes the topic with its messages and groups.
+    pub async fn delete(&self) -> Result<u64, Error> {
+        let request = proto::DeleteTopicRequest {
+            topic: self.name.clone(),
+        };
+        let response = self
+            .endpoints
+            .call(Safety::Write, |mut client| {
+                let request = request.clone();
+                async move { client.delete_topic(request).await }
+            })
+            .await?;
+        Ok(response.revision)
+    }
+
+    /// Sequences, sizes, limits, and every group's floor, pending count and lag.
+    pub async fn info(&self) -> Result<proto::TopicInfoResponse, Error> {
+        let request = proto::TopicInfoRequest {
+            topic: self.name.clone(),
+        };
+        self.endpoints
+            .call(Safety::Read, |mut client| {
+                let request = request.clone();
+                async move { client.topic_info(request).await }
+            })
+            .await
+    }
+
+    /// Opens a consume stream on the current endpoint.
+    pub async fn subscribe(&self, options: SubscribeOptions) -> Result<Subscription, Error> {
+        let mut subscribe = options.subscribe;
+        subscribe.topic = self.name.clone();
+        let (requests, outgoing) = mpsc::channel(64);
+        requests
+            .send(proto::ConsumeRequest {
+                request: Some(proto::consume_request::Request::Subscribe(subscribe)),
+            })
+            .await
+            .expect("the receiver is held here");
+        let inbound = self
+            .endpoints
+            .current()
+            .consume(ReceiverStream::new(outgoing))
+            .await?
+            .into_inner();
+        let waiters: Waiters = Arc::default();
+        let (deliveries, received) = mpsc::channel(256);
+        tokio::spawn(dispatch(inbound, deliveries, waiters.clone()));
+        Ok(Subscription {
+            received,
+            acker: Acker {
+                topic: self.name.clone(),
+                requests,
+                waiters,
+            },
+        })
+    }
+}
+
+/// Every page of ListTopics.
+pub(crate) async fn list_topics(
+    endpoints: &Endpoints<StreamGrpc>,
+    filter: &str,
+) -> Result<Vec<proto::TopicSummary>, Error> {
+    let mut topics = Vec::new();
+    let mut start_after = String::new();
+    loop {
+        let request = proto::ListTopicsRequest {
+            filter: filter.to_string(),
+            start_after: start_after.clone(),
+            limit: 1_000,
+        };
+        let page = endpoints
+            .call(Safety::Read, |mut client| {
+                let request = request.clone();
+                async move { client.list_topics(request).await }
+            })
+            .await?;
+        topics.extend(page.topics);
+        if page.next_start_after.is_empty() {
+            return Ok(topics);
+        }
+        start_after = page.next_start_after;
+    }
+}
+
+type Waiters = Arc<Mutex<HashMap<(u64, bool), Vec<oneshot::Sender<proto::SettleOutcome>>>>>;
+
+/// Reads the server's stream: messages go to the subscription, ack results to their waiters.
+/// Runs apart from the caller so an `ack().await` inside the consuming loop can complete.
+async fn dispatch(
+    mut inbound: tonic::Streaming<proto::ConsumeResponse>,
+    deliveries: mpsc::Sender<Result<proto::Message, Error>>,
+    waiters: Waiters,
+) {
+    while let Some(item) = inbound.next().await {
+        match item.map(|r| r.response) {
+            Ok(Some(proto::consume_response::Response::Message(message))) => {
+                if deliveries.send(Ok(message)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(Some(proto::consume_response::Response::Settled(settled))) => {
+                let outcome = proto::SettleOutcome::try_from(settled.outcome)
+                    .unwrap_or(proto::SettleOutcome::Unspecified);
+                let mut waiters = waiters.lock().expect("waiters lock");
+                if let Some(list) = waiters.remove(&(settled.sequence, settled.ack)) {
+                    for waiter in list {
+                        let _ = waiter.send(outcome);
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(status) => {
+                let _ = deliveries.send(Err(Error::from(status))).await;
+                break;
+            }
+        }
+    }
+    // Dropping the remaining waiters tells them the stream ended first.
+    waiters.lock().expect("waiters lock").clear();
+}
+
+/// A consume stream: yields deliveries; ends with an error if the server ends it.
+pub struct Subscription {
+    received: mpsc::Receiver<Result<proto::Message, Error>>,
+    acker: Acker,
+}
+
+impl Subscription {
+    /// A handle that acks or nacks by sequence, from any task.
+    pub fn settler(&self) -> Settler {
+        Settler {
+            acker: self.acker.clone(),
+        }
+    }
+}
+
+/// Acks and nacks by sequence on a subscription's stream.
+#[derive(Clone)]
+pub struct Settler {
+    acker: Acker,
+}
+
+impl Settler {
+    /// Acks `sequence`; returns once committed. Fails if the group never delivered it.
+    pub async fn ack(&self, sequence: u64) -> Result<(), Error> {
+        self.acker.settle(sequence, true, Duration::ZERO).await
+    }
+
+    /// Asks for redelivery of `sequence` no sooner than `delay`; returns once committed.
+    pub async fn nack(&self, sequence: u64, delay: Duration) -> Result<(), Error> {
+        self.acker.settle(sequence, false, delay).await
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<Delivery, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let acker = self.acker.clone();
+        self.received.poll_recv(cx).map(|item| {
+            item.map(|result| {
+                result.map(|message| Delivery {
+                    message,
+                    acker: acker.clone(),
+                })
+            })
+        })
+    }
+}
+
+#[derive(Clone)]
+struct Acker {
+    topic: String,
+    requests: mpsc::Sender<proto::ConsumeRequest>,
+    waiters: Waiters,
+}
+
+impl Acker {
+    async fn settle(&self, sequence: u64, ack: bool, delay: Duration) -> Result<(), Error> {
+        let (tell, told) = oneshot::channel();
+        self.waiters
+            .lock()
+            .expect("waiters lock")
+            .entry((sequence, ack))
+            .or_default()
+            .push(tell);
+        self.send(sequence, ack, delay).await?;
+        let outcome = told.await.map_err(|_| Error::OutcomeUnknown {
+            message: format!(
+                "the subscription to {} ended before the server confirmed the {} of {sequence}",
+                self.topic,
+                if ack { "ack" } else { "nack" }
+            ),
+        })?;
+        match outcome {
+            proto::SettleOutcome::Done | proto::SettleOutcome::AlreadySettled => Ok(()),
+            proto::SettleOutcome::NotDelivered => Err(Error::InvalidArgument(format!(
+                "sequence {sequence} of {} was never delivered to this group",
+                self.topic
+            ))),
+            proto::SettleOutcome::NotPending => Err(Error::InvalidArgument(format!(
+                "sequence {sequence} of {} is not pending (already acked, dead-lettered or discarded)",
+                self.topic
+            ))),
+            proto::SettleOutcome::Unspecified => Err(Error::Status(tonic::Status::internal(
+                "the server answered an ack with an unknown outcome",
+            ))),
+        }
+    }
+
+    async fn send(&self, sequence: u64, ack: bool, delay: Duration) -> Result<(), Error> {
+        let request = if ack {
+            proto::consume_request::Request::Ack(proto::Ack {
+                sequences: vec![sequence],
+            })
+        } else {
+            proto::consume_request::Request::Nack(proto::Nack {
+                sequences: vec![sequence],
+                delay_ms: delay.as_millis() as u64,
+            })
+        };
+        self.requests
+            .send(proto::ConsumeRequest {
+                request: Some(request),
+            })
+            .await
+            .map_err(|_| Error::Unavailable {
+                message: "the subscription has ended; subscribe again (the group resumes from its acked floor)".into(),
+                leader: None,
+            })
+    }
+}
+
+/// One delivered message and the means to settle it.
+pub struct Delivery {
+    pub message: proto::Message,
+    acker: Acker,
+}
+
+impl Delivery {
+    /// Acks the message; returns once the ack is committed (it will not be redelivered).
+    pub async fn ack(&self) -> Result<(), Error> {
+        self.acker
+            .settle(self.message.sequence, true, Duration::ZERO)
+            .await
+    }
+
+    /// Sends the ack without waiting for it to commit (acks in flight together share one log
+    /// entry). If it is lost, the message is delivered again after the ack wait.
+    pub async fn ack_nowait(&self) -> Result<(), Error> {
+        self.acker
+            .send(self.message.sequence, true, Duration::ZERO)
+            .await
+    }
+
+    /// Asks for redelivery no sooner than `delay`; returns once committed.
+    pub async fn nack(&self, delay: Duration) -> Result<(), Error> {
+        self.acker.settle(self.message.sequence, false, delay).await
+    }
+}

@@ -1,0 +1,104 @@
+//! What streams store, and how. Every value starts with a format byte; the rest is bincode.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use strata_storage::StorageError;
+
+use crate::command::{GroupConfig, TopicConfig};
+
+const FORMAT_V1: u8 = 1;
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![FORMAT_V1];
+    bincode::serialize_into(&mut out, value).expect("serialising into a Vec cannot fail");
+    out
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
+    match bytes.split_first() {
+        Some((&FORMAT_V1, rest)) => Ok(bincode::deserialize(rest)?),
+        Some((format, _)) => Err(StorageError::Corrupt(format!(
+            "stream record of unknown format {format}"
+        ))),
+        None => Err(StorageError::Corrupt("empty stream record".into())),
+    }
+}
+
+/// A stored message.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The log entry's time, raised if needed so that timestamps never decrease along a topic.
+    pub timestamp_ms: u64,
+    pub message_id: String,
+    pub metadata: BTreeMap<String, String>,
+    pub payload: Vec<u8>,
+}
+
+impl Message {
+    /// What the message counts against a topic's byte limit.
+    pub fn size(&self) -> u64 {
+        let metadata: usize = self.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+        (self.payload.len() + metadata + self.message_id.len()) as u64
+    }
+}
+
+/// A topic: its limits and where its messages are.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Topic {
+    pub config: TopicConfig,
+    /// Oldest retained sequence; `last_seq + 1` when the topic is empty.
+    pub first_seq: u64,
+    /// Last sequence assigned; 0 before the first message.
+    pub last_seq: u64,
+    /// Total size (see [`Message::size`]) of retained messages.
+    pub bytes: u64,
+    /// Timestamp of the last message, so the next is never stamped earlier.
+    pub last_timestamp_ms: u64,
+    pub created_ms: u64,
+}
+
+impl Topic {
+    pub fn new(config: TopicConfig, created_ms: u64) -> Self {
+        Self {
+            config,
+            first_seq: 1,
+            last_seq: 0,
+            bytes: 0,
+            last_timestamp_ms: 0,
+            created_ms,
+        }
+    }
+
+    pub fn messages(&self) -> u64 {
+        self.last_seq + 1 - self.first_seq
+    }
+}
+
+/// A durable consumer group.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct GroupRecord {
+    pub config: GroupConfig,
+    /// The first sequence never delivered to the group.
+    pub next_seq: u64,
+    /// Delivered and not yet acked.
+    pub pending: u64,
+    pub created_ms: u64,
+}
+
+/// One delivered, unacked message of a group.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Pending {
+    pub deliveries: u32,
+    /// It may be delivered again from this time on.
+    pub deadline_ms: u64,
+    pub consumer: String,
+}
+
+/// A remembered message id.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Dedup {
+    pub sequence: u64,
+    pub timestamp_ms: u64,
+}
