@@ -54,7 +54,8 @@ pub struct Topic {
     pub last_seq: u64,
     /// Total size (see [`Message::size`]) of retained messages.
     pub bytes: u64,
-    /// Timestamp of the last message, so the next is never stamped earlier.
+    /// The topic's clock: the latest time of a message or of a retention sweep. The next
+    /// message is never stamped earlier, and dedup windows are judged by it.
     pub last_timestamp_ms: u64,
     pub created_ms: u64,
 }

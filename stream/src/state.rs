@@ -308,6 +308,11 @@ impl StreamState {
                 if apply.topic(namespace, topic)?.is_none() {
                     return Ok((StreamResponse::Failed(StreamFailure::TopicNotFound), vec![]));
                 }
+                // The topic's clock moves on with the sweep too: the ids it forgets stay
+                // forgotten for a later entry stamped by a clock that is behind.
+                let mut current = apply.topic(namespace, topic)?.expect("checked above");
+                current.last_timestamp_ms = current.last_timestamp_ms.max(time_ms);
+                apply.set_topic(namespace, topic, current);
                 let removed = apply.enforce_limits(namespace, topic, MAX_REMOVALS_PER_ENTRY)?;
                 apply.trim_dedup(namespace, topic, MAX_REMOVALS_PER_ENTRY as usize)?;
                 StreamResponse::Retained { revision, removed }
@@ -696,10 +701,13 @@ impl Apply<'_> {
                 None => self.state.meta_get::<Dedup>(key)?,
             };
             if let Some(seen) = seen {
+                // Judged by the topic's clock, which never steps back (a new leader's may be
+                // behind), so an id once forgotten is never remembered again.
+                let now = self.time_ms.max(current.last_timestamp_ms);
                 if seen
                     .timestamp_ms
                     .saturating_add(current.config.dedup_window_ms)
-                    > self.time_ms
+                    > now
                 {
                     return Ok(Published {
                         sequence: seen.sequence,
@@ -843,6 +851,7 @@ impl Apply<'_> {
         let prefix = kind_key(DEDUP_AT, &[ns.as_bytes(), topic.as_bytes()]);
         let horizon = self
             .time_ms
+            .max(current.last_timestamp_ms)
             .saturating_sub(current.config.dedup_window_ms)
             .saturating_add(1);
         let end = with_u64s(prefix.clone(), &[horizon]);
