@@ -194,6 +194,13 @@ impl SubscribeOptions {
         self
     }
 
+    /// Deliver at most `n` messages, then end the subscription once they are settled (a
+    /// "fetch"); the server claims no more than that for this subscription.
+    pub fn limit(mut self, n: u64) -> Self {
+        self.subscribe.limit = n;
+        self
+    }
+
     pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
         self.subscribe.dead_letter_topic = topic.into();
         self

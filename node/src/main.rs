@@ -26,6 +26,8 @@ enum Command {
     Serve(ServeArgs),
     /// Key-value commands against a running node.
     Kv(cli::kv::KvArgs),
+    /// Event streams: publish, consume, replay, topics.
+    Stream(cli::stream::StreamArgs),
     /// Cluster membership and status.
     Cluster(cli::cluster::ClusterArgs),
     /// Create a cluster CA and node certificates (for tests and small deployments).
@@ -114,6 +116,10 @@ fn main() -> std::process::ExitCode {
             Command::Kv(args) => {
                 init_tracing("warn");
                 cli::kv::run(args).await
+            }
+            Command::Stream(args) => {
+                init_tracing("warn");
+                cli::stream::run(args).await
             }
             Command::Cluster(args) => {
                 init_tracing("warn");

@@ -150,10 +150,7 @@ impl Model {
             return 0;
         };
         let mut removed = 0;
-        loop {
-            let Some((&first, oldest)) = t.messages.iter().next() else {
-                break;
-            };
+        while let Some((&first, oldest)) = t.messages.iter().next() {
             let bytes: u64 = t.messages.values().map(size).sum();
             let c = &t.config;
             let over = (c.max_messages > 0 && t.messages.len() as u64 > c.max_messages)

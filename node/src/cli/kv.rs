@@ -369,7 +369,7 @@ fn print_event(event: &proto::Event, revision: u64, json: bool) {
     }
 }
 
-fn bytes_field(object: &mut serde_json::Map<String, Value>, name: &str, bytes: &[u8]) {
+pub(crate) fn bytes_field(object: &mut serde_json::Map<String, Value>, name: &str, bytes: &[u8]) {
     match std::str::from_utf8(bytes) {
         Ok(text) => object.insert(name.into(), json!(text)),
         Err(_) => object.insert(
@@ -401,7 +401,7 @@ fn txn_result_json(result: &proto::TxnOpResult) -> Value {
     }
 }
 
-fn parse_pair(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_pair(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))

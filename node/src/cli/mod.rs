@@ -3,3 +3,4 @@
 pub mod cert;
 pub mod cluster;
 pub mod kv;
+pub mod stream;

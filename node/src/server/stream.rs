@@ -329,6 +329,8 @@ struct Subscription {
     config: GroupConfig,
     auto_ack: bool,
     max_in_flight: u32,
+    /// Most deliveries before the session ends (0: unbounded).
+    limit: u64,
 }
 
 fn subscription_of(subscribe: pb::Subscribe) -> Result<Subscription, Status> {
@@ -403,6 +405,7 @@ fn subscription_of(subscribe: pb::Subscribe) -> Result<Subscription, Status> {
         group,
         auto_ack: subscribe.auto_ack,
         max_in_flight,
+        limit: subscribe.limit,
     })
 }
 
@@ -887,6 +890,10 @@ async fn run_ephemeral(
         Ok(seq) => seq,
         Err(error) => return context.fail(status::storage(error)).await,
     };
+    let mut remaining = match subscription.limit {
+        0 => u64::MAX,
+        limit => limit,
+    };
     loop {
         let page = match state.read(
             &context.namespace,
@@ -900,6 +907,10 @@ async fn run_ephemeral(
         };
         if !page.messages.is_empty() {
             for (seq, message) in page.messages {
+                if remaining == 0 {
+                    return;
+                }
+                remaining -= 1;
                 cursor = seq + 1;
                 let message = message_pb(&topic, seq, message, 1);
                 if !context
@@ -908,6 +919,9 @@ async fn run_ephemeral(
                 {
                     return;
                 }
+            }
+            if remaining == 0 {
+                return;
             }
             continue;
         }
@@ -950,15 +964,23 @@ impl GroupSession {
         let mut claim_anyway = true;
         let mut timer: Option<Instant> = None;
         let mut quiet_until = Instant::now();
+        let mut remaining = match self.subscription.limit {
+            0 => u64::MAX,
+            limit => limit,
+        };
         loop {
             let now = Instant::now();
             held.retain(|_, until| *until > now);
+            if remaining == 0 && held.is_empty() && settle.is_empty() {
+                return; // a fetch that is done: end the stream (OK)
+            }
             let credit = if self.subscription.auto_ack {
                 (self.context.out.capacity() as u32).min(self.subscription.max_in_flight)
             } else {
                 self.subscription.max_in_flight - held.len() as u32
             }
-            .min(MAX_CLAIM);
+            .min(MAX_CLAIM)
+            .min(remaining.min(u64::from(u32::MAX)) as u32);
             let mut claim = 0;
             if credit > 0 && (claim_anyway || look) {
                 look = false;
@@ -996,6 +1018,7 @@ impl GroupSession {
                     }
                 }
                 let claimed = step.0.claimed.len();
+                remaining -= claimed as u64;
                 for item in step.0.claimed {
                     let message = match self.context.node.stream().message(
                         &self.context.namespace,

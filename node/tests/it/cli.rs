@@ -142,3 +142,86 @@ fn watch_prints_events_until_count() {
         ]
     );
 }
+
+#[test]
+fn stream_pub_read_sub_topics_info() {
+    let server = Server::start();
+    let stream = |args: &[&str], stdin: Option<&str>| {
+        let (ok, out, err) = server.cli_in("stream", args, stdin);
+        assert!(ok, "strata stream {args:?}: {err}");
+        out
+    };
+    let out = stream(
+        &[
+            "create",
+            "orders.created",
+            "--max-messages",
+            "100",
+            "--dedup-window",
+            "10m",
+        ],
+        None,
+    );
+    assert!(out.starts_with("created at revision"), "{out}");
+    assert_eq!(
+        stream(&["pub", "orders.created", "first", "--id", "o-1"], None),
+        "sequence 1\n"
+    );
+    assert_eq!(
+        stream(&["pub", "orders.created", "again", "--id", "o-1"], None),
+        "duplicate of sequence 1\n"
+    );
+    let out = stream(
+        &["pub", "orders.created", "-", "--lines"],
+        Some("two\nthree\nfour\n"),
+    );
+    assert_eq!(out, "published 3 messages\n");
+    let out = stream(&["read", "orders.created", "--from", "2", "--json"], None);
+    let payloads: Vec<String> = out
+        .lines()
+        .map(|line| json(line)["payload"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(payloads, vec!["two", "three", "four"]);
+
+    // A group from the earliest message, stopping after three; the next run resumes.
+    let out = stream(
+        &[
+            "sub",
+            "orders.created",
+            "-g",
+            "billing",
+            "--from",
+            "earliest",
+            "--count",
+            "3",
+        ],
+        None,
+    );
+    assert_eq!(
+        out,
+        "orders.created #1: first\norders.created #2: two\norders.created #3: three\n"
+    );
+    let out = stream(
+        &["sub", "orders.created", "-g", "billing", "--count", "1"],
+        None,
+    );
+    assert_eq!(out, "orders.created #4: four\n");
+
+    let info = json(&stream(&["info", "orders.created", "--json"], None));
+    assert_eq!(info["messages"], 4);
+    assert_eq!(info["retention"]["max_messages"], 100);
+    assert_eq!(info["retention"]["dedup_window_ms"], 600_000);
+    assert_eq!(info["groups"][0]["name"], "billing");
+    assert_eq!(info["groups"][0]["ack_floor"], 4);
+    let topics = json(&stream(&["topics", "orders.*", "--json"], None));
+    assert_eq!(topics.as_array().unwrap().len(), 1);
+
+    let (ok, _, err) = server.cli_in("stream", &["pub", "orders.*", "x"], None);
+    assert!(!ok);
+    assert!(err.contains("wildcards"), "{err}");
+    let (ok, _, err) = server.cli_in("stream", &["info", "nothing"], None);
+    assert!(!ok);
+    assert!(err.contains("no such topic"), "{err}");
+    assert!(stream(&["delete", "orders.created"], None).starts_with("deleted"));
+    assert_eq!(stream(&["topics"], None), "");
+}

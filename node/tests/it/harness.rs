@@ -169,8 +169,18 @@ impl Server {
 
     /// Runs the CLI against this server; returns (exit ok, stdout, stderr).
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        self.cli_in("kv", args, stdin)
+    }
+
+    /// Runs `strata <group> ARGS --endpoint <this node>`: (success, stdout, stderr).
+    pub fn cli_in(
+        &self,
+        group: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> (bool, String, String) {
         let mut child = Command::new(BINARY)
-            .arg("kv")
+            .arg(group)
             .args(args)
             .args(["--endpoint", &self.grpc])
             .stdin(Stdio::piped())
