@@ -5,7 +5,10 @@
 //! Workloads so far: `kv-put`, `kv-get` (linearizable), `kv-get-serializable`, `kv-mixed`
 //! (90 % reads, 10 % writes over a key set), `kv-txn` (read, then compare-and-swap on a few
 //! contended keys; lost races count as `cas_conflict`, not errors), `kv-load` (bulk load: each
-//! operation is one transaction creating `--batch` new keys).
+//! operation is one transaction creating `--batch` new keys), `stream-pub` (one publish per
+//! operation), `stream-pub-batch` (one PublishBatch of `--batch` messages per operation) and
+//! `stream-e2e` (publishes while one group consumer acks them; reports publish-to-delivery
+//! latency as well).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,12 +19,14 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use serde_json::json;
+use strata_client::stream::{Publish, SubscribeOptions};
 use strata_client::{Client, Consistency, Error, Put, Table};
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "strata-bench", about = "Load generator for Strata")]
 struct Args {
-    /// kv-put, kv-get, kv-get-serializable, kv-mixed, kv-txn or kv-load.
+    /// kv-put, kv-get, kv-get-serializable, kv-mixed, kv-txn, kv-load, stream-pub,
+    /// stream-pub-batch or stream-e2e.
     #[arg(long)]
     workload: String,
     #[arg(long, default_value = "127.0.0.1:7420")]
@@ -42,8 +47,9 @@ struct Args {
     /// Keys preloaded for reads (kv-get, kv-mixed) or contended (kv-txn).
     #[arg(long, default_value_t = 10_000)]
     keys: u64,
-    /// Keys written by one kv-load transaction (1 to 128).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=128))]
+    /// Keys written by one kv-load transaction (1 to 128), or messages per stream-pub-batch
+    /// operation (1 to 1,000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
     batch: u32,
     /// Server process ids whose CPU time to report per 1,000 operations (repeatable).
     #[arg(long)]
@@ -61,25 +67,43 @@ enum Workload {
     Txn,
     /// Transactions of this many new keys each.
     Load(u32),
+    Publish,
+    /// Batches of this many messages each.
+    PublishBatch(u32),
+    /// Publishes, with a consumer measuring publish-to-delivery latency.
+    EndToEnd,
 }
 
 impl Workload {
     fn parse(name: &str, batch: u32) -> anyhow::Result<Self> {
         Ok(match name {
+            "kv-load" if batch > 128 => bail!("kv-load takes --batch up to 128"),
             "kv-load" => Workload::Load(batch),
+            "stream-pub" => Workload::Publish,
+            "stream-pub-batch" => Workload::PublishBatch(batch),
+            "stream-e2e" => Workload::EndToEnd,
             "kv-put" => Workload::Put,
             "kv-get" => Workload::Get(Consistency::Linearizable),
             "kv-get-serializable" => Workload::Get(Consistency::Serializable),
             "kv-mixed" => Workload::Mixed,
             "kv-txn" => Workload::Txn,
             other => bail!(
-                "unknown workload {other:?}: kv-put, kv-get, kv-get-serializable, kv-mixed, kv-txn, kv-load"
+                "unknown workload {other:?}: kv-put, kv-get, kv-get-serializable, kv-mixed, \
+                 kv-txn, kv-load, stream-pub, stream-pub-batch, stream-e2e"
             ),
         })
     }
 
     fn preloads(self) -> bool {
-        !matches!(self, Workload::Put | Workload::Load(_))
+        matches!(self, Workload::Get(_) | Workload::Mixed | Workload::Txn)
+    }
+
+    /// Messages or keys written by one operation.
+    fn items_per_op(self) -> u64 {
+        match self {
+            Workload::Load(n) | Workload::PublishBatch(n) => n.into(),
+            _ => 1,
+        }
     }
 }
 
@@ -97,17 +121,37 @@ async fn main() -> anyhow::Result<()> {
         bail!("--clients, --ops and --keys must be at least 1");
     }
     let mut tables = Vec::with_capacity(args.clients);
+    let topic_name = format!("bench.{}.{}", args.workload, std::process::id());
     for _ in 0..args.clients {
         let client = Client::builder(args.endpoint.clone())
             .namespace(args.namespace.clone())
             .request_timeout(Duration::from_secs(10))
             .connect()
             .await?;
-        tables.push(client.table("bench", &args.workload));
+        tables.push((
+            client.table("bench", &args.workload),
+            client.topic(&topic_name),
+        ));
     }
+    // stream-e2e: one group consumer on its own connection, subscribed before the first publish.
+    let e2e = match workload {
+        Workload::EndToEnd => {
+            let client = Client::builder(args.endpoint.clone())
+                .namespace(args.namespace.clone())
+                .connect()
+                .await?;
+            let subscription = client
+                .topic(&topic_name)
+                .subscribe(SubscribeOptions::group("bench").max_in_flight(1_000))
+                .await?;
+            Some(tokio::spawn(consume_e2e(subscription, args.ops)))
+        }
+        _ => None,
+    };
     let value = vec![b'x'; args.value_size];
     if workload.preloads() {
-        preload(&tables, args.keys, &value)
+        let only_tables: Vec<Table> = tables.iter().map(|(t, _)| t.clone()).collect();
+        preload(&only_tables, args.keys, &value)
             .await
             .context("preloading keys")?;
     }
@@ -117,7 +161,7 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let deadline = started + args.duration;
     let mut handles = Vec::new();
-    for (index, table) in tables.into_iter().enumerate() {
+    for (index, (table, topic)) in tables.into_iter().enumerate() {
         let next_op = next_op.clone();
         let value = value.clone();
         let (ops, keys) = (args.ops, args.keys);
@@ -125,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
             run_client(
                 index as u64,
                 table,
+                topic,
                 workload,
                 next_op,
                 ops,
@@ -146,6 +191,18 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     let cpu_after = cpu_seconds(&args.server_pid)?;
+    let e2e_us = match e2e {
+        Some(consumer) => {
+            let published = outcomes.get("ok").copied().unwrap_or(0);
+            Some(
+                tokio::time::timeout(Duration::from_secs(30), consumer)
+                    .await
+                    .context("the consumer did not get every message within 30 s")???
+                    .finish(published)?,
+            )
+        }
+        None => None,
+    };
 
     let done = latency_us.len();
     let ops_per_second = done as f64 / elapsed.as_secs_f64();
@@ -154,6 +211,21 @@ async fn main() -> anyhow::Result<()> {
         _ => None,
     };
     let ms = |q: f64| latency_us.value_at_quantile(q) as f64 / 1000.0;
+    let items_per_s = ops_per_second * workload.items_per_op() as f64;
+    if workload.items_per_op() > 1 {
+        println!("{items_per_s:.0} messages or keys/s");
+    }
+    let e2e_ms = e2e_us.as_ref().map(|h| {
+        let q = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "publish-to-delivery: {} messages p50={:.3}ms p99={:.3}ms max={:.3}ms",
+            h.len(),
+            q(0.5),
+            q(0.99),
+            h.max() as f64 / 1000.0
+        );
+        json!({"p50": q(0.5), "p99": q(0.99), "max": h.max() as f64 / 1000.0, "messages": h.len()})
+    });
     println!(
         "{} clients={} ops={done} in {:.2}s: {:.0} ops/s  p50={:.3}ms p99={:.3}ms p999={:.3}ms max={:.3}ms{}",
         args.workload,
@@ -175,6 +247,8 @@ async fn main() -> anyhow::Result<()> {
             "ops": done,
             "elapsed_s": elapsed.as_secs_f64(),
             "ops_per_s": ops_per_second,
+            "items_per_s": items_per_s,
+            "publish_to_delivery_ms": e2e_ms,
             "latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": latency_us.max() as f64 / 1000.0},
             "outcomes": outcomes,
             "server_cpu_s_per_1000_ops": cpu_per_1000_ops,
@@ -192,6 +266,7 @@ async fn main() -> anyhow::Result<()> {
 async fn run_client(
     index: u64,
     table: Table,
+    topic: strata_client::stream::Topic,
     workload: Workload,
     next_op: Arc<AtomicU64>,
     ops: u64,
@@ -224,6 +299,14 @@ async fn run_client(
             Workload::Mixed => get(&table, random() % keys, Consistency::Linearizable).await,
             Workload::Txn => cas(&table, random() % keys, &value).await,
             Workload::Load(batch) => load(&table, op, batch, &value).await,
+            Workload::Publish | Workload::EndToEnd => {
+                let message = Publish::new(value.clone()).metadata("sent_us", sent_us());
+                classify(topic.publish(message).await.map(|_| "ok"))
+            }
+            Workload::PublishBatch(batch) => {
+                let messages = (0..batch).map(|_| Publish::new(value.clone()));
+                classify(topic.publish_batch(messages).await.map(|_| "ok"))
+            }
         };
         let micros = started.elapsed().as_micros().clamp(1, 60_000_000) as u64;
         latency_us.record(micros).expect("within bounds");
@@ -233,6 +316,70 @@ async fn run_client(
         latency_us,
         outcomes,
     }
+}
+
+/// Microseconds since this process started its clock, for publish-to-delivery latency (the
+/// consumer runs in the same process).
+fn sent_us() -> String {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    BASE.get_or_init(Instant::now)
+        .elapsed()
+        .as_micros()
+        .to_string()
+}
+
+/// What the stream-e2e consumer saw.
+struct Consumed {
+    latency_us: Histogram<u64>,
+    error: Option<String>,
+}
+
+impl Consumed {
+    /// The latencies, if every acknowledged publish was delivered.
+    fn finish(self, published: u64) -> anyhow::Result<Histogram<u64>> {
+        if let Some(error) = self.error {
+            bail!("the consumer failed: {error}");
+        }
+        if self.latency_us.len() < published {
+            bail!(
+                "the consumer got {} of {published} acknowledged messages",
+                self.latency_us.len()
+            );
+        }
+        Ok(self.latency_us)
+    }
+}
+
+/// Consumes until `expected` messages arrived (or the stream fails), acking each.
+async fn consume_e2e(
+    mut subscription: strata_client::stream::Subscription,
+    expected: u64,
+) -> anyhow::Result<Consumed> {
+    use futures::StreamExt;
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut error = None;
+    // Stops at `expected` or when the stream goes quiet for 5 s after the load.
+    while latency_us.len() < expected {
+        let item = match tokio::time::timeout(Duration::from_secs(5), subscription.next()).await {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(_) => break,
+        };
+        let delivery = match item {
+            Ok(delivery) => delivery,
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        };
+        let now = sent_us().parse::<u64>()?;
+        if delivery.message.delivery_count == 1 {
+            let sent: u64 = delivery.message.metadata["sent_us"].parse()?;
+            latency_us.record(now.saturating_sub(sent).clamp(1, 60_000_000))?;
+        }
+        delivery.ack_nowait().await?;
+    }
+    Ok(Consumed { latency_us, error })
 }
 
 fn key_name(index: u64) -> String {

@@ -440,6 +440,31 @@ impl StreamState {
         }
     }
 
+    /// Pending deliveries of a group held by `consumer` (sequence, delivery count), at most
+    /// `max`: what a consumer claimed in a step whose answer it never got.
+    pub fn pending_for(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        max: usize,
+    ) -> Result<Vec<(u64, u32)>, StorageError> {
+        let prefix = group_items_prefix(PENDING, namespace, topic, group);
+        let mut held = Vec::new();
+        for item in self.prefix_scan(CF_STREAM_META, prefix.clone()) {
+            let (key, value) = item?;
+            let pending: Pending = record::decode(&value)?;
+            if pending.consumer == consumer {
+                held.push((u64_at(&key, prefix.len())?, pending.deliveries));
+                if held.len() >= max {
+                    break;
+                }
+            }
+        }
+        Ok(held)
+    }
+
     /// Topics of `namespace` after `after`, up to `limit`, in name order.
     pub fn topics(
         &self,

@@ -73,6 +73,9 @@ fn every_workload_reports_completed_operations() {
         "kv-mixed",
         "kv-txn",
         "kv-load",
+        "stream-pub",
+        "stream-pub-batch",
+        "stream-e2e",
     ] {
         let report_path = dir.path().join(format!("{workload}.json"));
         let output = Command::new(env!("CARGO_BIN_EXE_strata-bench"))
@@ -121,6 +124,17 @@ fn every_workload_reports_completed_operations() {
                 <= report["latency_ms"]["max"].as_f64().unwrap()
         );
         assert!(report["server_cpu_s_per_1000_ops"].as_f64().unwrap() >= 0.0);
+        if workload == "stream-pub-batch" {
+            // 100 messages per operation by default.
+            let items = report["items_per_s"].as_f64().unwrap();
+            let ops = report["ops_per_s"].as_f64().unwrap();
+            assert!((items / ops - 100.0).abs() < 1e-6, "{report}");
+        }
+        if workload == "stream-e2e" {
+            let e2e = &report["publish_to_delivery_ms"];
+            assert_eq!(e2e["messages"], 200, "{report}");
+            assert!(e2e["p50"].as_f64().unwrap() <= e2e["max"].as_f64().unwrap());
+        }
     }
 }
 

@@ -819,12 +819,20 @@ enum Wake {
 }
 
 impl SessionContext {
+    /// Waits for the next reason to act. A client that half-closed its side (`inbound` is
+    /// `None`) sends no more acks, but still receives messages.
     async fn wait(
         &mut self,
         topic: &str,
-        inbound: &mut Streaming<pb::ConsumeRequest>,
+        inbound: &mut Option<Streaming<pb::ConsumeRequest>>,
         timer: Option<Instant>,
     ) -> Wake {
+        let request = async {
+            match inbound.as_mut() {
+                Some(inbound) => inbound.next().await,
+                None => std::future::pending().await,
+            }
+        };
         let sleep = async {
             match timer {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -833,7 +841,7 @@ impl SessionContext {
         };
         let namespace = self.namespace.as_str();
         tokio::select! {
-            request = inbound.next() => Wake::Client(request),
+            request = request => Wake::Client(request),
             notice = self.notices.recv() => {
                 let closed = matches!(notice, Err(broadcast::error::RecvError::Closed));
                 if closed {
@@ -874,8 +882,9 @@ impl SessionContext {
 async fn run_ephemeral(
     mut context: SessionContext,
     subscription: Subscription,
-    mut inbound: Streaming<pb::ConsumeRequest>,
+    inbound: Streaming<pb::ConsumeRequest>,
 ) {
+    let mut inbound = Some(inbound);
     let topic = subscription.topic;
     let state = context.node.stream().clone();
     let start = match subscription.config.start {
@@ -934,7 +943,8 @@ async fn run_ephemeral(
                         ))
                         .await
                 }
-                Wake::Client(_) | Wake::ClientGone => return,
+                Wake::Client(None) => inbound = None, // half-closed: keep delivering
+                Wake::Client(Some(Err(_))) | Wake::ClientGone => return,
                 Wake::Notice(false) => continue,
                 Wake::Notice(true) | Wake::Timer => break,
                 Wake::Stop => return context.stopped().await,
@@ -952,7 +962,8 @@ struct GroupSession {
 }
 
 impl GroupSession {
-    async fn run(mut self, mut inbound: Streaming<pb::ConsumeRequest>) {
+    async fn run(mut self, inbound: Streaming<pb::ConsumeRequest>) {
+        let mut inbound = Some(inbound);
         let topic = self.subscription.topic.clone();
         let ack_wait = Duration::from_millis(self.subscription.config.ack_wait_ms);
         // What this session holds, until when: its share of max_in_flight.
@@ -1019,7 +1030,34 @@ impl GroupSession {
                 }
                 let claimed = step.0.claimed.len();
                 remaining -= claimed as u64;
-                for item in step.0.claimed {
+                let mut deliver = step.0.claimed;
+                if step.2 {
+                    // An earlier attempt of this step may have applied: what it claimed is
+                    // pending under this consumer's name. Deliver it now rather than after the
+                    // ack wait.
+                    match self.context.node.stream().pending_for(
+                        &self.context.namespace,
+                        &topic,
+                        &self.group,
+                        &self.consumer,
+                        MAX_IN_FLIGHT as usize,
+                    ) {
+                        Ok(mine) => {
+                            for (sequence, deliveries) in mine {
+                                let known = held.contains_key(&sequence)
+                                    || deliver.iter().any(|c| c.sequence == sequence);
+                                if !known {
+                                    deliver.push(strata_stream::Claimed {
+                                        sequence,
+                                        deliveries,
+                                    });
+                                }
+                            }
+                        }
+                        Err(error) => return self.context.fail(status::storage(error)).await,
+                    }
+                }
+                for item in deliver {
                     let message = match self.context.node.stream().message(
                         &self.context.namespace,
                         &topic,
@@ -1061,19 +1099,23 @@ impl GroupSession {
                     Ok(items) => settle.extend(items),
                     Err(status) => return self.context.fail(status).await,
                 },
-                Wake::Client(Some(Err(_)) | None) | Wake::ClientGone => return,
+                Wake::Client(None) => inbound = None, // half-closed: keep delivering
+                Wake::Client(Some(Err(_))) | Wake::ClientGone => return,
                 Wake::Notice(relevant) => look |= relevant,
                 Wake::Timer => look = true,
                 Wake::Stop => return self.context.stopped().await,
             }
             // Take every ack already queued, so that one log entry carries them all.
-            while settle.len() < MAX_SETTLE_PER_REQUEST {
-                match futures::FutureExt::now_or_never(inbound.next()) {
+            while let (Some(stream), true) =
+                (inbound.as_mut(), settle.len() < MAX_SETTLE_PER_REQUEST)
+            {
+                match futures::FutureExt::now_or_never(stream.next()) {
                     Some(Some(Ok(request))) => match settles_of(request) {
                         Ok(items) => settle.extend(items),
                         Err(status) => return self.context.fail(status).await,
                     },
-                    Some(Some(Err(_)) | None) => return,
+                    Some(None) => inbound = None,
+                    Some(Some(Err(_))) => return,
                     None => break,
                 }
             }
@@ -1119,7 +1161,7 @@ impl GroupSession {
         &self,
         settle: Vec<Settle>,
         claim: u32,
-    ) -> Result<(GroupStep, Vec<(u64, bool, SettleOutcome)>), Status> {
+    ) -> Result<(GroupStep, Vec<(u64, bool, SettleOutcome)>, bool), Status> {
         let kinds: Vec<(u64, bool)> = settle
             .iter()
             .map(|s| match s {
@@ -1139,9 +1181,16 @@ impl GroupSession {
         };
         let give_up = Instant::now() + STEP_RETRY_FOR;
         let mut backoff = Duration::from_millis(50);
+        let mut maybe_applied = false;
         let (revision, response) = loop {
             match self.context.node.write_stream(command.clone()).await {
                 Ok(done) => break done,
+                Err(error @ WriteError::Unknown(_)) if Instant::now() < give_up => {
+                    tracing::debug!(%error, "group step outcome unknown; retrying");
+                    maybe_applied = true;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
                 Err(error @ (WriteError::Fatal(_) | WriteError::Unexpected(_))) => {
                     return Err(status::write(error))
                 }
@@ -1170,7 +1219,7 @@ impl GroupSession {
             .zip(kinds)
             .map(|((seq, outcome), (_, ack))| (*seq, ack, *outcome))
             .collect();
-        Ok((step, settled))
+        Ok((step, settled, maybe_applied))
     }
 }
 

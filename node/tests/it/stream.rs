@@ -705,3 +705,48 @@ async fn cluster_consumer_on_a_follower_and_leader_killed_mid_publish() {
     let bodies: BTreeSet<&String> = consumed.values().collect();
     assert_eq!(bodies.len(), consumed.len(), "a publish stored twice");
 }
+
+/// A client that sends `subscribe` and half-closes (as Micro's clients and grpcurl may) still
+/// gets its messages: the end of the request side only means "no more acks".
+#[tokio::test]
+async fn a_half_closed_request_stream_still_receives_messages() {
+    let server = Server::start();
+    let client = server.client("default").await;
+    let mut raw = proto::stream_client::StreamClient::connect(format!("http://{}", server.grpc))
+        .await
+        .unwrap();
+    let mut streams = Vec::new();
+    for group in ["", "auto"] {
+        let subscribe = proto::ConsumeRequest {
+            request: Some(proto::consume_request::Request::Subscribe(proto::Subscribe {
+                topic: "half".into(),
+                group: group.into(),
+                auto_ack: true,
+                ..Default::default()
+            })),
+        };
+        let stream = raw
+            .consume(tokio_stream::iter(vec![subscribe]))
+            .await
+            .unwrap()
+            .into_inner();
+        streams.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    publish_n(&client, "half", 0..3).await;
+    for mut stream in streams {
+        for expected in 1..=3u64 {
+            let response = tokio::time::timeout(WAIT, stream.next())
+                .await
+                .expect("a delivery in time")
+                .expect("the stream is open")
+                .expect("no error");
+            match response.response {
+                Some(proto::consume_response::Response::Message(message)) => {
+                    assert_eq!(message.sequence, expected)
+                }
+                other => panic!("expected a message, got {other:?}"),
+            }
+        }
+    }
+}
