@@ -32,7 +32,8 @@ const DEDUP_AT: u8 = 0x06;
 /// Most messages one entry removes for retention; the leader's sweep proposes more entries for a
 /// larger backlog (after a limit was lowered), so no single entry does unbounded work.
 pub const MAX_REMOVALS_PER_ENTRY: u64 = 10_000;
-/// Most expired dedup ids a publish forgets on the way (the sweep forgets the rest).
+/// Expired dedup ids a publish forgets on the way, beyond one per message it carries (the
+/// sweep forgets the rest).
 const DEDUP_TRIM_PER_PUBLISH: usize = 64;
 
 /// A topic changed at some log index: consumers attached to this node look for new work.
@@ -237,7 +238,9 @@ impl StreamState {
                 for message in messages {
                     results.push(apply.publish(namespace, topic, message.clone())?);
                 }
-                apply.trim_dedup(namespace, topic, DEDUP_TRIM_PER_PUBLISH)?;
+                // Forget at least as many expired ids as this entry may remember, so the dedup
+                // index stays bounded by the window however fast batches come.
+                apply.trim_dedup(namespace, topic, DEDUP_TRIM_PER_PUBLISH + messages.len())?;
                 StreamResponse::Published { revision, results }
             }
             StreamCommand::PutTopic {

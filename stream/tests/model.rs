@@ -533,3 +533,58 @@ proptest! {
         }
     }
 }
+
+/// Batches of new ids arriving faster than one per entry: the dedup index still holds no more
+/// than the window's worth (each entry forgets at least as many expired ids as it adds).
+#[test]
+fn the_dedup_index_stays_bounded_by_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let state = StreamState::new(engine.clone());
+    let kv = KvState::new(engine.clone());
+    let window_ms = 1_000;
+    let mut txn = StateTxn::new(1);
+    let config = TopicConfig {
+        dedup_window_ms: window_ms,
+        ..TopicConfig::default()
+    };
+    let put = StreamCommand::PutTopic {
+        namespace: NS.into(),
+        topic: "t".into(),
+        config,
+        must_exist: false,
+        must_not_exist: true,
+    };
+    state.apply(&mut txn, 0, &put).unwrap();
+    kv.commit(txn).unwrap();
+    // 200 entries of 500 new ids, 100 ms apart: 5,000 ids per second of window.
+    for entry in 0..200u64 {
+        let messages = (0..500)
+            .map(|i| NewMessage {
+                message_id: format!("{entry}-{i}"),
+                metadata: Default::default(),
+                payload: vec![],
+            })
+            .collect();
+        let publish = StreamCommand::Publish {
+            namespace: NS.into(),
+            topic: "t".into(),
+            messages,
+        };
+        let mut txn = StateTxn::new(entry + 2);
+        state
+            .apply(&mut txn, 10_000 + entry * 100, &publish)
+            .unwrap();
+        kv.commit(txn).unwrap();
+    }
+    let cf = engine.cf(strata_storage::engine::CF_STREAM_META);
+    let ids = engine
+        .db()
+        .prefix_iterator_cf(cf, [0x05])
+        .map(|item| item.unwrap())
+        .take_while(|(key, _)| key[0] == 0x05)
+        .count();
+    // The window holds the last 10 entries' 5,000 ids (plus the entry at its edge).
+    assert!(ids <= 5_500, "{ids} dedup ids remembered");
+    assert!(ids >= 5_000, "{ids}: ids inside the window must stay");
+}

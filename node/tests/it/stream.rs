@@ -718,12 +718,14 @@ async fn a_half_closed_request_stream_still_receives_messages() {
     let mut streams = Vec::new();
     for group in ["", "auto"] {
         let subscribe = proto::ConsumeRequest {
-            request: Some(proto::consume_request::Request::Subscribe(proto::Subscribe {
-                topic: "half".into(),
-                group: group.into(),
-                auto_ack: true,
-                ..Default::default()
-            })),
+            request: Some(proto::consume_request::Request::Subscribe(
+                proto::Subscribe {
+                    topic: "half".into(),
+                    group: group.into(),
+                    auto_ack: true,
+                    ..Default::default()
+                },
+            )),
         };
         let stream = raw
             .consume(tokio_stream::iter(vec![subscribe]))
