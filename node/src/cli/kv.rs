@@ -11,32 +11,16 @@ use base64::Engine as _;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use strata_client::proto;
-use strata_client::{Client, Consistency, List, Put, Table, Txn};
+use strata_client::{Consistency, List, Put, Table, Txn};
 
 #[derive(clap::Args)]
 pub struct KvArgs {
-    /// Nodes to talk to, comma-separated; the first that answers is used, the others on failover.
-    #[arg(
-        long,
-        env = "STRATA_ENDPOINT",
-        default_value = "127.0.0.1:7420",
-        global = true
-    )]
-    endpoint: String,
-    #[arg(
-        long,
-        env = "STRATA_NAMESPACE",
-        default_value = "default",
-        global = true
-    )]
-    namespace: String,
+    #[command(flatten)]
+    client: super::ClientArgs,
     #[arg(long, short = 'd', default_value = "default", global = true)]
     database: String,
     #[arg(long, short = 't', default_value = "default", global = true)]
     table: String,
-    /// Print JSON for scripts.
-    #[arg(long, global = true)]
-    json: bool,
     #[command(subcommand)]
     command: KvCommand,
 }
@@ -127,13 +111,9 @@ enum KvCommand {
 }
 
 pub async fn run(args: KvArgs) -> anyhow::Result<()> {
-    let client = Client::builder(args.endpoint.clone())
-        .namespace(args.namespace.clone())
-        .connect_timeout(Duration::from_secs(3))
-        .connect()
-        .await?;
+    let client = args.client.connect().await?;
     let table = client.table(&args.database, &args.table);
-    let json = args.json;
+    let json = args.client.json;
     match args.command {
         KvCommand::Put {
             key,

@@ -10,30 +10,13 @@ use anyhow::{bail, Context};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use strata_client::stream::{proto, Publish, Start, SubscribeOptions};
-use strata_client::Client;
 
 use super::kv::{bytes_field, parse_pair};
 
 #[derive(clap::Args)]
 pub struct StreamArgs {
-    /// Nodes to talk to, comma-separated; the first that answers is used, the others on failover.
-    #[arg(
-        long,
-        env = "STRATA_ENDPOINT",
-        default_value = "127.0.0.1:7420",
-        global = true
-    )]
-    endpoint: String,
-    #[arg(
-        long,
-        env = "STRATA_NAMESPACE",
-        default_value = "default",
-        global = true
-    )]
-    namespace: String,
-    /// Print JSON for scripts.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    client: super::ClientArgs,
     #[command(subcommand)]
     command: StreamCommand,
 }
@@ -223,12 +206,8 @@ fn summary_json(topic: &proto::TopicSummary) -> Value {
 }
 
 pub async fn run(args: StreamArgs) -> anyhow::Result<()> {
-    let client = Client::builder(args.endpoint.clone())
-        .namespace(args.namespace.clone())
-        .connect_timeout(Duration::from_secs(3))
-        .connect()
-        .await?;
-    let json = args.json;
+    let client = args.client.connect().await?;
+    let json = args.client.json;
     match args.command {
         StreamCommand::Pub {
             topic,

@@ -594,9 +594,8 @@ impl pb::stream_server::Stream for StreamService {
             .observed("stream.CreateTopic", async {
                 let namespace = namespace::of(&request)?;
                 let req = request.into_inner();
-                topic_name("topic", &req.topic)?;
-                let config = retention_of(req.retention)?;
-                self.put_topic(namespace, req.topic, config, false).await
+                self.put_topic(namespace, req.topic, req.retention, false)
+                    .await
             })
             .await
     }
@@ -609,9 +608,8 @@ impl pb::stream_server::Stream for StreamService {
             .observed("stream.UpdateTopic", async {
                 let namespace = namespace::of(&request)?;
                 let req = request.into_inner();
-                topic_name("topic", &req.topic)?;
-                let config = retention_of(req.retention)?;
-                self.put_topic(namespace, req.topic, config, true).await
+                self.put_topic(namespace, req.topic, req.retention, true)
+                    .await
             })
             .await
     }
@@ -753,13 +751,16 @@ impl pb::stream_server::Stream for StreamService {
 }
 
 impl StreamService {
+    /// CreateTopic (`update` false) or UpdateTopic.
     async fn put_topic(
         &self,
         namespace: String,
         topic: String,
-        config: TopicConfig,
+        retention: Option<pb::Retention>,
         update: bool,
     ) -> Result<pb::TopicResponse, Status> {
+        topic_name("topic", &topic)?;
+        let config = retention_of(retention)?;
         let command = StreamCommand::PutTopic {
             namespace,
             topic,
