@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -370,10 +370,17 @@ impl Topic {
             .await?
             .into_inner();
         let waiters: Waiters = Arc::default();
-        let (deliveries, received) = mpsc::channel(256);
-        tokio::spawn(dispatch(inbound, deliveries, waiters.clone()));
+        let (deliveries, received) = mpsc::unbounded_channel();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(dispatch(
+            inbound,
+            deliveries,
+            waiters.clone(),
+            backlog.clone(),
+        ));
         Ok(Subscription {
             received,
+            backlog,
             acker: Acker {
                 topic: self.name.clone(),
                 requests,
@@ -412,17 +419,34 @@ pub(crate) async fn list_topics(
 
 type Waiters = Arc<Mutex<HashMap<(u64, bool), Vec<oneshot::Sender<proto::SettleOutcome>>>>>;
 
+/// Messages received but not yet taken by the caller, past which the subscription fails
+/// ("consumer too slow") rather than buffer without bound. The server sends at most
+/// max_in_flight messages the caller has not settled, plus redeliveries once per ack wait.
+const MAX_BACKLOG: usize = 100_000;
+
 /// Reads the server's stream: messages go to the subscription, ack results to their waiters.
-/// Runs apart from the caller so an `ack().await` inside the consuming loop can complete.
+/// Runs apart from the caller and never waits for it, so an `ack().await` inside the consuming
+/// loop completes however many messages are queued ahead of its confirmation.
 async fn dispatch(
     mut inbound: tonic::Streaming<proto::ConsumeResponse>,
-    deliveries: mpsc::Sender<Result<proto::Message, Error>>,
+    deliveries: mpsc::UnboundedSender<Result<proto::Message, Error>>,
     waiters: Waiters,
+    backlog: Arc<AtomicUsize>,
 ) {
     while let Some(item) = inbound.next().await {
         match item.map(|r| r.response) {
             Ok(Some(proto::consume_response::Response::Message(message))) => {
-                if deliveries.send(Ok(message)).await.is_err() {
+                if backlog.fetch_add(1, Ordering::Relaxed) >= MAX_BACKLOG {
+                    let _ = deliveries.send(Err(Error::Unavailable {
+                        message: format!(
+                            "the consumer fell {MAX_BACKLOG} messages behind its subscription; \
+                             subscribe again (the group resumes from its acked floor)"
+                        ),
+                        leader: None,
+                    }));
+                    break;
+                }
+                if deliveries.send(Ok(message)).is_err() {
                     break;
                 }
             }
@@ -438,7 +462,7 @@ async fn dispatch(
             }
             Ok(None) => {}
             Err(status) => {
-                let _ = deliveries.send(Err(Error::from(status))).await;
+                let _ = deliveries.send(Err(Error::from(status)));
                 break;
             }
         }
@@ -449,7 +473,8 @@ async fn dispatch(
 
 /// A consume stream: yields deliveries; ends with an error if the server ends it.
 pub struct Subscription {
-    received: mpsc::Receiver<Result<proto::Message, Error>>,
+    received: mpsc::UnboundedReceiver<Result<proto::Message, Error>>,
+    backlog: Arc<AtomicUsize>,
     acker: Acker,
 }
 
@@ -485,7 +510,11 @@ impl Stream for Subscription {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let acker = self.acker.clone();
-        self.received.poll_recv(cx).map(|item| {
+        let polled = self.received.poll_recv(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+        }
+        polled.map(|item| {
             item.map(|result| {
                 result.map(|message| Delivery {
                     message,

@@ -5,6 +5,7 @@
 
 mod cluster;
 mod linear;
+mod stream;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -26,8 +27,9 @@ struct Args {
     /// How long operations and faults run before the heal.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     time_limit: Duration,
-    /// `register` (reads, writes, CAS on a few keys; linearizability) or `set` (unique writes;
-    /// every acknowledged one present at the end).
+    /// `register` (reads, writes, CAS on a few keys; linearizability), `set` (unique writes;
+    /// every acknowledged one present at the end) or `stream` (unique publishes while a
+    /// durable group consumes; nothing lost, duplicated, reordered or left undelivered).
     #[arg(long, default_value = "register")]
     workload: String,
     /// Comma list of `kill`, `kill-leader`, `kill-all`, `pause`, `pause-leader`, or `none`.
@@ -102,22 +104,22 @@ fn parse_nemesis(text: &str) -> anyhow::Result<Vec<Fault>> {
 /// One operation as recorded: `outcome` is `ok`, `fail` (certainly not done) or `info`
 /// (indeterminate).
 #[derive(Clone, Debug, Serialize)]
-struct Record {
-    process: usize,
-    op: &'static str,
-    key: u64,
-    value: Option<u64>,
-    from: Option<u64>,
-    outcome: &'static str,
+pub(crate) struct Record {
+    pub(crate) process: usize,
+    pub(crate) op: &'static str,
+    pub(crate) key: u64,
+    pub(crate) value: Option<u64>,
+    pub(crate) from: Option<u64>,
+    pub(crate) outcome: &'static str,
     /// What a read returned, or whether a CAS succeeded (1/0).
-    result: Option<u64>,
-    invoke_us: u64,
-    complete_us: u64,
-    error: Option<String>,
+    pub(crate) result: Option<u64>,
+    pub(crate) invoke_us: u64,
+    pub(crate) complete_us: u64,
+    pub(crate) error: Option<String>,
 }
 
 /// Errors after which the operation certainly had no effect.
-fn definitely_failed(error: &Error) -> bool {
+pub(crate) fn definitely_failed(error: &Error) -> bool {
     match error {
         Error::InvalidArgument(_) | Error::NotFound(_) | Error::Connect { .. } => true,
         Error::AlreadyExists { .. } | Error::PreconditionFailed { .. } => true,
@@ -139,9 +141,9 @@ async fn main() -> anyhow::Result<()> {
             .map_or(1, |d| d.as_nanos() as u64)
     });
     let faults = parse_nemesis(&args.nemesis)?;
-    if !["register", "set"].contains(&args.workload.as_str()) {
+    if !["register", "set", "stream"].contains(&args.workload.as_str()) {
         bail!(
-            "workload {:?} is not built yet; have: register, set",
+            "workload {:?} is not built yet; have: register, set, stream",
             args.workload
         );
     }
@@ -190,6 +192,16 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let deadline = started + args.time_limit;
     let history: Arc<Mutex<Vec<Record>>> = Arc::default();
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let consumer = if args.workload == "stream" {
+        let client = Client::builder(&endpoints)
+            .request_timeout(Duration::from_secs(3))
+            .connect()
+            .await?;
+        Some(tokio::spawn(stream::consume(client, draining.clone())))
+    } else {
+        None
+    };
     let mut workers = Vec::new();
     for process in 0..args.clients {
         let client = Client::builder(&endpoints)
@@ -220,7 +232,12 @@ async fn main() -> anyhow::Result<()> {
                     complete_us: 0,
                     error: None,
                 };
-                let outcome: Result<Option<u64>, Error> = if workload == "set" {
+                let outcome: Result<Option<u64>, Error> = if workload == "stream" {
+                    let value = (process as u64) << 32 | n as u64;
+                    record.op = "publish";
+                    record.value = Some(value);
+                    stream::publish(&client, value).await
+                } else if workload == "set" {
                     let value = (process as u64) << 32 | n as u64;
                     record.op = "add";
                     record.value = Some(value);
@@ -333,6 +350,13 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("history lock poisoned"))?;
     let verdict = match args.workload.as_str() {
         "set" => check_set(&table, &history).await?,
+        "stream" => {
+            draining.store(true, std::sync::atomic::Ordering::SeqCst);
+            let consumed = consumer
+                .context("the stream workload runs a consumer")?
+                .await??;
+            stream::check(&client, &history, &consumed).await?
+        }
         _ => check_register(&history),
     };
     let counts = history.iter().fold(BTreeMap::new(), |mut counts, r| {
@@ -373,9 +397,9 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Verdict {
-    valid: bool,
-    anomalies: Vec<String>,
+pub(crate) struct Verdict {
+    pub(crate) valid: bool,
+    pub(crate) anomalies: Vec<String>,
 }
 
 /// Linearizability of each register key's history.

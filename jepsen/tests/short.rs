@@ -71,6 +71,13 @@ fn set_loses_nothing_when_every_node_is_killed() {
     run("set", "kill-all,kill", "2");
 }
 
+/// Publishes and a durable group under leader kills and pauses: nothing acknowledged lost or
+/// stored twice, every stored message delivered, the group drains after the heal.
+#[test]
+fn stream_loses_and_duplicates_nothing_under_kills_and_pauses() {
+    run("stream", "kill-leader,pause,kill", "3");
+}
+
 /// The suite earns its keep only if it fails a broken build: a leader that acknowledges writes
 /// before they commit loses acknowledged writes when nodes are killed, and the set checker says
 /// so. (The switch exists only in debug builds; in a release test build there is nothing to run.)

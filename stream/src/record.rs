@@ -86,6 +86,11 @@ pub struct GroupRecord {
     /// Delivered and not yet acked.
     pub pending: u64,
     pub created_ms: u64,
+    /// No pending delivery has an earlier deadline, and none a lower sequence. Scans of the
+    /// group's pending and deadline keys start here, so they do not walk the deletion markers
+    /// that every ack leaves behind (a scan from the front slowed with every message acked).
+    pub deadline_floor_ms: u64,
+    pub pending_floor: u64,
 }
 
 /// One delivered, unacked message of a group.

@@ -436,11 +436,28 @@ impl StreamState {
         topic: &str,
         group: &str,
     ) -> Result<Option<u64>, StorageError> {
+        let Some(record) = self.group(namespace, topic, group)? else {
+            return Ok(None);
+        };
         let prefix = group_items_prefix(DEADLINE, namespace, topic, group);
-        match self.prefix_scan(CF_STREAM_META, prefix.clone()).next() {
+        let start = with_u64s(prefix.clone(), &[record.deadline_floor_ms]);
+        let end = keys::prefix_end(&prefix);
+        match self.scan(CF_STREAM_META, start, end).next() {
             Some(item) => Ok(Some(u64_at(&item?.0, prefix.len())?)),
             None => Ok(None),
         }
+    }
+
+    /// The consumer a pending delivery is held by, if it is pending.
+    pub fn pending_holder(
+        &self,
+        namespace: &str,
+        topic: &str,
+        group: &str,
+        seq: u64,
+    ) -> Result<Option<String>, StorageError> {
+        let key = with_u64s(group_items_prefix(PENDING, namespace, topic, group), &[seq]);
+        Ok(self.meta_get::<Pending>(&key)?.map(|p| p.consumer))
     }
 
     /// Pending deliveries of a group held by `consumer` (sequence, delivery count), at most
@@ -453,9 +470,13 @@ impl StreamState {
         consumer: &str,
         max: usize,
     ) -> Result<Vec<(u64, u32)>, StorageError> {
+        let Some(record) = self.group(namespace, topic, group)? else {
+            return Ok(Vec::new());
+        };
         let prefix = group_items_prefix(PENDING, namespace, topic, group);
+        let start = with_u64s(prefix.clone(), &[record.pending_floor]);
         let mut held = Vec::new();
-        for item in self.prefix_scan(CF_STREAM_META, prefix.clone()) {
+        for item in self.scan(CF_STREAM_META, start, keys::prefix_end(&prefix)) {
             let (key, value) = item?;
             let pending: Pending = record::decode(&value)?;
             if pending.consumer == consumer {
@@ -507,10 +528,12 @@ impl StreamState {
             let (name, _) = keys::decode_segment(&key[prefix.len()..])?;
             let name = name_of(name)?;
             let group: GroupRecord = record::decode(&value)?;
+            let pending_prefix = group_items_prefix(PENDING, namespace, topic, &name);
             let lowest_pending = self
-                .prefix_scan(
+                .scan(
                     CF_STREAM_META,
-                    group_items_prefix(PENDING, namespace, topic, &name),
+                    with_u64s(pending_prefix.clone(), &[group.pending_floor]),
+                    keys::prefix_end(&pending_prefix),
                 )
                 .next()
                 .transpose()?
@@ -846,10 +869,15 @@ impl Apply<'_> {
                 topic: topic.to_string(),
                 group,
             };
+            let floor = self.group(&id)?.map_or(0, |g| g.pending_floor);
             let items = group_items_prefix(PENDING, ns, topic, &id.group);
+            if floor >= first_seq {
+                continue;
+            }
+            let start = with_u64s(items.clone(), &[floor]);
             let end = with_u64s(items.clone(), &[first_seq]);
             let mut stale = Vec::new();
-            for item in self.state.scan(CF_STREAM_META, items.clone(), Some(end)) {
+            for item in self.state.scan(CF_STREAM_META, start, Some(end)) {
                 stale.push(u64_at(&item?.0, items.len())?);
             }
             // Pending added in this entry is never below the first retained message.
@@ -966,6 +994,8 @@ impl Apply<'_> {
                     next_seq,
                     pending: 0,
                     created_ms: self.time_ms,
+                    deadline_floor_ms: 0,
+                    pending_floor: 0,
                 }
             }
         };
@@ -1067,6 +1097,13 @@ impl Apply<'_> {
             self.groups.insert(id.clone(), Some(group));
         }
         step.next_deadline_ms = self.next_deadline(id)?;
+        // Tighten the scan floors to the exact minimums now; `finish` lowers them again for
+        // anything written below them.
+        let lowest = self.lowest_pending(id)?;
+        let mut group = self.group(id)?.expect("created above");
+        group.deadline_floor_ms = step.next_deadline_ms.unwrap_or(u64::MAX);
+        group.pending_floor = lowest.unwrap_or(group.next_seq);
+        self.groups.insert(id.clone(), Some(group));
         Ok(step)
     }
 
@@ -1095,10 +1132,12 @@ impl Apply<'_> {
             .filter_map(|(seq, change)| change.after.as_ref().map(|p| (p.deadline_ms, *seq)))
             .filter(|(deadline, _)| *deadline <= self.time_ms)
             .collect();
+        let floor = self.group(id)?.map_or(0, |g| g.deadline_floor_ms);
         let prefix = group_items_prefix(DEADLINE, &id.namespace, &id.topic, &id.group);
+        let start = with_u64s(prefix.clone(), &[floor]);
         let end = with_u64s(prefix.clone(), &[self.time_ms.saturating_add(1)]);
         let mut stored = 0;
-        for item in self.state.scan(CF_STREAM_META, prefix.clone(), Some(end)) {
+        for item in self.state.scan(CF_STREAM_META, start, Some(end)) {
             let (key, _) = item?;
             let deadline = u64_at(&key, prefix.len())?;
             let seq = u64_at(&key, prefix.len() + 8)?;
@@ -1122,8 +1161,13 @@ impl Apply<'_> {
             .values()
             .filter_map(|c| c.after.as_ref().map(|p| p.deadline_ms))
             .min();
+        let floor = self.group(id)?.map_or(0, |g| g.deadline_floor_ms);
         let prefix = group_items_prefix(DEADLINE, &id.namespace, &id.topic, &id.group);
-        for item in self.state.prefix_scan(CF_STREAM_META, prefix.clone()) {
+        let start = with_u64s(prefix.clone(), &[floor]);
+        for item in self
+            .state
+            .scan(CF_STREAM_META, start, keys::prefix_end(&prefix))
+        {
             let (key, _) = item?;
             let seq = u64_at(&key, prefix.len() + 8)?;
             if changed.contains_key(&seq) {
@@ -1134,6 +1178,31 @@ impl Apply<'_> {
             break;
         }
         Ok(earliest)
+    }
+
+    /// The lowest pending sequence of the group after this entry's changes.
+    fn lowest_pending(&mut self, id: &GroupId) -> Result<Option<u64>, StorageError> {
+        let changed = self.pending.get(id).cloned().unwrap_or_default();
+        let mut lowest = changed
+            .iter()
+            .filter(|(_, c)| c.after.is_some())
+            .map(|(seq, _)| *seq)
+            .min();
+        let floor = self.group(id)?.map_or(0, |g| g.pending_floor);
+        let prefix = group_items_prefix(PENDING, &id.namespace, &id.topic, &id.group);
+        let start = with_u64s(prefix.clone(), &[floor]);
+        for item in self
+            .state
+            .scan(CF_STREAM_META, start, keys::prefix_end(&prefix))
+        {
+            let seq = u64_at(&item?.0, prefix.len())?;
+            if changed.contains_key(&seq) {
+                continue;
+            }
+            lowest = Some(lowest.map_or(seq, |l: u64| l.min(seq)));
+            break;
+        }
+        Ok(lowest)
     }
 
     fn dead_letter(
@@ -1176,7 +1245,19 @@ impl Apply<'_> {
             }
         }
         let mut notices = self.notices;
-        for (id, value) in &self.groups {
+        let mut groups = self.groups;
+        // Keep the scan floors below everything this entry writes.
+        for (id, changes) in &self.pending {
+            if let Some(Some(group)) = groups.get_mut(id) {
+                for (seq, change) in changes {
+                    if let Some(after) = &change.after {
+                        group.deadline_floor_ms = group.deadline_floor_ms.min(after.deadline_ms);
+                        group.pending_floor = group.pending_floor.min(*seq);
+                    }
+                }
+            }
+        }
+        for (id, value) in &groups {
             let key = group_key(&id.namespace, &id.topic, &id.group);
             match value {
                 Some(value) => self.batch.put_cf(cf, key, record::encode(value)),

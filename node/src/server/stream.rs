@@ -982,7 +982,9 @@ impl GroupSession {
         };
         loop {
             let now = Instant::now();
-            held.retain(|_, until| *until > now);
+            if let Err(status) = self.release_expired_holds(&mut held, now, ack_wait) {
+                return self.context.fail(status).await;
+            }
             if remaining == 0 && held.is_empty() && settle.is_empty() {
                 return; // a fetch that is done: end the stream (OK)
             }
@@ -1121,6 +1123,42 @@ impl GroupSession {
                 }
             }
         }
+    }
+
+    /// Frees the credit of holds whose ack wait passed, but only for messages no longer
+    /// pending under this consumer (acked, or redelivered to another member): a message this
+    /// client still holds keeps counting against max_in_flight, so a slow client is not sent
+    /// more than it can take.
+    fn release_expired_holds(
+        &self,
+        held: &mut HashMap<u64, Instant>,
+        now: Instant,
+        ack_wait: Duration,
+    ) -> Result<(), Status> {
+        let expired: Vec<u64> = held
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in expired {
+            let holder = self
+                .context
+                .node
+                .stream()
+                .pending_holder(
+                    &self.context.namespace,
+                    &self.subscription.topic,
+                    &self.group,
+                    seq,
+                )
+                .map_err(status::storage)?;
+            if holder.as_deref() == Some(self.consumer.as_str()) {
+                held.insert(seq, now + ack_wait);
+            } else {
+                held.remove(&seq);
+            }
+        }
+        Ok(())
     }
 
     /// Whether the local state shows something to claim, and when to look again for a
