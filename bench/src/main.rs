@@ -142,7 +142,11 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             let subscription = client
                 .topic(&topic_name)
-                .subscribe(SubscribeOptions::group("bench").max_in_flight(1_000))
+                .subscribe(
+                    SubscribeOptions::group("bench")
+                        .earliest()
+                        .max_in_flight(1_000),
+                )
                 .await?;
             Some(tokio::spawn(consume_e2e(subscription, args.ops)))
         }

@@ -49,7 +49,8 @@ pub struct StateMachine {
     kv: KvState,
     stream: StreamState,
     events: broadcast::Sender<Arc<RevisionEvents>>,
-    /// (log index, topics changed by it), after the entry's batch is written.
+    /// (log index, topics changed by it), after the entry's batch is written; an empty list
+    /// after a snapshot install means any topic may have changed.
     notices: broadcast::Sender<Arc<(u64, Vec<Notice>)>>,
     snapshot_dir: PathBuf,
 }
@@ -394,6 +395,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "installed a snapshot"
         );
+        // The state jumped without per-entry notices: tell every consumer to look again (an
+        // empty list means "any topic may have changed").
+        let index = meta.last_log_id.map_or(0, |id| id.index);
+        let _ = self.notices.send(Arc::new((index, Vec::new())));
         Ok(())
     }
 

@@ -516,6 +516,10 @@ impl pb::stream_server::Stream for StreamService {
                             subscription,
                             context,
                         };
+                        // Create the group (fixing its start) before answering, so that a
+                        // client that subscribes and then publishes never misses its own
+                        // messages, and a refused subscription fails the call itself.
+                        session.step(Vec::new(), 0).await?;
                         tokio::spawn(session.run(inbound));
                     }
                     None => {
@@ -784,10 +788,14 @@ fn relevant(
     notice: &Result<std::sync::Arc<(u64, Vec<Notice>)>, broadcast::error::RecvError>,
 ) -> bool {
     match notice {
-        Ok(notices) => notices
-            .1
-            .iter()
-            .any(|n| n.namespace == namespace && n.topic == topic),
+        // An empty list follows a snapshot install: anything may have changed.
+        Ok(notices) => {
+            notices.1.is_empty()
+                || notices
+                    .1
+                    .iter()
+                    .any(|n| n.namespace == namespace && n.topic == topic)
+        }
         Err(broadcast::error::RecvError::Lagged(_)) => true,
         Err(broadcast::error::RecvError::Closed) => false,
     }

@@ -752,3 +752,36 @@ async fn a_half_closed_request_stream_still_receives_messages() {
         }
     }
 }
+
+/// Once `subscribe` returns, a new group exists and its start is fixed: a message published
+/// right after it is the group's, one published before it (at `latest`) is not.
+#[tokio::test]
+async fn a_new_group_is_positioned_when_subscribe_returns() {
+    let server = Server::start();
+    let client = server.client("default").await;
+    let topic = client.topic("positioned");
+    topic.publish(Publish::new("before")).await.unwrap();
+    for round in 0..20u64 {
+        let mut consumer = topic
+            .subscribe(SubscribeOptions::group(format!("g{round}")).start(Start::Latest))
+            .await
+            .unwrap();
+        // The group is there as soon as the call returns (its start is fixed).
+        let info = topic.info().await.unwrap();
+        let name = format!("g{round}");
+        let group = info.groups.iter().find(|g| g.name == name);
+        assert_eq!(
+            group.map(|g| g.next_sequence),
+            Some(round + 2),
+            "round {round}: {info:?}"
+        );
+        let published = topic.publish(Publish::new("after")).await.unwrap();
+        let delivery = next(&mut consumer).await;
+        assert_eq!(
+            delivery.message.sequence, published.sequence,
+            "round {round}"
+        );
+    }
+    let info = topic.info().await.unwrap();
+    assert_eq!(info.groups.len(), 20);
+}
