@@ -132,9 +132,22 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
+            exit_now(1)
         }
     }
+}
+
+/// Exits without running C++ static destructors. A node that fails after opening RocksDB (a
+/// corrupt log, say) has quiesced it, but RocksDB's pool threads still exist, and a normal
+/// exit destroys mutexes they use ("pthread lock: Invalid argument", an abort instead of the
+/// exit code; seen in CI). Rust's stdout and stderr are flushed first; nothing else here
+/// buffers output.
+fn exit_now(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit ends the process at once; no Rust state is used afterwards.
+    unsafe { libc::_exit(code) }
 }
 
 /// Parses `1=host:7421,2=host:7431,...`.

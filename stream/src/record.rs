@@ -58,6 +58,9 @@ pub struct Topic {
     /// message is never stamped earlier, and dedup windows are judged by it.
     pub last_timestamp_ms: u64,
     pub created_ms: u64,
+    /// No remembered dedup id is older than this: scans of the dedup expiry index start here
+    /// instead of walking the deletion markers of every id already forgotten.
+    pub dedup_floor_ms: u64,
 }
 
 impl Topic {
@@ -69,6 +72,7 @@ impl Topic {
             bytes: 0,
             last_timestamp_ms: 0,
             created_ms,
+            dedup_floor_ms: 0,
         }
     }
 

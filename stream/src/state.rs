@@ -604,16 +604,14 @@ impl StreamState {
                 }
             }
         }
+        let prefix = kind_key(DEDUP_AT, &[namespace.as_bytes(), topic.as_bytes()]);
+        let start = with_u64s(prefix.clone(), &[current.dedup_floor_ms]);
         let oldest_dedup = self
-            .prefix_scan(
-                CF_STREAM_META,
-                kind_key(DEDUP_AT, &[namespace.as_bytes(), topic.as_bytes()]),
-            )
+            .scan(CF_STREAM_META, start, keys::prefix_end(&prefix))
             .next()
             .transpose()?;
         if let Some((key, _)) = oldest_dedup {
-            let prefix_len = kind_key(DEDUP_AT, &[namespace.as_bytes(), topic.as_bytes()]).len();
-            let at = u64_at(&key, prefix_len)?;
+            let at = u64_at(&key, prefix.len())?;
             if at.saturating_add(config.dedup_window_ms) <= now_ms {
                 return Ok(true);
             }
@@ -901,7 +899,7 @@ impl Apply<'_> {
 
     /// Forgets up to `budget` dedup ids older than the topic's window.
     fn trim_dedup(&mut self, ns: &str, topic: &str, budget: usize) -> Result<(), StorageError> {
-        let Some(current) = self.topic(ns, topic)? else {
+        let Some(mut current) = self.topic(ns, topic)? else {
             return Ok(());
         };
         let prefix = kind_key(DEDUP_AT, &[ns.as_bytes(), topic.as_bytes()]);
@@ -910,9 +908,13 @@ impl Apply<'_> {
             .max(current.last_timestamp_ms)
             .saturating_sub(current.config.dedup_window_ms)
             .saturating_add(1);
+        if current.dedup_floor_ms >= horizon {
+            return Ok(());
+        }
+        let start = with_u64s(prefix.clone(), &[current.dedup_floor_ms]);
         let end = with_u64s(prefix.clone(), &[horizon]);
         let mut expired = Vec::new();
-        for item in self.state.scan(CF_STREAM_META, prefix.clone(), Some(end)) {
+        for item in self.state.scan(CF_STREAM_META, start, Some(end)) {
             let (key, _) = item?;
             let at = u64_at(&key, prefix.len())?;
             let (id, _) = keys::decode_segment(&key[prefix.len() + 8..])?;
@@ -921,6 +923,16 @@ impl Apply<'_> {
                 break;
             }
         }
+        // Everything below the horizon is gone once the scan ran to its end; otherwise
+        // everything below the last time it reached (ids of that same time may remain).
+        current.dedup_floor_ms = if expired.len() < budget {
+            horizon
+        } else {
+            expired
+                .last()
+                .map_or(current.dedup_floor_ms, |(_, at, _)| *at)
+        };
+        self.set_topic(ns, topic, current);
         let cf = self.state.engine.cf(CF_STREAM_META);
         for (at_key, at, id) in expired {
             self.batch.delete_cf(cf, at_key);

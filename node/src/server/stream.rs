@@ -980,7 +980,8 @@ impl GroupSession {
         let mut settle: Vec<Settle> = Vec::new();
         // Look for work in the local state (set by notices and timers).
         let mut look = true;
-        // The first step creates the group, whatever the local state says.
+        // Claim at once on start, whatever this node's state says (a follower may not yet
+        // show the group the call just created).
         let mut claim_anyway = true;
         let mut timer: Option<Instant> = None;
         let mut quiet_until = Instant::now();
@@ -999,7 +1000,10 @@ impl GroupSession {
             let credit = if self.subscription.auto_ack {
                 (self.context.out.capacity() as u32).min(self.subscription.max_in_flight)
             } else {
-                self.subscription.max_in_flight - held.len() as u32
+                // Adopted claims can take the holds past max_in_flight.
+                self.subscription
+                    .max_in_flight
+                    .saturating_sub(held.len().min(u32::MAX as usize) as u32)
             }
             .min(MAX_CLAIM)
             .min(remaining.min(u64::from(u32::MAX)) as u32);
