@@ -39,9 +39,18 @@ pub struct Message {
 impl Message {
     /// What the message counts against a topic's byte limit.
     pub fn size(&self) -> u64 {
-        let metadata: usize = self.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
-        (self.payload.len() + metadata + self.message_id.len()) as u64
+        counted_size(&self.payload, &self.metadata, &self.message_id)
     }
+}
+
+/// Payload, metadata and id bytes: what a message counts against a topic's byte limit.
+pub(crate) fn counted_size(
+    payload: &[u8],
+    metadata: &BTreeMap<String, String>,
+    message_id: &str,
+) -> u64 {
+    let metadata: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+    (payload.len() + metadata + message_id.len()) as u64
 }
 
 /// A topic: its limits and where its messages are.

@@ -308,12 +308,11 @@ impl StreamState {
                 StreamResponse::Group { revision, step }
             }
             StreamCommand::Retain { namespace, topic } => {
-                if apply.topic(namespace, topic)?.is_none() {
+                let Some(mut current) = apply.topic(namespace, topic)? else {
                     return Ok((StreamResponse::Failed(StreamFailure::TopicNotFound), vec![]));
-                }
+                };
                 // The topic's clock moves on with the sweep too: the ids it forgets stay
                 // forgotten for a later entry stamped by a clock that is behind.
-                let mut current = apply.topic(namespace, topic)?.expect("checked above");
                 current.last_timestamp_ms = current.last_timestamp_ms.max(time_ms);
                 apply.set_topic(namespace, topic, current);
                 let removed = apply.enforce_limits(namespace, topic, MAX_REMOVALS_PER_ENTRY)?;
@@ -429,16 +428,15 @@ impl StreamState {
         }
     }
 
-    /// The earliest redelivery deadline pending in a group, if any.
+    /// The earliest redelivery deadline pending in `group` (whose record the caller read), if
+    /// any.
     pub fn group_next_deadline(
         &self,
         namespace: &str,
         topic: &str,
         group: &str,
+        record: &GroupRecord,
     ) -> Result<Option<u64>, StorageError> {
-        let Some(record) = self.group(namespace, topic, group)? else {
-            return Ok(None);
-        };
         let prefix = group_items_prefix(DEADLINE, namespace, topic, group);
         let start = with_u64s(prefix.clone(), &[record.deadline_floor_ms]);
         let end = keys::prefix_end(&prefix);
@@ -625,12 +623,7 @@ fn name_of(bytes: Vec<u8>) -> Result<String, StorageError> {
 }
 
 fn new_size(message: &NewMessage) -> u64 {
-    let metadata: usize = message
-        .metadata
-        .iter()
-        .map(|(k, v)| k.len() + v.len())
-        .sum();
-    (message.payload.len() + metadata + message.message_id.len()) as u64
+    record::counted_size(&message.payload, &message.metadata, &message.message_id)
 }
 
 /// Binary search over a topic's retained sequences for the first stamped at or after `time_ms`.
@@ -696,6 +689,19 @@ impl Apply<'_> {
             return Ok(Some(appended.clone()));
         }
         self.state.message(ns, topic, seq)
+    }
+
+    /// A retained message's timestamp and counted size, without copying its payload.
+    fn stamp_and_size(&self, ns: &str, topic: &str, seq: u64) -> Result<(u64, u64), StorageError> {
+        let key = message_key(ns, topic, seq);
+        if let Some(appended) = self.appended.get(&key) {
+            return Ok((appended.timestamp_ms, appended.size()));
+        }
+        let stored = self
+            .state
+            .message(ns, topic, seq)?
+            .ok_or_else(|| StorageError::Corrupt(format!("retained message {seq} missing")))?;
+        Ok((stored.timestamp_ms, stored.size()))
     }
 
     fn pending(&mut self, id: &GroupId, seq: u64) -> Result<Option<Pending>, StorageError> {
@@ -820,15 +826,19 @@ impl Apply<'_> {
             return Ok(0);
         };
         let config = current.config.clone();
+        if config.max_messages == 0 && config.max_bytes == 0 && config.max_age_ms == 0 {
+            return Ok(0); // the default: no limits, nothing to read
+        }
         let mut removed = 0;
         while removed < budget && current.messages() > 0 {
             let over_count = config.max_messages > 0 && current.messages() > config.max_messages;
             let over_bytes = config.max_bytes > 0 && current.bytes > config.max_bytes;
-            let oldest = self.message(ns, topic, current.first_seq)?.ok_or_else(|| {
-                StorageError::Corrupt(format!("retained message {} missing", current.first_seq))
-            })?;
-            let too_old = config.max_age_ms > 0
-                && oldest.timestamp_ms.saturating_add(config.max_age_ms) <= self.time_ms;
+            if !(over_count || over_bytes || config.max_age_ms > 0) {
+                break;
+            }
+            let (stamped, size) = self.stamp_and_size(ns, topic, current.first_seq)?;
+            let too_old =
+                config.max_age_ms > 0 && stamped.saturating_add(config.max_age_ms) <= self.time_ms;
             if !(over_count || over_bytes || too_old) {
                 break;
             }
@@ -836,7 +846,7 @@ impl Apply<'_> {
                 self.state.engine.cf(CF_STREAM_MSG),
                 message_key(ns, topic, current.first_seq),
             );
-            current.bytes -= oldest.size();
+            current.bytes -= size;
             current.first_seq += 1;
             removed += 1;
         }
@@ -1138,13 +1148,14 @@ impl Apply<'_> {
     /// Pending sequences whose deadline has passed by this entry's time, earliest deadline
     /// first, at most `want` plus those this entry already changed.
     fn redeliverable(&mut self, id: &GroupId, want: usize) -> Result<Vec<u64>, StorageError> {
-        let changed = self.pending.get(id).cloned().unwrap_or_default();
+        let floor = self.group(id)?.map_or(0, |g| g.deadline_floor_ms);
+        let empty = BTreeMap::new();
+        let changed = self.pending.get(id).unwrap_or(&empty);
         let mut due: Vec<(u64, u64)> = changed
             .iter()
             .filter_map(|(seq, change)| change.after.as_ref().map(|p| (p.deadline_ms, *seq)))
             .filter(|(deadline, _)| *deadline <= self.time_ms)
             .collect();
-        let floor = self.group(id)?.map_or(0, |g| g.deadline_floor_ms);
         let prefix = group_items_prefix(DEADLINE, &id.namespace, &id.topic, &id.group);
         let start = with_u64s(prefix.clone(), &[floor]);
         let end = with_u64s(prefix.clone(), &[self.time_ms.saturating_add(1)]);
@@ -1168,12 +1179,13 @@ impl Apply<'_> {
 
     /// The earliest redelivery deadline of the group after this entry's changes.
     fn next_deadline(&mut self, id: &GroupId) -> Result<Option<u64>, StorageError> {
-        let changed = self.pending.get(id).cloned().unwrap_or_default();
+        let floor = self.group(id)?.map_or(0, |g| g.deadline_floor_ms);
+        let empty = BTreeMap::new();
+        let changed = self.pending.get(id).unwrap_or(&empty);
         let mut earliest = changed
             .values()
             .filter_map(|c| c.after.as_ref().map(|p| p.deadline_ms))
             .min();
-        let floor = self.group(id)?.map_or(0, |g| g.deadline_floor_ms);
         let prefix = group_items_prefix(DEADLINE, &id.namespace, &id.topic, &id.group);
         let start = with_u64s(prefix.clone(), &[floor]);
         for item in self
@@ -1194,13 +1206,14 @@ impl Apply<'_> {
 
     /// The lowest pending sequence of the group after this entry's changes.
     fn lowest_pending(&mut self, id: &GroupId) -> Result<Option<u64>, StorageError> {
-        let changed = self.pending.get(id).cloned().unwrap_or_default();
+        let floor = self.group(id)?.map_or(0, |g| g.pending_floor);
+        let empty = BTreeMap::new();
+        let changed = self.pending.get(id).unwrap_or(&empty);
         let mut lowest = changed
             .iter()
             .filter(|(_, c)| c.after.is_some())
             .map(|(seq, _)| *seq)
             .min();
-        let floor = self.group(id)?.map_or(0, |g| g.pending_floor);
         let prefix = group_items_prefix(PENDING, &id.namespace, &id.topic, &id.group);
         let start = with_u64s(prefix.clone(), &[floor]);
         for item in self

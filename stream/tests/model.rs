@@ -499,7 +499,9 @@ fn check_state(state: &StreamState, model: &Model) -> Result<(), TestCaseError> 
             let floor = mg.pending.keys().next().map_or(next, |s| (*s).min(next)) - 1;
             prop_assert_eq!(group.ack_floor, floor);
             prop_assert_eq!(
-                state.group_next_deadline(NS, name, &group.name).unwrap(),
+                state
+                    .group_next_deadline(NS, name, &group.name, &group.record)
+                    .unwrap(),
                 mg.pending.values().map(|(_, d)| *d).min()
             );
         }

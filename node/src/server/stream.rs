@@ -98,23 +98,27 @@ impl StreamService {
         }
     }
 
+    /// `index`: the message's place in a batch, named in errors.
     fn new_message(
         &self,
-        field: &str,
+        index: Option<usize>,
         payload: Vec<u8>,
         metadata: &HashMap<String, String>,
         message_id: String,
     ) -> Result<NewMessage, Status> {
+        let field = || index.map_or(String::new(), |i| format!("messages[{i}]."));
         if payload.len() > self.max_message_bytes {
             return Err(validate::invalid(format!(
-                "{field}payload is {} bytes; the limit is {} bytes (--max-message-bytes)",
+                "{}payload is {} bytes; the limit is {} bytes (--max-message-bytes)",
+                field(),
                 payload.len(),
                 self.max_message_bytes
             )));
         }
         if message_id.len() > MAX_MESSAGE_ID_BYTES {
             return Err(validate::invalid(format!(
-                "{field}message_id is {} bytes; the limit is {MAX_MESSAGE_ID_BYTES}",
+                "{}message_id is {} bytes; the limit is {MAX_MESSAGE_ID_BYTES}",
+                field(),
                 message_id.len()
             )));
         }
@@ -420,7 +424,7 @@ impl pb::stream_server::Stream for StreamService {
                 let namespace = namespace::of(&request)?;
                 let req = request.into_inner();
                 topic_name("topic", &req.topic)?;
-                let message = self.new_message("", req.payload, &req.metadata, req.message_id)?;
+                let message = self.new_message(None, req.payload, &req.metadata, req.message_id)?;
                 let mut results = self
                     .publish_messages(namespace, req.topic, vec![message])
                     .await?;
@@ -457,12 +461,7 @@ impl pb::stream_server::Stream for StreamService {
                     .into_iter()
                     .enumerate()
                     .map(|(index, m)| {
-                        self.new_message(
-                            &format!("messages[{index}]."),
-                            m.payload,
-                            &m.metadata,
-                            m.message_id,
-                        )
+                        self.new_message(Some(index), m.payload, &m.metadata, m.message_id)
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 let results = self
@@ -1194,7 +1193,7 @@ impl GroupSession {
             return Ok((true, None));
         }
         let Some(deadline_ms) = state
-            .group_next_deadline(namespace, topic, &self.group)
+            .group_next_deadline(namespace, topic, &self.group, &group)
             .map_err(status::storage)?
         else {
             return Ok((false, None));
