@@ -509,7 +509,6 @@ impl Stream for Subscription {
     type Item = Result<Delivery, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let acker = self.acker.clone();
         let polled = self.received.poll_recv(cx);
         if let Poll::Ready(Some(Ok(_))) = &polled {
             self.backlog.fetch_sub(1, Ordering::Relaxed);
@@ -518,7 +517,7 @@ impl Stream for Subscription {
             item.map(|result| {
                 result.map(|message| Delivery {
                     message,
-                    acker: acker.clone(),
+                    acker: self.acker.clone(),
                 })
             })
         })
