@@ -7,6 +7,8 @@ const PROTOS: &[&str] = &[
     "proto/strata/kv/v1/kv.proto",
     "proto/strata/cluster/v1/cluster.proto",
     "proto/strata/stream/v1/stream.proto",
+    "proto/strata/registry/v1/registry.proto",
+    "proto/strata/config/v1/config.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -77,6 +77,18 @@ struct ServeArgs {
     #[arg(long, env = "STRATA_HISTORY_RETAIN_REVISIONS", default_value_t = strata_storage::kv::HISTORY_RETAIN_REVISIONS,
           value_parser = clap::value_parser!(u64).range(1..))]
     history_retain_revisions: u64,
+    /// Most registry nodes per service (all versions together).
+    #[arg(long, env = "STRATA_REGISTRY_MAX_NODES", default_value_t = server::registry::DEFAULT_MAX_NODES,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    registry_max_nodes: u64,
+    /// Key file (32 random bytes, base64) that seals secret config values; the same file on
+    /// every node. A single node without one creates DATA_DIR/secret.key.
+    #[arg(long, env = "STRATA_SECRET_KEY_FILE")]
+    secret_key_file: Option<PathBuf>,
+    /// File holding the admin token (for cross-namespace registry reads). A single node
+    /// without one creates DATA_DIR/admin.token.
+    #[arg(long, env = "STRATA_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -110,6 +122,9 @@ fn main() -> std::process::ExitCode {
                     max_message_bytes: args.max_message_bytes,
                     history_retain_revisions: args.history_retain_revisions,
                     snapshot_every_entries: args.snapshot_every_entries,
+                    registry_max_nodes: args.registry_max_nodes,
+                    secret_key_file: args.secret_key_file,
+                    admin_token_file: args.admin_token_file,
                 })
                 .await
             }

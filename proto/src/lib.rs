@@ -23,5 +23,19 @@ pub mod stream {
     }
 }
 
+/// `strata.registry.v1`: services, nodes with TTL leases, watch.
+pub mod registry {
+    pub mod v1 {
+        tonic::include_proto!("strata.registry.v1");
+    }
+}
+
+/// `strata.config.v1`: JSON documents with dotted-path access, secrets and watch.
+pub mod config {
+    pub mod v1 {
+        tonic::include_proto!("strata.config.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every Strata proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("strata_descriptor");

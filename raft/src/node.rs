@@ -10,9 +10,12 @@ use std::collections::BTreeSet;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
 use strata_storage::kv::{KvCommand, KvResponse, KvState, RevisionEvents};
+use strata_registry::{RegistryCommand, RegistryEvent, RegistryResponse, RegistryState};
 use strata_storage::{Engine, LogStore};
 use strata_stream::{Notice, StreamCommand, StreamResponse, StreamState};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::leases::LeaseTable;
 
 use crate::log_store::RaftLogStore;
 use crate::network::message::{LeaderError, LeaderOp, LeaderReply, NodeStatus};
@@ -26,6 +29,14 @@ use crate::types::{Command, Request, Response, TypeConfig};
 const RETENTION_EVERY_TICKS: u64 = 10;
 /// Most topics given a `Retain` entry per retention sweep.
 const RETENTION_BATCH_MAX: usize = 256;
+/// The leader looks at registry leases every this many expiry-sweep ticks (1 s by default).
+const LEASES_EVERY_TICKS: u64 = 10;
+/// Most nodes expired by one log entry.
+const LEASE_EXPIRY_BATCH_MAX: usize = 1_000;
+/// Keepalives waiting for the next coalesced leadership check.
+const BARRIER_QUEUE: usize = 65_536;
+
+type BarrierWaiter = oneshot::Sender<Result<(), LeaderError>>;
 
 /// How a node forms or joins a cluster on its first start (later starts resume from disk).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -197,6 +208,10 @@ pub struct RaftNode {
     config: Arc<RaftNodeConfig>,
     state_machine: StateMachine,
     transport: Arc<PeerTransport>,
+    /// The registry leases this node keeps while it leads.
+    leases: Arc<tokio::sync::Mutex<LeaseTable>>,
+    /// Requests for a coalesced leadership check (see [`barrier_pump`]).
+    barrier: mpsc::Sender<BarrierWaiter>,
 }
 
 impl RaftNode {
@@ -253,12 +268,20 @@ impl RaftNode {
         )
         .await
         .map_err(|e| OpenError::Raft(e.to_string()))?;
+        let (barrier, barrier_requests) = mpsc::channel(BARRIER_QUEUE);
+        tokio::spawn(barrier_pump(
+            raft.clone(),
+            barrier_requests,
+            Duration::from_millis(config.leader_op_timeout_ms),
+        ));
         let node = Self {
             raft,
             engine: handle,
             config: Arc::new(config),
             state_machine,
             transport: transport.clone(),
+            leases: Arc::default(),
+            barrier,
         };
         // Serve peers before bootstrapping: the others may already be asking for votes.
         tokio::spawn(transport.serve(node.clone()));
@@ -322,6 +345,16 @@ impl RaftNode {
         self.state_machine.stream()
     }
 
+    pub fn registry(&self) -> &RegistryState {
+        self.state_machine.registry()
+    }
+
+    /// Registry and config events of each applied entry; an empty list (after a snapshot
+    /// install) means "read history from where you are".
+    pub fn subscribe_registry(&self) -> broadcast::Receiver<Arc<(u64, Vec<RegistryEvent>)>> {
+        self.state_machine.subscribe_registry()
+    }
+
     /// Topics changed by each applied entry, for consumers attached to this node.
     pub fn subscribe_streams(&self) -> broadcast::Receiver<Arc<(u64, Vec<Notice>)>> {
         self.state_machine.subscribe_streams()
@@ -375,29 +408,166 @@ impl RaftNode {
         }
     }
 
+    /// Proposes a registry or config command, like [`Self::write_kv`].
+    pub async fn write_registry(
+        &self,
+        command: RegistryCommand,
+    ) -> Result<RegistryResponse, WriteError> {
+        match self.write(Command::Registry(command)).await? {
+            Response::Registry(response) => Ok(response),
+            other => Err(WriteError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// A registration: on the leader, after a coalesced leadership check, a registration that
+    /// would change nothing only refreshes its nodes' leases (no log entry); any other is
+    /// written through the log. Returns revision 0 for a keepalive.
+    pub async fn register(
+        &self,
+        command: RegistryCommand,
+    ) -> Result<RegistryResponse, WriteError> {
+        let request = Request {
+            time_ms: now_ms(),
+            command: Command::Registry(command),
+        };
+        match write_outcome(self.route(LeaderOp::Register(request)).await)? {
+            Response::Registry(response) => Ok(response),
+            other => Err(WriteError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     async fn write(&self, command: Command) -> Result<Response, WriteError> {
         let request = Request {
             time_ms: now_ms(),
             command,
         };
-        match self.route(LeaderOp::Write(request)).await {
-            Ok(LeaderReply::Written(response)) => Ok(response),
-            Ok(other) => Err(WriteError::Unexpected(format!("{other:?}"))),
-            Err(RouteError::Leader(LeaderError::NotLeader { leader_id })) => {
-                Err(WriteError::NotLeader { leader_id })
-            }
-            Err(RouteError::Leader(LeaderError::Fatal(message))) => Err(WriteError::Fatal(message)),
-            Err(RouteError::Leader(error @ LeaderError::Timeout(_))) => {
-                Err(WriteError::Unknown(error.to_string()))
-            }
-            Err(RouteError::Leader(error)) => Err(WriteError::Unexpected(error.to_string())),
-            Err(RouteError::Call(error)) if error.not_sent() => {
-                Err(WriteError::LeaderUnreachable(error.to_string()))
-            }
-            Err(RouteError::Call(error)) => Err(WriteError::Unknown(error.to_string())),
-        }
+        write_outcome(self.route(LeaderOp::Write(request)).await)
     }
 
+    /// This node leads, its leadership was confirmed by a quorum after the call began (checks
+    /// of concurrent callers are coalesced), and it applied everything committed before.
+    async fn confirmed_leader(&self) -> Result<(), LeaderError> {
+        let (answer, answered) = oneshot::channel();
+        self.barrier
+            .send(answer)
+            .await
+            .map_err(|_| LeaderError::Fatal("the barrier task stopped".into()))?;
+        answered
+            .await
+            .map_err(|_| LeaderError::Fatal("the barrier task stopped".into()))?
+    }
+
+    /// The keepalive path of [`Self::register`], on the leader.
+    async fn register_as_leader(&self, request: Request) -> Result<LeaderReply, LeaderError> {
+        let Command::Registry(command) = &request.command else {
+            return Err(LeaderError::Rejected("a registration carries a registry command".into()));
+        };
+        let term = self.raft.metrics().borrow().current_term;
+        self.confirmed_leader().await?;
+        {
+            // Held while the keepalive is judged, so that the lease sweep (which holds it while
+            // it proposes expiries) never expires a node between our check and our refresh.
+            let mut leases = self.leases.lock().await;
+            let unchanged = self
+                .registry()
+                .unchanged_by(command)
+                .map_err(|e| LeaderError::Fatal(e.to_string()))?;
+            if let Some(nodes) = unchanged {
+                leases.refresh(term, &nodes, std::time::Instant::now());
+                return Ok(LeaderReply::Written(Response::Registry(
+                    RegistryResponse::Registered {
+                        revision: 0,
+                        created: 0,
+                        updated: 0,
+                    },
+                )));
+            }
+        }
+        let command = command.clone();
+        let written = self.run_as_leader_unbounded(LeaderOp::Write(request)).await?;
+        // Its nodes were just heard from, changed or not.
+        if let Ok(Some(nodes)) = self.registry().unchanged_by(&command) {
+            self.leases
+                .lock()
+                .await
+                .refresh(term, &nodes, std::time::Instant::now());
+        }
+        Ok(written)
+    }
+}
+
+/// Maps the outcome of a routed write.
+fn write_outcome(outcome: Result<LeaderReply, RouteError>) -> Result<Response, WriteError> {
+    match outcome {
+        Ok(LeaderReply::Written(response)) => Ok(response),
+        Ok(other) => Err(WriteError::Unexpected(format!("{other:?}"))),
+        Err(RouteError::Leader(LeaderError::NotLeader { leader_id })) => {
+            Err(WriteError::NotLeader { leader_id })
+        }
+        Err(RouteError::Leader(LeaderError::Fatal(message))) => Err(WriteError::Fatal(message)),
+        Err(RouteError::Leader(error @ LeaderError::Timeout(_))) => {
+            Err(WriteError::Unknown(error.to_string()))
+        }
+        // Only a keepalive checks leadership first; nothing was done.
+        Err(RouteError::Leader(error @ LeaderError::NoQuorum(_))) => {
+            Err(WriteError::LeaderUnreachable(error.to_string()))
+        }
+        Err(RouteError::Leader(error)) => Err(WriteError::Unexpected(error.to_string())),
+        Err(RouteError::Call(error)) if error.not_sent() => {
+            Err(WriteError::LeaderUnreachable(error.to_string()))
+        }
+        Err(RouteError::Call(error)) => Err(WriteError::Unknown(error.to_string())),
+    }
+}
+
+/// Confirms leadership for every waiter queued meanwhile with one quorum round (group commit for
+/// leadership checks): a waiter that arrives while a round is in flight joins the next one, so
+/// each answer confirms leadership after its waiter asked. Then waits to apply up to the read
+/// index, so the caller reads every write committed before it asked.
+async fn barrier_pump(
+    raft: Raft<TypeConfig>,
+    mut requests: mpsc::Receiver<BarrierWaiter>,
+    timeout: Duration,
+) {
+    while let Some(first) = requests.recv().await {
+        let mut waiting = vec![first];
+        while let Ok(more) = requests.try_recv() {
+            waiting.push(more);
+        }
+        let result = async {
+            let (read_log_id, _) = raft.get_read_log_id().await.map_err(read_index_error)?;
+            let index = read_log_id.map_or(0, |id| id.index);
+            raft.wait(Some(timeout))
+                .applied_index_at_least(Some(index), "registry keepalive")
+                .await
+                .map(|_| ())
+                .map_err(|e| LeaderError::NoQuorum(format!("applying up to {index}: {e}")))
+        }
+        .await;
+        for waiter in waiting {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+fn read_index_error(
+    error: RaftError<u64, openraft::error::CheckIsLeaderError<u64, BasicNode>>,
+) -> LeaderError {
+    use openraft::error::CheckIsLeaderError;
+    match error {
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)) => {
+            LeaderError::NotLeader {
+                leader_id: forward.leader_id,
+            }
+        }
+        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)) => {
+            LeaderError::NoQuorum(e.to_string())
+        }
+        RaftError::Fatal(fatal) => LeaderError::Fatal(fatal.to_string()),
+    }
+}
+
+impl RaftNode {
     /// Waits until this node has applied the entry at `index` (so its state reflects it).
     pub async fn wait_applied(&self, index: u64) -> Result<(), ReadError> {
         self.raft
@@ -538,7 +708,7 @@ impl RaftNode {
     }
 
     async fn run_as_leader_unbounded(&self, op: LeaderOp) -> Result<LeaderReply, LeaderError> {
-        use openraft::error::{CheckIsLeaderError, ClientWriteError};
+        use openraft::error::ClientWriteError;
         fn write_error(error: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> LeaderError {
             match error {
                 RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
@@ -573,16 +743,9 @@ impl RaftNode {
                 Ok((read_log_id, _applied)) => {
                     Ok(LeaderReply::ReadIndex(read_log_id.map_or(0, |id| id.index)))
                 }
-                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
-                    Err(LeaderError::NotLeader {
-                        leader_id: forward.leader_id,
-                    })
-                }
-                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
-                    Err(LeaderError::NoQuorum(e.to_string()))
-                }
-                Err(RaftError::Fatal(fatal)) => Err(LeaderError::Fatal(fatal.to_string())),
+                Err(error) => Err(read_index_error(error)),
             },
+            LeaderOp::Register(request) => Box::pin(self.register_as_leader(request)).await,
             LeaderOp::AddLearner { .. } | LeaderOp::Promote { .. } | LeaderOp::Remove { .. }
                 if !self
                     .membership()
@@ -774,6 +937,9 @@ impl RaftNode {
             if ticks.is_multiple_of(RETENTION_EVERY_TICKS) {
                 self.sweep_retention().await;
             }
+            if ticks.is_multiple_of(LEASES_EVERY_TICKS) {
+                self.sweep_leases().await;
+            }
             let due = match self
                 .kv()
                 .due_expirations(now_ms(), self.config.expiry_batch_max)
@@ -811,6 +977,34 @@ impl RaftNode {
                 Ok((_, response)) => tracing::debug!(?response, "stream retention"),
                 Err(error) => {
                     tracing::warn!(%error, "proposing stream retention failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Proposes the expiry of registry nodes whose lease ran out by this (the leader's) clock.
+    /// Holds the lease table meanwhile, so that no keepalive is judged against a node that is
+    /// being expired; a keepalive that then finds its node gone registers it again.
+    async fn sweep_leases(&self) {
+        let term = self.raft.metrics().borrow().current_term;
+        let rows = match self.registry().lease_rows() {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::error!(%error, "reading registry leases failed");
+                return;
+            }
+        };
+        let mut leases = self.leases.lock().await;
+        let due = leases.due(term, &rows, std::time::Instant::now());
+        for batch in due.chunks(LEASE_EXPIRY_BATCH_MAX) {
+            let command = RegistryCommand::Expire {
+                nodes: batch.to_vec(),
+            };
+            match self.write_registry(command).await {
+                Ok(response) => tracing::info!(?response, "registry leases ran out"),
+                Err(error) => {
+                    tracing::warn!(%error, "proposing registry expiries failed");
                     return;
                 }
             }

@@ -24,6 +24,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use strata_storage::kv::{KvState, RevisionEvents, StateTxn};
 use strata_storage::Engine;
+use strata_registry::{RegistryEvent, RegistryState};
 use strata_stream::{Notice, StreamState};
 use tokio::sync::broadcast;
 
@@ -52,6 +53,10 @@ pub struct StateMachine {
     /// (log index, topics changed by it), after the entry's batch is written; an empty list
     /// after a snapshot install means any topic may have changed.
     notices: broadcast::Sender<Arc<(u64, Vec<Notice>)>>,
+    registry: RegistryState,
+    /// (log index, registry and config events of it), after the entry's batch is written; an
+    /// empty list after a snapshot install means "read history from where you are".
+    registry_events: broadcast::Sender<Arc<(u64, Vec<RegistryEvent>)>>,
     snapshot_dir: PathBuf,
 }
 
@@ -102,10 +107,13 @@ impl StateMachine {
         std::fs::create_dir_all(&snapshot_dir)?;
         let (events, _) = broadcast::channel(WATCH_BROADCAST_CAPACITY);
         let (notices, _) = broadcast::channel(STREAM_NOTICE_CAPACITY);
+        let (registry_events, _) = broadcast::channel(WATCH_BROADCAST_CAPACITY);
         let kv = KvState::with_history_retention(engine.clone(), history_retain_revisions);
         let machine = Self {
             kv,
             stream: StreamState::new(engine.clone()),
+            registry: RegistryState::new(engine.clone(), history_retain_revisions),
+            registry_events,
             engine,
             events,
             notices,
@@ -183,6 +191,14 @@ impl StateMachine {
 
     pub fn subscribe_streams(&self) -> broadcast::Receiver<Arc<(u64, Vec<Notice>)>> {
         self.notices.subscribe()
+    }
+
+    pub fn registry(&self) -> &RegistryState {
+        &self.registry
+    }
+
+    pub fn subscribe_registry(&self) -> broadcast::Receiver<Arc<(u64, Vec<RegistryEvent>)>> {
+        self.registry_events.subscribe()
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -287,6 +303,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             let mut txn = StateTxn::new(entry.log_id.index);
             let mut notices = Vec::new();
+            let mut registry_events = Vec::new();
             let response = match &entry.payload {
                 EntryPayload::Blank => Response::None,
                 EntryPayload::Normal(request) => match &request.command {
@@ -302,6 +319,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             .map_err(|e| StorageIOError::write_state_machine(&e))?;
                         notices = changed;
                         Response::Stream(response)
+                    }
+                    Command::Registry(command) => {
+                        let (response, events) = self
+                            .registry
+                            .apply(&mut txn, command)
+                            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+                        registry_events = events;
+                        Response::Registry(response)
                     }
                 },
                 EntryPayload::Membership(membership) => {
@@ -325,6 +350,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     revision: entry.log_id.index,
                     events,
                 }));
+            }
+            if !registry_events.is_empty() {
+                let _ = self
+                    .registry_events
+                    .send(Arc::new((entry.log_id.index, registry_events)));
             }
             if !notices.is_empty() {
                 let _ = self.notices.send(Arc::new((entry.log_id.index, notices)));
@@ -399,6 +429,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // empty list means "any topic may have changed").
         let index = meta.last_log_id.map_or(0, |id| id.index);
         let _ = self.notices.send(Arc::new((index, Vec::new())));
+        let _ = self.registry_events.send(Arc::new((index, Vec::new())));
         Ok(())
     }
 

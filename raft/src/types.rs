@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use strata_storage::kv::{KvCommand, KvResponse};
+use strata_registry::{RegistryCommand, RegistryResponse};
 use strata_stream::{StreamCommand, StreamResponse};
 
 openraft::declare_raft_types!(
@@ -28,6 +29,7 @@ pub struct Request {
 pub enum Command {
     Kv(KvCommand),
     Stream(StreamCommand),
+    Registry(RegistryCommand),
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -36,6 +38,7 @@ pub enum Response {
     None,
     Kv(KvResponse),
     Stream(StreamResponse),
+    Registry(RegistryResponse),
 }
 
 impl std::fmt::Display for Request {
@@ -51,6 +54,9 @@ impl std::fmt::Display for Request {
                 write!(f, "kv.{kind}@{}", self.time_ms)
             }
             Command::Stream(command) => write!(f, "stream.{}@{}", command.kind(), self.time_ms),
+            Command::Registry(command) => {
+                write!(f, "registry.{}@{}", command.kind(), self.time_ms)
+            }
         }
     }
 }

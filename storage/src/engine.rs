@@ -29,6 +29,10 @@ pub const CF_SM_META: &str = "sm_meta";
 pub const CF_STREAM_MSG: &str = "stream_msg";
 /// Stream topics, consumer groups, pending deliveries and dedup ids (see `strata-stream`).
 pub const CF_STREAM_META: &str = "stream_meta";
+/// Registry services and nodes, and config documents (see `strata-registry`).
+pub const CF_REGISTRY: &str = "registry";
+/// Registry and config watch history: revision big-endian -> events of that revision.
+pub const CF_REGISTRY_HISTORY: &str = "registry_history";
 
 /// Column families that make up the state machine, in snapshot order. A snapshot names each
 /// family by its index here: append only.
@@ -40,6 +44,8 @@ pub const STATE_CFS: &[&str] = &[
     CF_SM_META,
     CF_STREAM_MSG,
     CF_STREAM_META,
+    CF_REGISTRY,
+    CF_REGISTRY_HISTORY,
 ];
 
 const ALL_CFS: &[&str] = &[
@@ -52,6 +58,8 @@ const ALL_CFS: &[&str] = &[
     CF_SM_META,
     CF_STREAM_MSG,
     CF_STREAM_META,
+    CF_REGISTRY,
+    CF_REGISTRY_HISTORY,
 ];
 
 /// A handle to the open database; cheap to clone.

@@ -2,10 +2,14 @@
 //! (health, readiness, metrics) until SIGINT or SIGTERM, then shuts down in order.
 
 pub mod cluster;
+pub mod config;
+pub mod history;
 pub mod http;
 pub mod kv;
 pub mod metrics;
 pub mod namespace;
+pub mod registry;
+pub mod secrets;
 pub mod status;
 pub mod stream;
 pub mod validate;
@@ -18,6 +22,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strata_proto::cluster::v1::cluster_server::ClusterServer;
+use strata_proto::config::v1::config_server::ConfigServer;
+use strata_proto::registry::v1::registry_server::RegistryServer;
 use strata_proto::kv::v1::kv_server::KvServer;
 use strata_proto::stream::v1::stream_server::StreamServer;
 use strata_raft::{tls, Bootstrap, PeerTransport, RaftNode, RaftNodeConfig};
@@ -47,9 +53,64 @@ pub struct ServeConfig {
     pub max_message_bytes: usize,
     pub history_retain_revisions: u64,
     pub snapshot_every_entries: u64,
+    pub registry_max_nodes: u64,
+    pub secret_key_file: Option<PathBuf>,
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl ServeConfig {
+    /// The secret key: the given file, or in local mode DATA_DIR/secret.key (created on first
+    /// start). A cluster member without a key file serves no secrets.
+    fn secret_key(&self, single: bool) -> anyhow::Result<Option<Arc<secrets::SecretKey>>> {
+        let path = match (&self.secret_key_file, single) {
+            (Some(path), _) => path.clone(),
+            (None, true) => {
+                let path = self.data_dir.join("secret.key");
+                if !path.exists() {
+                    std::fs::create_dir_all(&self.data_dir)?;
+                    secrets::SecretKey::create_file(&path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    tracing::info!(path = %path.display(), "created a secret key for config secrets");
+                }
+                path
+            }
+            (None, false) => {
+                tracing::warn!("no --secret-key-file: config secrets are refused on this node");
+                return Ok(None);
+            }
+        };
+        Ok(Some(Arc::new(secrets::SecretKey::load(&path)?)))
+    }
+
+    /// The admin token: the given file's first line, or in local mode DATA_DIR/admin.token
+    /// (created on first start).
+    fn admin_token(&self, single: bool) -> anyhow::Result<Option<String>> {
+        let path = match (&self.admin_token_file, single) {
+            (Some(path), _) => path.clone(),
+            (None, true) => {
+                let path = self.data_dir.join("admin.token");
+                if !path.exists() {
+                    std::fs::create_dir_all(&self.data_dir)?;
+                    write_new_token(&path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                }
+                path
+            }
+            (None, false) => return Ok(None),
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the admin token file {}", path.display()))?;
+        let token = text.lines().next().unwrap_or("").trim().to_string();
+        if token.len() < 16 {
+            anyhow::bail!(
+                "the admin token in {} is shorter than 16 characters",
+                path.display()
+            );
+        }
+        tracing::info!(path = %path.display(), "admin token (for namespace \"*\") read");
+        Ok(Some(token))
+    }
+
     fn bootstrap(&self) -> anyhow::Result<Bootstrap> {
         let clustered = self.join
             || self
@@ -81,6 +142,25 @@ impl ServeConfig {
     }
 }
 
+/// A random token (32 hex characters) in a new file readable by its owner only.
+fn write_new_token(path: &std::path::Path) -> std::io::Result<()> {
+    use ring::rand::SecureRandom;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| std::io::Error::other("the system random source failed"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(file, "{token}")?;
+    file.sync_all()
+}
+
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let grpc_listener = tokio::net::TcpListener::bind(config.client_addr)
         .await
@@ -106,6 +186,8 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     };
     let bound_peer_addr = transport.local_addr();
     let single = bootstrap == Bootstrap::Single;
+    let secret_key = config.secret_key(single)?;
+    let resolver = namespace::Resolver::new(config.admin_token(single)?);
     // Peers reach this node at the address the initial cluster gives it, else where it is bound.
     let advertised_peer_addr = match &bootstrap {
         Bootstrap::Cluster(members) => members[&config.node_id].clone(),
@@ -171,6 +253,23 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         stream::StreamService::max_request_bytes(config.max_message_bytes) + REQUEST_OVERHEAD_BYTES,
     )
     .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let registry = RegistryServer::new(registry::RegistryService::new(
+        node.clone(),
+        metrics.clone(),
+        config.registry_max_nodes,
+        stopped.clone(),
+    ))
+    .max_decoding_message_size(config.max_value_bytes + REQUEST_OVERHEAD_BYTES)
+    .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let config_service = ConfigServer::new(config::ConfigService::new(
+        node.clone(),
+        metrics.clone(),
+        config.max_value_bytes,
+        secret_key,
+        stopped.clone(),
+    ))
+    .max_decoding_message_size(config.max_value_bytes + REQUEST_OVERHEAD_BYTES)
+    .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let cluster = ClusterServer::new(cluster::ClusterService::new(node.clone(), metrics.clone()));
     // Small responses must not wait for delayed ACKs (Nagle): a listener handed to tonic does not
     // get the server's nodelay setting, so set it on the incoming stream.
@@ -180,8 +279,10 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let grpc = tonic::transport::Server::builder()
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(InterceptedService::new(kv, namespace::resolve))
-        .add_service(InterceptedService::new(stream, namespace::resolve))
+        .add_service(InterceptedService::new(kv, resolver.clone()))
+        .add_service(InterceptedService::new(stream, resolver.clone()))
+        .add_service(InterceptedService::new(registry, resolver.clone()))
+        .add_service(InterceptedService::new(config_service, resolver))
         .add_service(cluster)
         .serve_with_incoming_shutdown(incoming, until(stopped.clone()));
     let http = http::serve(http_listener, node.clone(), metrics, until(stopped.clone()));

@@ -27,6 +27,11 @@ fn with(
     status
 }
 
+/// A status with its `x-strata-error` code.
+pub fn with_code(code: Code, error: &'static str, message: String) -> Status {
+    with(code, error, message, &[])
+}
+
 pub fn failure(failure: &KvFailure) -> Status {
     match failure {
         KvFailure::ModRevisionMismatch { expected, actual } => with(

@@ -52,6 +52,9 @@ pub enum LeaderOp {
     Remove {
         node_id: u64,
     },
+    /// A registry registration: a keepalive when it would change nothing (the leader refreshes
+    /// the nodes' leases, no log entry), else written like `Write`.
+    Register(Request),
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,163 @@
+//! Feeds one registry or config watcher: history from a revision first, then live events,
+//! falling back to history whenever the live buffer overflowed or a snapshot was installed.
+//! Each revision is examined once, in order; what a watcher sees of it is its [`Follower`]'s
+//! business.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_raft::RaftNode;
+use strata_registry::RegistryEvent;
+use tokio::sync::{broadcast, mpsc};
+use tonic::Status;
+
+use super::status;
+
+/// Revisions read from history per step while a watcher catches up.
+const HISTORY_BATCH: usize = 256;
+/// Responses buffered per watcher before the pump waits for the client.
+pub const CHANNEL_CAPACITY: usize = 64;
+const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+pub type Live = broadcast::Receiver<Arc<(u64, Vec<RegistryEvent>)>>;
+
+/// What one watcher makes of the events.
+pub trait Follower: Send + 'static {
+    type Response: Send + 'static;
+    /// Responses for one revision's events (none when nothing concerns this watcher).
+    fn render(&mut self, revision: u64, events: &[RegistryEvent]) -> Result<Vec<Self::Response>, Status>;
+    /// A message saying everything up to `revision` was examined.
+    fn progress(&self, revision: u64) -> Self::Response;
+}
+
+pub fn progress_interval(ms: u32) -> Duration {
+    match ms {
+        0 => DEFAULT_PROGRESS_INTERVAL,
+        ms => Duration::from_millis(ms.into()).max(MIN_PROGRESS_INTERVAL),
+    }
+}
+
+/// The first revision to deliver: `start`, or after what is applied now (0). Fails when
+/// history before it was trimmed.
+pub fn start_revision(node: &RaftNode, start: u64) -> Result<u64, Status> {
+    let start = match start {
+        0 => node.applied_revision() + 1,
+        revision => revision,
+    };
+    let floor = node.registry().history_floor().map_err(status::storage)?;
+    if start < floor {
+        return Err(status::compacted(start, floor));
+    }
+    Ok(start)
+}
+
+pub struct Pump<F: Follower> {
+    pub node: RaftNode,
+    pub follower: F,
+    /// The first revision not yet examined.
+    pub next: u64,
+    pub sender: mpsc::Sender<Result<F::Response, Status>>,
+    pub progress: Duration,
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl<F: Follower> Pump<F> {
+    /// `live` must have been subscribed before the start revision was chosen.
+    pub async fn run(mut self, mut live: Live) {
+        if !self.catch_up().await {
+            return;
+        }
+        let mut stopping = self.stopping.clone();
+        let client_side = self.sender.clone();
+        loop {
+            tokio::select! {
+                received = live.recv() => match received {
+                    // An empty list: a snapshot was installed; history has what happened.
+                    Ok(item) if item.1.is_empty() => {
+                        if !self.catch_up().await {
+                            return;
+                        }
+                    }
+                    Ok(item) => {
+                        if item.0 >= self.next && !self.deliver(item.0, &item.1).await {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if !self.catch_up().await {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tokio::time::sleep(self.progress) => {
+                    let seen = (self.next - 1).min(self.node.applied_revision());
+                    if self.sender.send(Ok(self.follower.progress(seen))).await.is_err() {
+                        return;
+                    }
+                }
+                _ = client_side.closed() => return,
+                _ = stopped(&mut stopping) => {
+                    let status = Status::unavailable(
+                        "the server is shutting down; resume the watch from the last revision seen",
+                    );
+                    let _ = self.sender.send(Err(status)).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Delivers history from `next` to the newest stored revision. False when the watch ends.
+    async fn catch_up(&mut self) -> bool {
+        loop {
+            let page = match self.node.registry().history(self.next, HISTORY_BATCH) {
+                Ok(page) => page,
+                Err(error) => {
+                    let _ = self.sender.send(Err(status::storage(error))).await;
+                    return false;
+                }
+            };
+            if self.next < page.floor {
+                let _ = self
+                    .sender
+                    .send(Err(status::compacted(self.next, page.floor)))
+                    .await;
+                return false;
+            }
+            let done = page.revisions.len() < HISTORY_BATCH;
+            for (revision, events) in &page.revisions {
+                if !self.deliver(*revision, events).await {
+                    return false;
+                }
+            }
+            if done {
+                return true;
+            }
+        }
+    }
+
+    async fn deliver(&mut self, revision: u64, events: &[RegistryEvent]) -> bool {
+        self.next = revision + 1;
+        match self.follower.render(revision, events) {
+            Ok(responses) => {
+                for response in responses {
+                    if self.sender.send(Ok(response)).await.is_err() {
+                        return false;
+                    }
+                }
+                true
+            }
+            Err(status) => {
+                let _ = self.sender.send(Err(status)).await;
+                false
+            }
+        }
+    }
+}
+
+/// Completes once the server is stopping (the guard `wait_for` returns is not `Send`).
+async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
