@@ -22,7 +22,7 @@ pub enum Consistency {
 }
 
 impl Consistency {
-    fn proto(self) -> i32 {
+    pub(crate) fn proto(self) -> i32 {
         match self {
             Consistency::Linearizable => proto::Consistency::Linearizable as i32,
             Consistency::Serializable => proto::Consistency::Serializable as i32,

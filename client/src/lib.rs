@@ -18,8 +18,10 @@
 //! error mid-call) may or may not have been applied: make it idempotent (compare-and-swap on the
 //! mod revision, create-only) before retrying it yourself.
 
+pub mod config;
 mod error;
 mod kv;
+pub mod registry;
 mod retry;
 pub mod stream;
 
@@ -53,9 +55,19 @@ type KvGrpc = proto::kv_client::KvClient<InterceptedService<Channel, NamespaceHe
 type StreamGrpc = strata_proto::stream::v1::stream_client::StreamClient<
     InterceptedService<Channel, NamespaceHeader>,
 >;
+type RegistryGrpc = strata_proto::registry::v1::registry_client::RegistryClient<
+    InterceptedService<Channel, NamespaceHeader>,
+>;
+type ConfigGrpc = strata_proto::config::v1::config_client::ConfigClient<
+    InterceptedService<Channel, NamespaceHeader>,
+>;
 
 #[derive(Clone)]
-pub struct NamespaceHeader(AsciiMetadataValue);
+pub struct NamespaceHeader {
+    namespace: AsciiMetadataValue,
+    /// `Bearer <token>`, when the client has one.
+    authorization: Option<AsciiMetadataValue>,
+}
 
 impl tonic::service::Interceptor for NamespaceHeader {
     fn call(
@@ -64,7 +76,12 @@ impl tonic::service::Interceptor for NamespaceHeader {
     ) -> Result<tonic::Request<()>, tonic::Status> {
         request
             .metadata_mut()
-            .insert(NAMESPACE_HEADER, self.0.clone());
+            .insert(NAMESPACE_HEADER, self.namespace.clone());
+        if let Some(authorization) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", authorization.clone());
+        }
         Ok(request)
     }
 }
@@ -74,11 +91,14 @@ impl tonic::service::Interceptor for NamespaceHeader {
 pub struct Client {
     kv: Arc<retry::Endpoints>,
     stream: Arc<retry::Endpoints<StreamGrpc>>,
+    registry: Arc<retry::Endpoints<RegistryGrpc>>,
+    config: Arc<retry::Endpoints<ConfigGrpc>>,
 }
 
 pub struct ClientBuilder {
     endpoints: Vec<String>,
     namespace: String,
+    token: Option<String>,
     connect_timeout: Duration,
     request_timeout: Option<Duration>,
     max_message_bytes: usize,
@@ -102,6 +122,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Sent as `authorization: Bearer <token>` (the admin token lets the registry's reads and
+    /// watch use the namespace `*`: every namespace).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -122,6 +149,16 @@ impl ClientBuilder {
             .map_err(|_| {
                 Error::InvalidArgument(format!("namespace {:?} is not ASCII", self.namespace))
             })?;
+        let authorization = self
+            .token
+            .as_ref()
+            .map(|token| MetadataValue::try_from(format!("Bearer {token}")))
+            .transpose()
+            .map_err(|_| Error::InvalidArgument("the token is not printable ASCII".into()))?;
+        let header = NamespaceHeader {
+            namespace,
+            authorization,
+        };
         let mut channels = Vec::new();
         for name in &self.endpoints {
             let uri = if name.contains("://") {
@@ -157,17 +194,30 @@ impl ClientBuilder {
             });
         };
         let make = |channel: Channel| {
-            proto::kv_client::KvClient::with_interceptor(
-                channel,
-                NamespaceHeader(namespace.clone()),
-            )
-            .max_decoding_message_size(self.max_message_bytes)
-            .max_encoding_message_size(self.max_message_bytes)
+            proto::kv_client::KvClient::with_interceptor(channel, header.clone())
+                .max_decoding_message_size(self.max_message_bytes)
+                .max_encoding_message_size(self.max_message_bytes)
         };
         let make_stream = |channel: Channel| {
             strata_proto::stream::v1::stream_client::StreamClient::with_interceptor(
                 channel,
-                NamespaceHeader(namespace.clone()),
+                header.clone(),
+            )
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes)
+        };
+        let make_registry = |channel: Channel| {
+            strata_proto::registry::v1::registry_client::RegistryClient::with_interceptor(
+                channel,
+                header.clone(),
+            )
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes)
+        };
+        let make_config = |channel: Channel| {
+            strata_proto::config::v1::config_client::ConfigClient::with_interceptor(
+                channel,
+                header.clone(),
             )
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes)
@@ -189,12 +239,22 @@ impl ClientBuilder {
             .map(|(name, channel)| (name.clone(), make(channel.clone())))
             .collect();
         let streams = connected
+            .iter()
+            .map(|(name, channel)| (name.clone(), make_stream(channel.clone())))
+            .collect();
+        let registries = connected
+            .iter()
+            .map(|(name, channel)| (name.clone(), make_registry(channel.clone())))
+            .collect();
+        let configs = connected
             .into_iter()
-            .map(|(name, channel)| (name, make_stream(channel)))
+            .map(|(name, channel)| (name, make_config(channel)))
             .collect();
         Ok(Client {
             kv: Arc::new(retry::Endpoints::new(clients, preferred, self.retry)),
             stream: Arc::new(retry::Endpoints::new(streams, preferred, self.retry)),
+            registry: Arc::new(retry::Endpoints::new(registries, preferred, self.retry)),
+            config: Arc::new(retry::Endpoints::new(configs, preferred, self.retry)),
         })
     }
 }
@@ -214,6 +274,7 @@ impl Client {
             endpoints: split_endpoints(endpoint.as_ref()).collect(),
             retry: RetryPolicy::default(),
             namespace: "default".into(),
+            token: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: None,
             max_message_bytes: 32 * 1024 * 1024,
@@ -223,6 +284,16 @@ impl Client {
     /// Connects to `endpoint` in the `default` namespace.
     pub async fn connect(endpoint: impl AsRef<str>) -> Result<Self, Error> {
         Self::builder(endpoint).connect().await
+    }
+
+    /// The service registry of the client's namespace.
+    pub fn registry(&self) -> registry::Registry {
+        registry::Registry::new(self.registry.clone())
+    }
+
+    /// Config documents of the client's namespace.
+    pub fn config(&self) -> config::Config {
+        config::Config::new(self.config.clone())
     }
 
     /// A handle on one event-stream topic in this client's namespace.

@@ -28,6 +28,10 @@ enum Command {
     Kv(cli::kv::KvArgs),
     /// Event streams: publish, consume, replay, topics.
     Stream(cli::stream::StreamArgs),
+    /// Service registry: register with a TTL, look up, watch.
+    Registry(cli::registry::RegistryArgs),
+    /// Dynamic config: JSON documents by key and dotted path, with secrets.
+    Config(cli::config::ConfigArgs),
     /// Cluster membership and status.
     Cluster(cli::cluster::ClusterArgs),
     /// Create a cluster CA and node certificates (for tests and small deployments).
@@ -135,6 +139,14 @@ fn main() -> std::process::ExitCode {
             Command::Stream(args) => {
                 init_tracing("warn");
                 cli::stream::run(args).await
+            }
+            Command::Registry(args) => {
+                init_tracing("warn");
+                cli::registry::run(args).await
+            }
+            Command::Config(args) => {
+                init_tracing("warn");
+                cli::config::run(args).await
             }
             Command::Cluster(args) => {
                 init_tracing("warn");

@@ -66,8 +66,7 @@ impl LeaseTable {
                     last_seen: now,
                 };
             }
-            if now.saturating_duration_since(lease.last_seen) >= Duration::from_millis(row.ttl_ms)
-            {
+            if now.saturating_duration_since(lease.last_seen) >= Duration::from_millis(row.ttl_ms) {
                 due.push(ExpireNode {
                     key: row.key.clone(),
                     mod_revision: row.mod_revision,
@@ -75,7 +74,8 @@ impl LeaseTable {
             }
             present.insert(row.key.as_slice(), ());
         }
-        self.leases.retain(|key, _| present.contains_key(key.as_slice()));
+        self.leases
+            .retain(|key, _| present.contains_key(key.as_slice()));
         due
     }
 
@@ -106,7 +106,10 @@ mod tests {
         let at = |ms| start + Duration::from_millis(ms);
         let mut table = LeaseTable::default();
         let rows = [row("a", 1_000, 5), row("b", 1_000, 6)];
-        assert!(table.due(1, &rows, at(0)).is_empty(), "first sight starts a lease");
+        assert!(
+            table.due(1, &rows, at(0)).is_empty(),
+            "first sight starts a lease"
+        );
         table.refresh(1, &[(b"a".to_vec(), 5)], at(900));
         let due = table.due(1, &rows, at(1_000));
         assert_eq!(due.len(), 1);

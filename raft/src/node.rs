@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
-use strata_storage::kv::{KvCommand, KvResponse, KvState, RevisionEvents};
 use strata_registry::{RegistryCommand, RegistryEvent, RegistryResponse, RegistryState};
+use strata_storage::kv::{KvCommand, KvResponse, KvState, RevisionEvents};
 use strata_storage::{Engine, LogStore};
 use strata_stream::{Notice, StreamCommand, StreamResponse, StreamState};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -349,6 +349,11 @@ impl RaftNode {
         self.state_machine.registry()
     }
 
+    /// Registry node leases this node keeps (it keeps them only while it leads).
+    pub async fn registry_lease_count(&self) -> usize {
+        self.leases.lock().await.len()
+    }
+
     /// Registry and config events of each applied entry; an empty list (after a snapshot
     /// install) means "read history from where you are".
     pub fn subscribe_registry(&self) -> broadcast::Receiver<Arc<(u64, Vec<RegistryEvent>)>> {
@@ -422,10 +427,7 @@ impl RaftNode {
     /// A registration: on the leader, after a coalesced leadership check, a registration that
     /// would change nothing only refreshes its nodes' leases (no log entry); any other is
     /// written through the log. Returns revision 0 for a keepalive.
-    pub async fn register(
-        &self,
-        command: RegistryCommand,
-    ) -> Result<RegistryResponse, WriteError> {
+    pub async fn register(&self, command: RegistryCommand) -> Result<RegistryResponse, WriteError> {
         let request = Request {
             time_ms: now_ms(),
             command: Command::Registry(command),
@@ -460,7 +462,9 @@ impl RaftNode {
     /// The keepalive path of [`Self::register`], on the leader.
     async fn register_as_leader(&self, request: Request) -> Result<LeaderReply, LeaderError> {
         let Command::Registry(command) = &request.command else {
-            return Err(LeaderError::Rejected("a registration carries a registry command".into()));
+            return Err(LeaderError::Rejected(
+                "a registration carries a registry command".into(),
+            ));
         };
         let term = self.raft.metrics().borrow().current_term;
         self.confirmed_leader().await?;
@@ -484,7 +488,9 @@ impl RaftNode {
             }
         }
         let command = command.clone();
-        let written = self.run_as_leader_unbounded(LeaderOp::Write(request)).await?;
+        let written = self
+            .run_as_leader_unbounded(LeaderOp::Write(request))
+            .await?;
         // Its nodes were just heard from, changed or not.
         if let Ok(Some(nodes)) = self.registry().unchanged_by(&command) {
             self.leases

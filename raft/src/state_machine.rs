@@ -22,9 +22,9 @@ use openraft::{
     StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
+use strata_registry::{RegistryEvent, RegistryState};
 use strata_storage::kv::{KvState, RevisionEvents, StateTxn};
 use strata_storage::Engine;
-use strata_registry::{RegistryEvent, RegistryState};
 use strata_stream::{Notice, StreamState};
 use tokio::sync::broadcast;
 

@@ -1,8 +1,8 @@
 //! The openraft type configuration and the replicated log payload.
 
 use serde::{Deserialize, Serialize};
-use strata_storage::kv::{KvCommand, KvResponse};
 use strata_registry::{RegistryCommand, RegistryResponse};
+use strata_storage::kv::{KvCommand, KvResponse};
 use strata_stream::{StreamCommand, StreamResponse};
 
 openraft::declare_raft_types!(

@@ -104,12 +104,20 @@ impl RegistryCommand {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum RegistryFailure {
     /// The service would have more nodes than allowed.
-    TooManyNodes { limit: u64, would_have: u64 },
+    TooManyNodes {
+        limit: u64,
+        would_have: u64,
+    },
     /// The path runs into something that is not an object (`at`: the dotted prefix).
-    NotAnObject { at: String },
+    NotAnObject {
+        at: String,
+    },
     /// The document root must be a JSON object.
     RootNotObject,
-    DocumentTooLarge { bytes: u64, limit: u64 },
+    DocumentTooLarge {
+        bytes: u64,
+        limit: u64,
+    },
     /// The stored document or value is not valid JSON (cannot happen through the API).
     InvalidJson(String),
 }

@@ -209,7 +209,10 @@ mod tests {
     fn set_merges_objects_and_replaces_the_rest() {
         let mut doc = json!({"db": {"host": "a", "port": 1}, "name": "x"});
         set(&mut doc, &path("db"), json!({"port": 2, "user": "u"})).unwrap();
-        assert_eq!(doc, json!({"db": {"host": "a", "port": 2, "user": "u"}, "name": "x"}));
+        assert_eq!(
+            doc,
+            json!({"db": {"host": "a", "port": 2, "user": "u"}, "name": "x"})
+        );
         set(&mut doc, &path("db"), json!("flat")).unwrap();
         assert_eq!(doc, json!({"db": "flat", "name": "x"}));
         set(&mut doc, &path("new.deep.leaf"), json!([1, 2])).unwrap();

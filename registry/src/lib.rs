@@ -16,4 +16,4 @@ mod state;
 
 pub use command::*;
 pub use record::{ConfigRecord, NodeRecord, VersionRecord};
-pub use state::{HistoryPage, LeaseRow, RegistryState, ServiceView};
+pub use state::{node_key, HistoryPage, LeaseRow, RegistryState, ServiceView};

@@ -33,6 +33,7 @@ pub struct VersionRecord {
     pub info: ServiceInfo,
     pub node_count: u64,
     pub create_revision: u64,
+    /// The last revision that changed its info or its nodes.
     pub mod_revision: u64,
 }
 

@@ -33,6 +33,12 @@ const META_HISTORY_FLOOR: &[u8] = &[META, b'f'];
 /// History is trimmed in steps of at most this many revisions, not on every write.
 const HISTORY_TRIM_STEP_MAX: u64 = 1_024;
 
+/// A stored key and value.
+type Row = (Box<[u8]>, Box<[u8]>);
+
+/// A node's storage key and the mod revision a keepalive refreshes its lease at.
+pub type NodeLease = (Vec<u8>, u64);
+
 /// A (service, version) with its nodes, as read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceView {
@@ -130,7 +136,10 @@ impl RegistryState {
     /// Keeps `history_retain_revisions` revisions of watch history behind the newest (the same
     /// setting as the key-value history; decided by revision alone, so replicas agree).
     pub fn new(engine: Engine, history_retain_revisions: u64) -> Self {
-        assert!(history_retain_revisions > 0, "history retention must be positive");
+        assert!(
+            history_retain_revisions > 0,
+            "history retention must be positive"
+        );
         Self {
             engine,
             history_retain_revisions,
@@ -282,6 +291,7 @@ impl RegistryState {
     ) -> Result<RegistryResponse, StorageError> {
         let vkey = version_key(namespace, service, version);
         let current = self.load::<VersionRecord>(overlay, &vkey)?;
+        let info_changed = current.as_ref().is_none_or(|v| &v.info != info);
         let mut added = 0;
         let mut changes = Vec::new();
         for node in nodes {
@@ -293,7 +303,8 @@ impl RegistryState {
             if old.is_none() {
                 added += 1;
             }
-            if !same {
+            // A new service info changes every node's view of its service.
+            if !same || info_changed {
                 changes.push((key, node, old));
             }
         }
@@ -307,7 +318,6 @@ impl RegistryState {
                 }));
             }
         }
-        let info_changed = current.as_ref().is_none_or(|v| &v.info != info);
         if changes.is_empty() && !info_changed {
             return Ok(RegistryResponse::Registered {
                 revision: 0,
@@ -319,11 +329,8 @@ impl RegistryState {
             info: info.clone(),
             node_count: current.as_ref().map_or(0, |v| v.node_count) + added,
             create_revision: current.as_ref().map_or(revision, |v| v.create_revision),
-            mod_revision: if info_changed {
-                revision
-            } else {
-                current.as_ref().map_or(revision, |v| v.mod_revision)
-            },
+            // Its info or its nodes changed.
+            mod_revision: revision,
         };
         overlay.values.insert(vkey, Some(record::encode(&record)));
         let (mut created, mut updated) = (0, 0);
@@ -353,6 +360,26 @@ impl RegistryState {
                 change,
                 expired: false,
             }));
+        }
+        if info_changed && current.is_some() {
+            // The version's other nodes stay as stored; their watchers learn of the new info.
+            let registered: std::collections::HashSet<&str> =
+                nodes.iter().map(|n| n.id.as_str()).collect();
+            for (node, stored) in self.nodes_of(namespace, service, version)? {
+                if registered.contains(node.id.as_str()) {
+                    continue;
+                }
+                overlay.events.push(RegistryEvent::Node(NodeEvent {
+                    namespace: namespace.clone(),
+                    service: service.clone(),
+                    version: version.clone(),
+                    info: info.clone(),
+                    node,
+                    ttl_ms: stored.ttl_ms,
+                    change: Change::Update,
+                    expired: false,
+                }));
+            }
         }
         Ok(RegistryResponse::Registered {
             revision,
@@ -446,7 +473,11 @@ impl RegistryState {
     ) -> Result<RegistryResponse, StorageError> {
         let value: Value = match serde_json::from_str(value) {
             Ok(value) => value,
-            Err(e) => return Ok(RegistryResponse::Failed(RegistryFailure::InvalidJson(e.to_string()))),
+            Err(e) => {
+                return Ok(RegistryResponse::Failed(RegistryFailure::InvalidJson(
+                    e.to_string(),
+                )))
+            }
         };
         if path.is_empty() && !value.is_object() {
             return Ok(RegistryResponse::Failed(RegistryFailure::RootNotObject));
@@ -459,14 +490,18 @@ impl RegistryState {
             None => Value::Object(Default::default()),
         };
         if let Err(at) = json::set(&mut document, path, value) {
-            return Ok(RegistryResponse::Failed(RegistryFailure::NotAnObject { at }));
+            return Ok(RegistryResponse::Failed(RegistryFailure::NotAnObject {
+                at,
+            }));
         }
         let text = document.to_string();
         if text.len() as u64 > max_document_bytes {
-            return Ok(RegistryResponse::Failed(RegistryFailure::DocumentTooLarge {
-                bytes: text.len() as u64,
-                limit: max_document_bytes,
-            }));
+            return Ok(RegistryResponse::Failed(
+                RegistryFailure::DocumentTooLarge {
+                    bytes: text.len() as u64,
+                    limit: max_document_bytes,
+                },
+            ));
         }
         if current.as_ref().is_some_and(|c| c.document == text) {
             return Ok(RegistryResponse::ConfigSet { revision: 0 });
@@ -564,13 +599,22 @@ impl RegistryState {
 
     // ----- reads -------------------------------------------------------------------------
 
-    fn scan<'a>(
+    fn scan<'a>(&'a self, prefix: &[u8]) -> impl Iterator<Item = Result<Row, StorageError>> + 'a {
+        self.scan_at(prefix, None)
+    }
+
+    /// A prefix scan of the live state, or of `snapshot` when given.
+    fn scan_at<'a>(
         &'a self,
         prefix: &[u8],
-    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), StorageError>> + 'a {
+        snapshot: Option<&rocksdb::Snapshot<'a>>,
+    ) -> impl Iterator<Item = Result<Row, StorageError>> + 'a {
         let mut options = ReadOptions::default();
         if let Some(end) = keys::prefix_end(prefix) {
             options.set_iterate_upper_bound(end);
+        }
+        if let Some(snapshot) = snapshot {
+            options.set_snapshot(snapshot);
         }
         self.engine
             .db()
@@ -588,8 +632,18 @@ impl RegistryState {
         service: &str,
         version: &str,
     ) -> Result<Vec<(NodeInfo, NodeRecord)>, StorageError> {
+        self.nodes_at(namespace, service, version, None)
+    }
+
+    fn nodes_at(
+        &self,
+        namespace: &str,
+        service: &str,
+        version: &str,
+        snapshot: Option<&rocksdb::Snapshot<'_>>,
+    ) -> Result<Vec<(NodeInfo, NodeRecord)>, StorageError> {
         let mut nodes = Vec::new();
-        for item in self.scan(&node_prefix(namespace, service, version)) {
+        for item in self.scan_at(&node_prefix(namespace, service, version), snapshot) {
             let (key, value) = item?;
             let names = decode_names(&key, 4)?;
             let stored: NodeRecord = record::decode(&value)?;
@@ -612,19 +666,28 @@ impl RegistryState {
         namespace: Option<&str>,
         service: Option<&str>,
     ) -> Result<Vec<ServiceView>, StorageError> {
+        self.services_in(namespace, service, None)
+    }
+
+    fn services_in(
+        &self,
+        namespace: Option<&str>,
+        service: Option<&str>,
+        snapshot: Option<&rocksdb::Snapshot<'_>>,
+    ) -> Result<Vec<ServiceView>, StorageError> {
         let mut prefix = vec![VERSION];
         if let Some(namespace) = namespace {
             keys::push_segment(&mut prefix, namespace.as_bytes());
         }
         let mut out = Vec::new();
-        for item in self.scan(&prefix) {
+        for item in self.scan_at(&prefix, snapshot) {
             let (key, value) = item?;
             let names = decode_names(&key, 3)?;
             if service.is_some_and(|s| s != names[1]) {
                 continue;
             }
             let record: VersionRecord = record::decode(&value)?;
-            let nodes = self.nodes_of(&names[0], &names[1], &names[2])?;
+            let nodes = self.nodes_at(&names[0], &names[1], &names[2], snapshot)?;
             let mut names = names.into_iter();
             out.push(ServiceView {
                 namespace: names.next().expect("three names"),
@@ -642,25 +705,21 @@ impl RegistryState {
         self.meta_u64(META_REVISION)
     }
 
-    /// Like [`Self::services`], with the revision it reflects, read from one consistent view:
-    /// a watcher that replays history after that revision misses nothing and sees nothing twice.
+    /// Like [`Self::services`], with the revision it reflects, read from one RocksDB snapshot
+    /// (apply writes each entry's batch atomically): a watcher that replays history after that
+    /// revision misses nothing and sees nothing twice, however busy the registry is.
     pub fn services_at(
         &self,
         namespace: Option<&str>,
         service: Option<&str>,
     ) -> Result<(u64, Vec<ServiceView>), StorageError> {
-        // One RocksDB snapshot would be cleaner; reading the revision before and after and
-        // retrying on a change gives the same guarantee without threading it through.
-        for _ in 0..16 {
-            let before = self.revision()?;
-            let services = self.services(namespace, service)?;
-            if self.revision()? == before {
-                return Ok((before, services));
-            }
-        }
-        Err(StorageError::Corrupt(
-            "the registry changed during 16 consecutive reads".into(),
-        ))
+        let snapshot = self.engine.db().snapshot();
+        let revision = match snapshot.get_cf(self.engine.cf(CF_REGISTRY), META_REVISION)? {
+            Some(bytes) => read_u64(&bytes)?,
+            None => 0,
+        };
+        let services = self.services_in(namespace, service, Some(&snapshot))?;
+        Ok((revision, services))
     }
 
     /// Every node's lease parameters, for the leader.
@@ -683,7 +742,7 @@ impl RegistryState {
     pub fn unchanged_by(
         &self,
         command: &RegistryCommand,
-    ) -> Result<Option<Vec<(Vec<u8>, u64)>>, StorageError> {
+    ) -> Result<Option<Vec<NodeLease>>, StorageError> {
         let RegistryCommand::Register {
             namespace,
             service,
@@ -735,15 +794,30 @@ impl RegistryState {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, ConfigRecord)>, StorageError> {
+        // Escaped, a name's prefix is a prefix of its encoded segment: a range scan.
         let mut scan_prefix = vec![CONFIG];
         keys::push_segment(&mut scan_prefix, namespace.as_bytes());
+        keys::push_escaped(&mut scan_prefix, prefix.as_bytes());
+        // Start at `start_after` itself (skipped below) when it is past the prefix's start.
+        let start = match start_after {
+            Some(after) if after > prefix => config_key(namespace, after),
+            _ => scan_prefix.clone(),
+        };
+        let mut options = ReadOptions::default();
+        if let Some(end) = keys::prefix_end(&scan_prefix) {
+            options.set_iterate_upper_bound(end);
+        }
+        let items = self.engine.db().iterator_cf_opt(
+            self.engine.cf(CF_REGISTRY),
+            options,
+            IteratorMode::From(&start, Direction::Forward),
+        );
         let mut out = Vec::new();
-        for item in self.scan(&scan_prefix) {
+        for item in items {
             let (key, value) = item?;
             let names = decode_names(&key, 2)?;
             let name = &names[1];
-            if !name.starts_with(prefix) || start_after.is_some_and(|after| name.as_str() <= after)
-            {
+            if start_after.is_some_and(|after| name.as_str() <= after) {
                 continue;
             }
             out.push((name.clone(), record::decode(&value)?));
@@ -854,7 +928,11 @@ mod tests {
         let (response, events) = f.apply(register("v1", vec![node("a", "h:1")]));
         assert_eq!(
             response,
-            RegistryResponse::Registered { revision: 1, created: 1, updated: 0 }
+            RegistryResponse::Registered {
+                revision: 1,
+                created: 1,
+                updated: 0
+            }
         );
         assert_eq!(changes(&events), vec![("a".into(), Change::Create, false)]);
         // A second node merges; the first, unchanged, emits nothing.
@@ -886,7 +964,10 @@ mod tests {
         let (response, events) = f.apply(register("v2", vec![node("c", "h:3"), node("d", "h:4")]));
         assert_eq!(
             response,
-            RegistryResponse::Failed(RegistryFailure::TooManyNodes { limit: 3, would_have: 4 })
+            RegistryResponse::Failed(RegistryFailure::TooManyNodes {
+                limit: 3,
+                would_have: 4
+            })
         );
         assert!(events.is_empty());
         assert_eq!(f.state.services(Some("ns"), None).unwrap().len(), 1);
@@ -909,13 +990,25 @@ mod tests {
         assert_eq!(rows.len(), 1);
         // An expiry judged on an older version of the node is ignored.
         let (response, _) = f.apply(RegistryCommand::Expire {
-            nodes: vec![ExpireNode { key: rows[0].key.clone(), mod_revision: 99 }],
+            nodes: vec![ExpireNode {
+                key: rows[0].key.clone(),
+                mod_revision: 99,
+            }],
         });
         assert_eq!(response.revision(), 0);
         let (response, events) = f.apply(RegistryCommand::Expire {
-            nodes: vec![ExpireNode { key: rows[0].key.clone(), mod_revision: rows[0].mod_revision }],
+            nodes: vec![ExpireNode {
+                key: rows[0].key.clone(),
+                mod_revision: rows[0].mod_revision,
+            }],
         });
-        assert_eq!(response, RegistryResponse::Expired { revision: 4, expired: 1 });
+        assert_eq!(
+            response,
+            RegistryResponse::Expired {
+                revision: 4,
+                expired: 1
+            }
+        );
         assert_eq!(changes(&events), vec![("b".into(), Change::Delete, true)]);
         match &events[0] {
             RegistryEvent::Node(event) => assert_eq!(event.node.address, "h:2"),
@@ -931,7 +1024,10 @@ mod tests {
             node_ids: vec![],
         });
         assert_eq!(events.len(), 2);
-        assert!(matches!(response, RegistryResponse::Deregistered { removed: 2, .. }));
+        assert!(matches!(
+            response,
+            RegistryResponse::Deregistered { removed: 2, .. }
+        ));
         assert!(f.state.services(None, None).unwrap().is_empty());
     }
 
@@ -955,12 +1051,20 @@ mod tests {
         let (response, _) = f.apply(set("db.port.x", "1"));
         assert_eq!(
             response,
-            RegistryResponse::Failed(RegistryFailure::NotAnObject { at: "db.port".into() })
+            RegistryResponse::Failed(RegistryFailure::NotAnObject {
+                at: "db.port".into()
+            })
         );
         let (response, _) = f.apply(set("", "5"));
-        assert_eq!(response, RegistryResponse::Failed(RegistryFailure::RootNotObject));
+        assert_eq!(
+            response,
+            RegistryResponse::Failed(RegistryFailure::RootNotObject)
+        );
         let (response, _) = f.apply(set("big", &format!("{:?}", "x".repeat(64))));
-        assert!(matches!(response, RegistryResponse::Failed(RegistryFailure::DocumentTooLarge { .. })));
+        assert!(matches!(
+            response,
+            RegistryResponse::Failed(RegistryFailure::DocumentTooLarge { .. })
+        ));
         assert_eq!(f.state.config("ns", "app").unwrap().unwrap().version, 2);
         let delete = |path: &str| RegistryCommand::ConfigDelete {
             namespace: "ns".into(),
@@ -979,7 +1083,11 @@ mod tests {
         f.apply(delete(""));
         assert!(f.state.config("ns", "app").unwrap().is_none());
         // Other namespaces never see it.
-        assert!(f.state.config_keys("other", "", None, 10).unwrap().is_empty());
+        assert!(f
+            .state
+            .config_keys("other", "", None, 10)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `strata cert init|node`: a cluster CA and node certificates, for tests and small deployments.
+//! `strata cert init|node|secret-key`: a cluster CA, node certificates and the key that seals
+//! config secrets, for tests and small deployments.
 //! Larger deployments issue their own: each node needs `ca.pem`, and `node-N.pem`/`node-N.key`
 //! with the DNS name `node-N.strata`.
 
@@ -30,6 +31,13 @@ enum CertCommand {
         #[arg(long = "name")]
         names: Vec<String>,
     },
+    /// Create the key that seals secret config values (32 random bytes, base64, mode 0600).
+    /// Give every node of a cluster the same file (`strata serve --secret-key-file`).
+    SecretKey {
+        /// The file to create; an existing one is never replaced.
+        #[arg(long)]
+        file: PathBuf,
+    },
 }
 
 pub fn run(args: CertArgs) -> anyhow::Result<()> {
@@ -59,6 +67,11 @@ pub fn run(args: CertArgs) -> anyhow::Result<()> {
                 tls::node_cert_path(&tls_dir, node_id).display(),
                 tls::node_key_path(&tls_dir, node_id).display()
             );
+        }
+        CertCommand::SecretKey { file } => {
+            crate::server::secrets::SecretKey::create_file(&file)
+                .with_context(|| format!("creating the secret key file {}", file.display()))?;
+            println!("created {}", file.display());
         }
     }
     Ok(())

@@ -2,12 +2,14 @@
 
 pub mod cert;
 pub mod cluster;
+pub mod config;
 pub mod kv;
+pub mod registry;
 pub mod stream;
 
 use std::time::Duration;
 
-/// Where and as whom a client command talks, shared by `kv` and `stream`.
+/// Where and as whom a client command talks, shared by every client command.
 #[derive(clap::Args)]
 pub struct ClientArgs {
     /// Nodes to talk to, comma-separated; the first that answers is used, the others on failover.
@@ -25,6 +27,10 @@ pub struct ClientArgs {
         global = true
     )]
     pub namespace: String,
+    /// Sent as `authorization: Bearer TOKEN`; the admin token allows namespace "*" (every
+    /// namespace) for registry reads and watches.
+    #[arg(long, env = "STRATA_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
     /// Print JSON for scripts.
     #[arg(long, global = true)]
     pub json: bool,
@@ -32,8 +38,12 @@ pub struct ClientArgs {
 
 impl ClientArgs {
     pub async fn connect(&self) -> anyhow::Result<strata_client::Client> {
-        Ok(strata_client::Client::builder(self.endpoint.clone())
-            .namespace(self.namespace.clone())
+        let mut builder =
+            strata_client::Client::builder(self.endpoint.clone()).namespace(self.namespace.clone());
+        if let Some(token) = &self.token {
+            builder = builder.token(token.clone());
+        }
+        Ok(builder
             .connect_timeout(Duration::from_secs(3))
             .connect()
             .await?)

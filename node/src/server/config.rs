@@ -45,9 +45,8 @@ impl Revealer {
             let plain = key.open(&self.context, sealed).map_err(|e| {
                 status::with_code(Code::Internal, "secret_unreadable", e.to_string())
             })?;
-            serde_json::from_slice(&plain).map_err(|e| {
-                status::with_code(Code::Internal, "secret_unreadable", e.to_string())
-            })
+            serde_json::from_slice(&plain)
+                .map_err(|e| status::with_code(Code::Internal, "secret_unreadable", e.to_string()))
         })?;
         Ok(value)
     }
@@ -152,7 +151,10 @@ impl ConfigService {
 
 #[tonic::async_trait]
 impl pb::config_server::Config for ConfigService {
-    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
         self.metrics
             .observed("ConfigGet", async {
                 let namespace = namespace::of(&request)?;
@@ -172,7 +174,10 @@ impl pb::config_server::Config for ConfigService {
             .await
     }
 
-    async fn set(&self, request: Request<pb::SetRequest>) -> Result<Response<pb::SetResponse>, Status> {
+    async fn set(
+        &self,
+        request: Request<pb::SetRequest>,
+    ) -> Result<Response<pb::SetResponse>, Status> {
         self.metrics
             .observed("ConfigSet", async {
                 let namespace = namespace::of(&request)?;
@@ -180,9 +185,8 @@ impl pb::config_server::Config for ConfigService {
                 key_name(&request.key)?;
                 let path = path_of(&request.path)?;
                 validate::value("value", request.value.as_bytes(), self.max_value_bytes)?;
-                let value: Value = serde_json::from_str(&request.value).map_err(|e| {
-                    validate::invalid(format!("value is not valid JSON: {e}"))
-                })?;
+                let value: Value = serde_json::from_str(&request.value)
+                    .map_err(|e| validate::invalid(format!("value is not valid JSON: {e}")))?;
                 if json::uses_marker(&value) {
                     return Err(validate::invalid(format!(
                         "value uses the reserved object key {:?}; to store a secret, set \
@@ -242,7 +246,10 @@ impl pb::config_server::Config for ConfigService {
             .await
     }
 
-    async fn read(&self, request: Request<pb::ReadRequest>) -> Result<Response<pb::ReadResponse>, Status> {
+    async fn read(
+        &self,
+        request: Request<pb::ReadRequest>,
+    ) -> Result<Response<pb::ReadResponse>, Status> {
         self.metrics
             .observed("ConfigRead", async {
                 let namespace = namespace::of(&request)?;
@@ -281,7 +288,8 @@ impl pb::config_server::Config for ConfigService {
                     )));
                 }
                 self.read_barrier(request.consistency).await?;
-                let after = (!request.start_after.is_empty()).then_some(request.start_after.as_str());
+                let after =
+                    (!request.start_after.is_empty()).then_some(request.start_after.as_str());
                 let mut keys: Vec<String> = self
                     .node
                     .registry()

@@ -26,7 +26,11 @@ pub type Live = broadcast::Receiver<Arc<(u64, Vec<RegistryEvent>)>>;
 pub trait Follower: Send + 'static {
     type Response: Send + 'static;
     /// Responses for one revision's events (none when nothing concerns this watcher).
-    fn render(&mut self, revision: u64, events: &[RegistryEvent]) -> Result<Vec<Self::Response>, Status>;
+    fn render(
+        &mut self,
+        revision: u64,
+        events: &[RegistryEvent],
+    ) -> Result<Vec<Self::Response>, Status>;
     /// A message saying everything up to `revision` was examined.
     fn progress(&self, revision: u64) -> Self::Response;
 }
@@ -70,6 +74,12 @@ impl<F: Follower> Pump<F> {
         }
         let mut stopping = self.stopping.clone();
         let client_side = self.sender.clone();
+        // Progress goes out when this watcher was sent nothing for a whole interval, however
+        // busy the registry is with events it filters out.
+        let mut ticks = tokio::time::interval(self.progress);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.reset();
+        let mut sent_at = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 received = live.recv() => match received {
@@ -80,8 +90,12 @@ impl<F: Follower> Pump<F> {
                         }
                     }
                     Ok(item) => {
-                        if item.0 >= self.next && !self.deliver(item.0, &item.1).await {
-                            return;
+                        if item.0 >= self.next {
+                            match self.deliver(item.0, &item.1).await {
+                                Delivered::Closed => return,
+                                Delivered::Some => sent_at = tokio::time::Instant::now(),
+                                Delivered::Nothing => {}
+                            }
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -91,7 +105,11 @@ impl<F: Follower> Pump<F> {
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
-                _ = tokio::time::sleep(self.progress) => {
+                _ = ticks.tick() => {
+                    if sent_at.elapsed() < self.progress {
+                        continue;
+                    }
+                    sent_at = tokio::time::Instant::now();
                     let seen = (self.next - 1).min(self.node.applied_revision());
                     if self.sender.send(Ok(self.follower.progress(seen))).await.is_err() {
                         return;
@@ -128,7 +146,7 @@ impl<F: Follower> Pump<F> {
             }
             let done = page.revisions.len() < HISTORY_BATCH;
             for (revision, events) in &page.revisions {
-                if !self.deliver(*revision, events).await {
+                if let Delivered::Closed = self.deliver(*revision, events).await {
                     return false;
                 }
             }
@@ -138,23 +156,33 @@ impl<F: Follower> Pump<F> {
         }
     }
 
-    async fn deliver(&mut self, revision: u64, events: &[RegistryEvent]) -> bool {
+    async fn deliver(&mut self, revision: u64, events: &[RegistryEvent]) -> Delivered {
         self.next = revision + 1;
         match self.follower.render(revision, events) {
+            Ok(responses) if responses.is_empty() => Delivered::Nothing,
             Ok(responses) => {
                 for response in responses {
                     if self.sender.send(Ok(response)).await.is_err() {
-                        return false;
+                        return Delivered::Closed;
                     }
                 }
-                true
+                Delivered::Some
             }
             Err(status) => {
                 let _ = self.sender.send(Err(status)).await;
-                false
+                Delivered::Closed
             }
         }
     }
+}
+
+/// What delivering one revision did.
+enum Delivered {
+    /// Nothing concerned this watcher.
+    Nothing,
+    Some,
+    /// The watch ended (the client went away, or an error was sent).
+    Closed,
 }
 
 /// Completes once the server is stopping (the guard `wait_for` returns is not `Send`).

@@ -1,4 +1,5 @@
-//! Prometheus metrics: per-method request counts and latency, and Raft progress.
+//! Prometheus metrics: per-method request counts and latency, Raft progress, registry
+//! registrations by kind and the leader's lease count.
 
 use std::time::Instant;
 
@@ -12,6 +13,8 @@ pub struct Metrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     raft: IntGaugeVec,
+    registrations: IntCounterVec,
+    leases: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -39,10 +42,25 @@ impl Metrics {
             &["field"],
         )
         .expect("valid metric");
+        let registrations = IntCounterVec::new(
+            Opts::new(
+                "strata_registry_registrations_total",
+                "Registry registrations answered here: keepalive (nothing written) or written",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let leases = prometheus::IntGauge::new(
+            "strata_registry_leases",
+            "Registry node leases this node keeps (non-zero only on the leader)",
+        )
+        .expect("valid metric");
         for metric in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(raft.clone()),
+            Box::new(registrations.clone()),
+            Box::new(leases.clone()),
         ] {
             registry.register(metric).expect("unique metric names");
         }
@@ -51,7 +69,15 @@ impl Metrics {
             requests,
             latency,
             raft,
+            registrations,
+            leases,
         }
+    }
+
+    /// Counts one successful registration: a keepalive, or one written through the log.
+    pub fn registered(&self, written: bool) {
+        let kind = if written { "written" } else { "keepalive" };
+        self.registrations.with_label_values(&[kind]).inc();
     }
 
     /// Runs one request's work and records its outcome and latency under `method`.
@@ -90,6 +116,7 @@ impl Metrics {
         set("snapshot_index", status.snapshot_index);
         set("purged_index", status.purged_index);
         set("is_leader", u64::from(status.role == "leader"));
+        self.leases.set(node.registry_lease_count().await as i64);
         let mut out = Vec::new();
         prometheus::TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

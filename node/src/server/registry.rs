@@ -276,20 +276,26 @@ fn event_pb(event: &NodeEvent) -> pb::Event {
 
 pub fn failure(failure: &RegistryFailure) -> Status {
     match failure {
-        RegistryFailure::TooManyNodes { .. } => {
-            status::with_code(tonic::Code::ResourceExhausted, "too_many_nodes", failure.to_string())
-        }
-        RegistryFailure::NotAnObject { .. } => {
-            status::with_code(tonic::Code::FailedPrecondition, "not_an_object", failure.to_string())
-        }
+        RegistryFailure::TooManyNodes { .. } => status::with_code(
+            tonic::Code::ResourceExhausted,
+            "too_many_nodes",
+            failure.to_string(),
+        ),
+        RegistryFailure::NotAnObject { .. } => status::with_code(
+            tonic::Code::FailedPrecondition,
+            "not_an_object",
+            failure.to_string(),
+        ),
         RegistryFailure::DocumentTooLarge { .. } => status::with_code(
             tonic::Code::ResourceExhausted,
             "document_too_large",
             failure.to_string(),
         ),
-        RegistryFailure::RootNotObject | RegistryFailure::InvalidJson(_) => {
-            status::with_code(tonic::Code::InvalidArgument, "invalid_argument", failure.to_string())
-        }
+        RegistryFailure::RootNotObject | RegistryFailure::InvalidJson(_) => status::with_code(
+            tonic::Code::InvalidArgument,
+            "invalid_argument",
+            failure.to_string(),
+        ),
     }
 }
 
@@ -313,7 +319,11 @@ impl Follower for RegistryFollower {
                 RegistryEvent::Node(node) => Some(node),
                 RegistryEvent::Config(_) => None,
             })
-            .filter(|event| self.namespace.as_ref().is_none_or(|ns| &event.namespace == ns))
+            .filter(|event| {
+                self.namespace
+                    .as_ref()
+                    .is_none_or(|ns| &event.namespace == ns)
+            })
             .filter(|event| self.service.as_ref().is_none_or(|s| &event.service == s))
             .map(event_pb)
             .collect();
@@ -394,12 +404,15 @@ impl pb::registry_server::Registry for RegistryService {
                         revision,
                         created,
                         updated,
-                    } => Ok(pb::RegisterResponse {
-                        changed: revision != 0,
-                        revision,
-                        created,
-                        updated,
-                    }),
+                    } => {
+                        self.metrics.registered(revision != 0);
+                        Ok(pb::RegisterResponse {
+                            changed: revision != 0,
+                            revision,
+                            created,
+                            updated,
+                        })
+                    }
                     RegistryResponse::Failed(f) => Err(failure(&f)),
                     other => Err(Status::internal(format!("unexpected response {other:?}"))),
                 }
@@ -601,10 +614,7 @@ mod tests {
             2_500
         );
         assert!(messages.iter().all(|m| m.snapshot && m.revision == 9));
-        assert_eq!(
-            messages.iter().filter(|m| m.snapshot_complete).count(),
-            1
-        );
+        assert_eq!(messages.iter().filter(|m| m.snapshot_complete).count(), 1);
         assert!(messages.last().unwrap().snapshot_complete);
     }
 

@@ -44,7 +44,8 @@ impl SecretKey {
                 bytes.len()
             )));
         }
-        let key = UnboundKey::new(&CHACHA20_POLY1305, &bytes).map_err(|_| fail("unusable key".into()))?;
+        let key =
+            UnboundKey::new(&CHACHA20_POLY1305, &bytes).map_err(|_| fail("unusable key".into()))?;
         Ok(Self {
             key: LessSafeKey::new(key),
             random: SystemRandom::new(),
@@ -64,7 +65,11 @@ impl SecretKey {
             .create_new(true)
             .mode(0o600)
             .open(path)?;
-        writeln!(file, "{}", base64::engine::general_purpose::STANDARD.encode(bytes))?;
+        writeln!(
+            file,
+            "{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        )?;
         file.sync_all()
     }
 
@@ -119,12 +124,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret.key");
         SecretKey::create_file(&path).unwrap();
-        assert!(SecretKey::create_file(&path).is_err(), "never replaces a key");
+        assert!(
+            SecretKey::create_file(&path).is_err(),
+            "never replaces a key"
+        );
         let key = SecretKey::load(&path).unwrap();
         let sealed = key.seal(&context("ns", "app"), b"hunter2");
         assert!(!sealed.contains("hunter2"));
-        assert_ne!(sealed, key.seal(&context("ns", "app"), b"hunter2"), "fresh nonces");
-        assert_eq!(key.open(&context("ns", "app"), &sealed).unwrap(), b"hunter2");
+        assert_ne!(
+            sealed,
+            key.seal(&context("ns", "app"), b"hunter2"),
+            "fresh nonces"
+        );
+        assert_eq!(
+            key.open(&context("ns", "app"), &sealed).unwrap(),
+            b"hunter2"
+        );
         assert!(key.open(&context("other", "app"), &sealed).is_err());
         std::fs::write(dir.path().join("short"), "AAAA\n").unwrap();
         assert!(SecretKey::load(&dir.path().join("short")).is_err());

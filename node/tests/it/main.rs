@@ -4,8 +4,10 @@
 mod bad_input;
 mod cli;
 mod cluster;
+mod config;
 mod durability;
 mod harness;
 mod kv;
 mod ops;
+mod registry;
 mod stream;
