@@ -8,7 +8,9 @@
 //! operation is one transaction creating `--batch` new keys), `stream-pub` (one publish per
 //! operation), `stream-pub-batch` (one PublishBatch of `--batch` messages per operation) and
 //! `stream-e2e` (publishes while one group consumer acks them; reports publish-to-delivery
-//! latency as well).
+//! latency as well), `registry-heartbeat` and `watch-fanout` (see `registry.rs`).
+
+mod registry;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +28,7 @@ use strata_client::{Client, Consistency, Error, Put, Table};
 #[command(name = "strata-bench", about = "Load generator for Strata")]
 struct Args {
     /// kv-put, kv-get, kv-get-serializable, kv-mixed, kv-txn, kv-load, stream-pub,
-    /// stream-pub-batch or stream-e2e.
+    /// stream-pub-batch, stream-e2e, registry-heartbeat or watch-fanout.
     #[arg(long)]
     workload: String,
     #[arg(long, default_value = "127.0.0.1:7420")]
@@ -51,6 +53,29 @@ struct Args {
     /// operation (1 to 1,000).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
     batch: u32,
+    /// registry-heartbeat: service nodes, each registering itself.
+    #[arg(long, default_value_t = 10_000)]
+    nodes: u64,
+    /// registry-heartbeat: services the nodes are spread over.
+    #[arg(long, default_value_t = 100)]
+    services: u64,
+    /// registry-heartbeat: how often each node re-registers (0s: as fast as possible).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// registry workloads: the TTL nodes register with.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// registry-heartbeat: change every node's metadata on each refresh (each one a log
+    /// write), the baseline for keepalives.
+    #[arg(long)]
+    changing: bool,
+    /// With several --endpoint nodes: client i starts at the i-th (round robin) instead of all
+    /// at the first.
+    #[arg(long)]
+    spread: bool,
+    /// watch-fanout: concurrent watchers of the changed service.
+    #[arg(long, default_value_t = 1_000)]
+    watchers: usize,
     /// Server process ids whose CPU time to report per 1,000 operations (repeatable).
     #[arg(long)]
     server_pid: Vec<u32>,
@@ -72,6 +97,10 @@ enum Workload {
     PublishBatch(u32),
     /// Publishes, with a consumer measuring publish-to-delivery latency.
     EndToEnd,
+    /// Service nodes refreshing their registrations.
+    Heartbeat,
+    /// One registry change, many watchers.
+    Fanout,
 }
 
 impl Workload {
@@ -87,9 +116,12 @@ impl Workload {
             "kv-get-serializable" => Workload::Get(Consistency::Serializable),
             "kv-mixed" => Workload::Mixed,
             "kv-txn" => Workload::Txn,
+            "registry-heartbeat" => Workload::Heartbeat,
+            "watch-fanout" => Workload::Fanout,
             other => bail!(
                 "unknown workload {other:?}: kv-put, kv-get, kv-get-serializable, kv-mixed, \
-                 kv-txn, kv-load, stream-pub, stream-pub-batch, stream-e2e"
+                 kv-txn, kv-load, stream-pub, stream-pub-batch, stream-e2e, \
+                 registry-heartbeat, watch-fanout"
             ),
         })
     }
@@ -107,6 +139,17 @@ impl Workload {
     }
 }
 
+/// A measured phase, ready to report.
+pub(crate) struct Measured {
+    latency_us: Histogram<u64>,
+    outcomes: BTreeMap<&'static str, u64>,
+    elapsed: Duration,
+    /// Server CPU seconds before and after (None without --server-pid).
+    cpu: (Option<f64>, Option<f64>),
+    /// Workload-specific figures for the JSON report.
+    extra: Vec<(&'static str, serde_json::Value)>,
+}
+
 /// What one client saw.
 struct ClientResult {
     latency_us: Histogram<u64>,
@@ -120,14 +163,20 @@ async fn main() -> anyhow::Result<()> {
     if args.clients == 0 || args.ops == 0 || args.keys == 0 {
         bail!("--clients, --ops and --keys must be at least 1");
     }
+    let mut clients = Vec::with_capacity(args.clients);
+    for index in 0..args.clients {
+        clients.push(connect(&args, index).await?);
+    }
+    if matches!(workload, Workload::Heartbeat | Workload::Fanout) {
+        let measured = match workload {
+            Workload::Heartbeat => registry::heartbeat(&args, &clients).await?,
+            _ => registry::fanout(&args, &clients).await?,
+        };
+        return report(&args, measured);
+    }
     let mut tables = Vec::with_capacity(args.clients);
     let topic_name = format!("bench.{}.{}", args.workload, std::process::id());
-    for _ in 0..args.clients {
-        let client = Client::builder(args.endpoint.clone())
-            .namespace(args.namespace.clone())
-            .request_timeout(Duration::from_secs(10))
-            .connect()
-            .await?;
+    for client in clients {
         tables.push((
             client.table("bench", &args.workload),
             client.topic(&topic_name),
@@ -208,17 +257,7 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
 
-    let done = latency_us.len();
-    let ops_per_second = done as f64 / elapsed.as_secs_f64();
-    let cpu_per_1000_ops = match (cpu_before, cpu_after) {
-        (Some(before), Some(after)) if done > 0 => Some((after - before) / done as f64 * 1000.0),
-        _ => None,
-    };
-    let ms = |q: f64| latency_us.value_at_quantile(q) as f64 / 1000.0;
-    let items_per_s = ops_per_second * workload.items_per_op() as f64;
-    if workload.items_per_op() > 1 {
-        println!("{items_per_s:.0} messages or keys/s");
-    }
+    let items_per_op = workload.items_per_op() as f64;
     let e2e_ms = e2e_us.as_ref().map(|h| {
         let q = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         println!(
@@ -230,6 +269,63 @@ async fn main() -> anyhow::Result<()> {
         );
         json!({"p50": q(0.5), "p99": q(0.99), "max": h.max() as f64 / 1000.0, "messages": h.len()})
     });
+    let mut extra = vec![("publish_to_delivery_ms", json!(e2e_ms))];
+    if items_per_op > 1.0 {
+        let items_per_s = latency_us.len() as f64 / elapsed.as_secs_f64() * items_per_op;
+        println!("{items_per_s:.0} messages or keys/s");
+        extra.push(("items_per_s", json!(items_per_s)));
+    } else {
+        extra.push((
+            "items_per_s",
+            json!(latency_us.len() as f64 / elapsed.as_secs_f64()),
+        ));
+    }
+    report(
+        &args,
+        Measured {
+            latency_us,
+            outcomes,
+            elapsed,
+            cpu: (cpu_before, cpu_after),
+            extra,
+        },
+    )
+}
+
+/// Client `index`'s connection: every --endpoint node, starting at the `index`-th with --spread.
+async fn connect(args: &Args, index: usize) -> anyhow::Result<Client> {
+    let mut endpoints: Vec<&str> = args.endpoint.split(',').map(str::trim).collect();
+    if args.spread {
+        let first = index % endpoints.len();
+        endpoints.rotate_left(first);
+    }
+    Ok(Client::builder(endpoints.join(","))
+        .namespace(args.namespace.clone())
+        .request_timeout(Duration::from_secs(10))
+        .connect()
+        .await?)
+}
+
+/// Prints the summary line and outcomes, and writes the JSON report when asked.
+fn report(args: &Args, measured: Measured) -> anyhow::Result<()> {
+    let Measured {
+        latency_us,
+        outcomes,
+        elapsed,
+        cpu,
+        extra,
+    } = measured;
+    let done = latency_us.len();
+    let ops_per_second = done as f64 / elapsed.as_secs_f64();
+    let cpu_per_1000_ops = match cpu {
+        (Some(before), Some(after)) if done > 0 => Some((after - before) / done as f64 * 1000.0),
+        _ => None,
+    };
+    let cpu_per_second = match cpu {
+        (Some(before), Some(after)) => Some((after - before) / elapsed.as_secs_f64()),
+        _ => None,
+    };
+    let ms = |q: f64| latency_us.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "{} clients={} ops={done} in {:.2}s: {:.0} ops/s  p50={:.3}ms p99={:.3}ms p999={:.3}ms max={:.3}ms{}",
         args.workload,
@@ -240,23 +336,30 @@ async fn main() -> anyhow::Result<()> {
         ms(0.99),
         ms(0.999),
         latency_us.max() as f64 / 1000.0,
-        cpu_per_1000_ops.map_or(String::new(), |cpu| format!("  server_cpu={cpu:.3}s/1000ops")),
+        match (cpu_per_1000_ops, cpu_per_second) {
+            (Some(per_ops), Some(per_s)) => {
+                format!("  server_cpu={per_ops:.3}s/1000ops ({per_s:.2} cores)")
+            }
+            _ => String::new(),
+        },
     );
     println!("outcomes: {outcomes:?}");
     if let Some(path) = &args.json {
-        let report = json!({
+        let mut report = json!({
             "workload": args.workload,
             "clients": args.clients,
             "value_size": args.value_size,
             "ops": done,
             "elapsed_s": elapsed.as_secs_f64(),
             "ops_per_s": ops_per_second,
-            "items_per_s": items_per_s,
-            "publish_to_delivery_ms": e2e_ms,
             "latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": latency_us.max() as f64 / 1000.0},
             "outcomes": outcomes,
             "server_cpu_s_per_1000_ops": cpu_per_1000_ops,
+            "server_cpu_cores": cpu_per_second,
         });
+        for (name, value) in extra {
+            report[name] = value;
+        }
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
@@ -310,6 +413,9 @@ async fn run_client(
             Workload::PublishBatch(batch) => {
                 let messages = (0..batch).map(|_| Publish::new(value.clone()));
                 classify(topic.publish_batch(messages).await.map(|_| "ok"))
+            }
+            Workload::Heartbeat | Workload::Fanout => {
+                unreachable!("registry workloads run in registry.rs")
             }
         };
         let micros = started.elapsed().as_micros().clamp(1, 60_000_000) as u64;
@@ -437,7 +543,7 @@ async fn load(table: &Table, op: u64, batch: u32, value: &[u8]) -> &'static str 
     classify(table.txn(txn).await.map(|_| "ok"))
 }
 
-fn classify(result: Result<&'static str, Error>) -> &'static str {
+pub(crate) fn classify(result: Result<&'static str, Error>) -> &'static str {
     match result {
         Ok(outcome) => outcome,
         Err(Error::Unavailable { .. }) => "error_unavailable",
@@ -475,7 +581,7 @@ async fn preload(tables: &[Table], keys: u64, value: &[u8]) -> anyhow::Result<()
 }
 
 /// User plus system CPU seconds of the given processes, from /proc (None when none given).
-fn cpu_seconds(pids: &[u32]) -> anyhow::Result<Option<f64>> {
+pub(crate) fn cpu_seconds(pids: &[u32]) -> anyhow::Result<Option<f64>> {
     if pids.is_empty() {
         return Ok(None);
     }

@@ -76,7 +76,15 @@ fn every_workload_reports_completed_operations() {
         "stream-pub",
         "stream-pub-batch",
         "stream-e2e",
+        "registry-heartbeat",
+        "watch-fanout",
     ] {
+        // Small registry shapes: 50 nodes refreshing unpaced; 20 watchers.
+        let extra: &[&str] = match workload {
+            "registry-heartbeat" => &["--nodes", "50", "--services", "5", "--interval", "0s"],
+            "watch-fanout" => &["--watchers", "20"],
+            _ => &[],
+        };
         let report_path = dir.path().join(format!("{workload}.json"));
         let output = Command::new(env!("CARGO_BIN_EXE_strata-bench"))
             .args([
@@ -98,6 +106,7 @@ fn every_workload_reports_completed_operations() {
             ])
             .arg(&report_path)
             .args(["--server-pid", &server.0.id().to_string()])
+            .args(extra)
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -129,6 +138,14 @@ fn every_workload_reports_completed_operations() {
             let items = report["items_per_s"].as_f64().unwrap();
             let ops = report["ops_per_s"].as_f64().unwrap();
             assert!((items / ops - 100.0).abs() < 1e-6, "{report}");
+        }
+        if workload == "registry-heartbeat" {
+            // Refreshes of unchanged registrations: none may write, none may expire.
+            assert_eq!(report["nodes_alive"], 50, "{report}");
+            assert_eq!(outcomes["ok"], 200, "{report}");
+        }
+        if workload == "watch-fanout" {
+            assert_eq!(report["delivery_ms"]["deliveries"], 200 * 20, "{report}");
         }
         if workload == "stream-e2e" {
             let e2e = &report["publish_to_delivery_ms"];
