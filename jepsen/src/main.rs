@@ -5,6 +5,7 @@
 
 mod cluster;
 mod linear;
+mod registry;
 mod stream;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,7 +30,9 @@ struct Args {
     time_limit: Duration,
     /// `register` (reads, writes, CAS on a few keys; linearizability), `set` (unique writes;
     /// every acknowledged one present at the end) or `stream` (unique publishes while a
-    /// durable group consumes; nothing lost, duplicated, reordered or left undelivered).
+    /// durable group consumes; nothing lost, duplicated, reordered or left undelivered) or
+    /// `registry` (registrations and config writes on per-client keys; every key explained,
+    /// every node converged, every node's watch history rebuilding its state).
     #[arg(long, default_value = "register")]
     workload: String,
     /// Comma list of `kill`, `kill-leader`, `kill-all`, `pause`, `pause-leader`, or `none`.
@@ -141,9 +144,9 @@ async fn main() -> anyhow::Result<()> {
             .map_or(1, |d| d.as_nanos() as u64)
     });
     let faults = parse_nemesis(&args.nemesis)?;
-    if !["register", "set", "stream"].contains(&args.workload.as_str()) {
+    if !["register", "set", "stream", "registry"].contains(&args.workload.as_str()) {
         bail!(
-            "workload {:?} is not built yet; have: register, set, stream",
+            "workload {:?} is not built yet; have: register, set, stream, registry",
             args.workload
         );
     }
@@ -232,7 +235,10 @@ async fn main() -> anyhow::Result<()> {
                     complete_us: 0,
                     error: None,
                 };
-                let outcome: Result<Option<u64>, Error> = if workload == "stream" {
+                let outcome: Result<Option<u64>, Error> = if workload == "registry" {
+                    let value = (process as u64) << 32 | n as u64;
+                    registry::operate(&client, process, value, &mut rng, &mut record).await
+                } else if workload == "stream" {
                     let value = (process as u64) << 32 | n as u64;
                     record.op = "publish";
                     record.value = Some(value);
@@ -350,6 +356,10 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("history lock poisoned"))?;
     let verdict = match args.workload.as_str() {
         "set" => check_set(&table, &history).await?,
+        "registry" => {
+            let nodes: Vec<String> = endpoints.split(',').map(str::to_string).collect();
+            registry::check(&client, &nodes, &history).await?
+        }
         "stream" => {
             draining.store(true, std::sync::atomic::Ordering::SeqCst);
             let consumed = consumer

@@ -110,3 +110,10 @@ fn a_build_that_acknowledges_before_commit_is_caught() {
     assert!(stdout.contains("INVALID"), "{stdout}");
     assert!(stdout.contains("acknowledged adds lost"), "{stdout}");
 }
+
+/// Registrations, deregistrations and config writes under kills and pauses: every key ends as
+/// its operations explain, every node converges, and every node's watch history rebuilds it.
+#[test]
+fn registry_converges_and_loses_nothing_under_kills_and_pauses() {
+    run("registry", "kill-leader,pause,kill", "4");
+}
