@@ -165,7 +165,10 @@ async fn replay(client: &Client, revision: u64) -> anyhow::Result<Snapshot> {
                 continue;
             };
             let process: usize = process.parse()?;
-            let node = service.nodes.first().context("event without node")?;
+            // A version's info change names no node; the workload never changes info.
+            let Some(node) = service.nodes.first() else {
+                continue;
+            };
             let key: u64 = node.id.trim_start_matches('n').parse()?;
             if event.r#type == proto::event::Type::Delete as i32 {
                 state.remove(&("n", process, key));

@@ -216,10 +216,22 @@ pub struct ConfigEvent {
     pub new: Option<String>,
 }
 
+/// A (service, version)'s own info (metadata, endpoints) changed; its nodes did not.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct VersionEvent {
+    pub namespace: String,
+    pub service: String,
+    pub version: String,
+    pub info: ServiceInfo,
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum RegistryEvent {
     Node(NodeEvent),
     Config(ConfigEvent),
+    /// One event for the whole version however many nodes it has (added at the end: the
+    /// encoding of history is on disk).
+    Version(VersionEvent),
 }
 
 impl RegistryEvent {
@@ -227,6 +239,7 @@ impl RegistryEvent {
         match self {
             RegistryEvent::Node(event) => &event.namespace,
             RegistryEvent::Config(event) => &event.namespace,
+            RegistryEvent::Version(event) => &event.namespace,
         }
     }
 }

@@ -303,8 +303,7 @@ impl RegistryState {
             if old.is_none() {
                 added += 1;
             }
-            // A new service info changes every node's view of its service.
-            if !same || info_changed {
+            if !same {
                 changes.push((key, node, old));
             }
         }
@@ -362,24 +361,13 @@ impl RegistryState {
             }));
         }
         if info_changed && current.is_some() {
-            // The version's other nodes stay as stored; their watchers learn of the new info.
-            let registered: std::collections::HashSet<&str> =
-                nodes.iter().map(|n| n.id.as_str()).collect();
-            for (node, stored) in self.nodes_of(namespace, service, version)? {
-                if registered.contains(node.id.as_str()) {
-                    continue;
-                }
-                overlay.events.push(RegistryEvent::Node(NodeEvent {
-                    namespace: namespace.clone(),
-                    service: service.clone(),
-                    version: version.clone(),
-                    info: info.clone(),
-                    node,
-                    ttl_ms: stored.ttl_ms,
-                    change: Change::Update,
-                    expired: false,
-                }));
-            }
+            // One event for the version, not one per node: a version may have thousands.
+            overlay.events.push(RegistryEvent::Version(VersionEvent {
+                namespace: namespace.clone(),
+                service: service.clone(),
+                version: version.clone(),
+                info: info.clone(),
+            }));
         }
         Ok(RegistryResponse::Registered {
             revision,
@@ -917,7 +905,7 @@ mod tests {
             .iter()
             .map(|e| match e {
                 RegistryEvent::Node(n) => (n.node.id.clone(), n.change, n.expired),
-                RegistryEvent::Config(_) => panic!("config event"),
+                RegistryEvent::Config(_) | RegistryEvent::Version(_) => panic!("not a node event"),
             })
             .collect()
     }
@@ -1012,7 +1000,7 @@ mod tests {
         assert_eq!(changes(&events), vec![("b".into(), Change::Delete, true)]);
         match &events[0] {
             RegistryEvent::Node(event) => assert_eq!(event.node.address, "h:2"),
-            RegistryEvent::Config(_) => unreachable!(),
+            other => panic!("not a node event: {other:?}"),
         }
         assert!(f.state.services(None, None).unwrap().is_empty());
         // Deregistering with no node ids removes every node of the version.
@@ -1077,7 +1065,7 @@ mod tests {
                 assert_eq!(e.old.as_deref(), Some(r#"{"db":{"host":"a","port":2}}"#));
                 assert_eq!(e.new.as_deref(), Some(r#"{"db":{"port":2}}"#));
             }
-            RegistryEvent::Node(_) => unreachable!(),
+            other => panic!("not a config event: {other:?}"),
         }
         assert_eq!(f.apply(delete("nope")).0.revision(), 0);
         f.apply(delete(""));

@@ -258,12 +258,11 @@ impl Model {
                 let changed: Vec<&NodeInfo> = infos
                     .iter()
                     .filter(|n| {
-                        info_changed
-                            || self.nodes.get(&key(n)).is_none_or(|old| {
-                                old.address != n.address
-                                    || old.metadata != n.metadata
-                                    || old.ttl_ms != ttl_s * 1000
-                            })
+                        self.nodes.get(&key(n)).is_none_or(|old| {
+                            old.address != n.address
+                                || old.metadata != n.metadata
+                                || old.ttl_ms != ttl_s * 1000
+                        })
                     })
                     .collect();
                 if changed.is_empty() && !info_changed {
@@ -304,17 +303,12 @@ impl Model {
                     self.nodes.insert(key(n), stored);
                 }
                 if info_changed && existed {
-                    for ((s, v, id), stored) in &self.nodes {
-                        if (s, v) == (&service, &version) && !infos.iter().any(|n| &n.id == id) {
-                            events.push(node_event(
-                                (s, v, id),
-                                &new_info,
-                                stored,
-                                Change::Update,
-                                false,
-                            ));
-                        }
-                    }
+                    events.push(RegistryEvent::Version(VersionEvent {
+                        namespace: NS.into(),
+                        service: service.clone(),
+                        version: version.clone(),
+                        info: new_info.clone(),
+                    }));
                 }
                 let response = RegistryResponse::Registered {
                     revision,
@@ -526,6 +520,7 @@ fn comparable(events: &[RegistryEvent]) -> Vec<String> {
         .iter()
         .map(|event| match event {
             RegistryEvent::Node(node) => format!("{node:?}"),
+            RegistryEvent::Version(version) => format!("{version:?}"),
             RegistryEvent::Config(config) => format!(
                 "{} {} {:?} -> {:?}",
                 config.namespace,

@@ -313,19 +313,32 @@ impl Follower for RegistryFollower {
         revision: u64,
         events: &[RegistryEvent],
     ) -> Result<Vec<pb::WatchResponse>, Status> {
+        let wanted = |namespace: &String, service: &String| {
+            self.namespace.as_ref().is_none_or(|ns| namespace == ns)
+                && self.service.as_ref().is_none_or(|s| service == s)
+        };
         let events: Vec<pb::Event> = events
             .iter()
             .filter_map(|event| match event {
-                RegistryEvent::Node(node) => Some(node),
-                RegistryEvent::Config(_) => None,
+                RegistryEvent::Node(node) if wanted(&node.namespace, &node.service) => {
+                    Some(event_pb(node))
+                }
+                RegistryEvent::Version(version) if wanted(&version.namespace, &version.service) => {
+                    Some(pb::Event {
+                        r#type: pb::event::Type::Update as i32,
+                        service: Some(service_pb(
+                            &version.namespace,
+                            &version.service,
+                            &version.version,
+                            &version.info,
+                            Vec::new(),
+                            0,
+                        )),
+                        expired: false,
+                    })
+                }
+                _ => None,
             })
-            .filter(|event| {
-                self.namespace
-                    .as_ref()
-                    .is_none_or(|ns| &event.namespace == ns)
-            })
-            .filter(|event| self.service.as_ref().is_none_or(|s| &event.service == s))
-            .map(event_pb)
             .collect();
         if events.is_empty() {
             return Ok(Vec::new());

@@ -338,6 +338,65 @@ async fn watch_resumes_from_a_revision_and_can_start_from_a_snapshot() {
 }
 
 #[tokio::test]
+async fn a_change_of_service_info_is_one_event_for_the_version() {
+    let server = Server::start();
+    let client = server.client("default").await;
+    let registry = client.registry();
+    let ttl = Duration::from_secs(60);
+    let mut watch = registry
+        .watch(WatchOptions {
+            service: Some("s".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let three = service(
+        "s",
+        "1",
+        vec![node("a", "h:1"), node("b", "h:2"), node("c", "h:3")],
+    );
+    registry.register(&three, ttl).await.unwrap();
+    let mut owned = service("s", "1", vec![node("a", "h:1")]);
+    owned.metadata.insert("owner".into(), "payments".into());
+    let changed = registry.register(&owned, ttl).await.unwrap();
+    assert!(changed.changed);
+    assert_eq!(
+        (changed.created, changed.updated),
+        (0, 0),
+        "no node changed"
+    );
+    let first = tokio::time::timeout(WAIT, watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.events.len(), 3);
+    let second = tokio::time::timeout(WAIT, watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.revision, changed.revision);
+    assert_eq!(
+        second.events.len(),
+        1,
+        "one event, not one per node: {second:?}"
+    );
+    assert_eq!(kind(&second.events[0]), "update");
+    let version = second.events[0].service.as_ref().unwrap();
+    assert!(version.nodes.is_empty());
+    assert_eq!(version.metadata["owner"], "payments");
+    let stored = registry
+        .get_service("s", Consistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(stored[0].metadata["owner"], "payments");
+    assert_eq!(stored[0].nodes.len(), 3);
+    // The same info again is a keepalive.
+    assert!(!registry.register(&owned, ttl).await.unwrap().changed);
+}
+
+#[tokio::test]
 async fn ttl_expiry_deletes_nodes_unless_refreshed() {
     let server = Server::start();
     let client = server.client("default").await;
