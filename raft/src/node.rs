@@ -349,9 +349,10 @@ impl RaftNode {
         self.state_machine.registry()
     }
 
-    /// Registry node leases this node keeps (it keeps them only while it leads).
-    pub async fn registry_lease_count(&self) -> usize {
-        self.leases.lock().await.len()
+    /// Registry node leases this node keeps (it keeps them only while it leads); `None` while
+    /// the table is busy (a sweep holds it while it proposes expiries), so as never to wait.
+    pub fn registry_lease_count(&self) -> Option<usize> {
+        self.leases.try_lock().ok().map(|leases| leases.len())
     }
 
     /// Registry and config events of each applied entry; an empty list (after a snapshot

@@ -116,7 +116,9 @@ impl Metrics {
         set("snapshot_index", status.snapshot_index);
         set("purged_index", status.purged_index);
         set("is_leader", u64::from(status.role == "leader"));
-        self.leases.set(node.registry_lease_count().await as i64);
+        if let Some(leases) = node.registry_lease_count() {
+            self.leases.set(leases as i64);
+        }
         let mut out = Vec::new();
         prometheus::TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
