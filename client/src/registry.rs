@@ -165,6 +165,15 @@ impl Registry {
 
     /// Every (service, version) with its nodes.
     pub async fn list_services(&self, consistency: Consistency) -> Result<Vec<Service>, Error> {
+        Ok(self.list_services_at(consistency).await?.1)
+    }
+
+    /// Like [`Self::list_services`], with the registry revision the list reflects: watching
+    /// from that revision + 1 then misses nothing and repeats nothing (a cache's list-then-watch).
+    pub async fn list_services_at(
+        &self,
+        consistency: Consistency,
+    ) -> Result<(u64, Vec<Service>), Error> {
         let request = proto::ListServicesRequest {
             consistency: consistency.proto(),
         };
@@ -174,7 +183,7 @@ impl Registry {
                 client.list_services(request).await
             })
             .await?;
-        Ok(response.services)
+        Ok((response.revision, response.services))
     }
 
     /// Per-node changes as a stream. It ends only with an error (the node stopped, or the start

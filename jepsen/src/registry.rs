@@ -276,7 +276,11 @@ pub async fn check(
             ));
             continue;
         }
-        match replay(&node, registry_revision(&node).await?).await {
+        let (revision, _) = node
+            .registry()
+            .list_services_at(Consistency::Serializable)
+            .await?;
+        match replay(&node, revision).await {
             Ok(replayed) if replayed == final_state => {}
             Ok(replayed) => anomalies.push(format!(
                 "node {endpoint}: the watch history rebuilds {} keys, the state has {} \
@@ -297,22 +301,6 @@ pub async fn check(
         valid: anomalies.is_empty(),
         anomalies,
     })
-}
-
-/// The newest registry revision this node reflects (what its initial watch snapshot names).
-async fn registry_revision(client: &Client) -> anyhow::Result<u64> {
-    let mut watch = client
-        .registry()
-        .watch(WatchOptions {
-            initial_snapshot: true,
-            ..Default::default()
-        })
-        .await?;
-    let first = tokio::time::timeout(CONVERGE_LIMIT, watch.next())
-        .await
-        .context("no snapshot")?
-        .context("the watch ended")??;
-    Ok(first.revision)
 }
 
 fn first_difference(a: &Snapshot, b: &Snapshot) -> Option<String> {

@@ -239,6 +239,12 @@ async fn watch_resumes_from_a_revision_and_can_start_from_a_snapshot() {
         .await
         .unwrap()
         .revision;
+    // A list names the revision it reflects, so a cache can list, then watch from after it.
+    let (listed_at, listed) = registry
+        .list_services_at(Consistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!((listed_at, listed.len()), (r1, 1));
 
     let mut live = registry
         .watch(WatchOptions {
