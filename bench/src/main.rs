@@ -8,11 +8,18 @@
 //! operation is one transaction creating `--batch` new keys), `stream-pub` (one publish per
 //! operation), `stream-pub-batch` (one PublishBatch of `--batch` messages per operation) and
 //! `stream-e2e` (publishes while one group consumer acks them; reports publish-to-delivery
-//! latency as well), `registry-heartbeat` and `watch-fanout` (see `registry.rs`).
+//! latency as well), `stream-consume` (a group of `--clients` consumers draining a topic
+//! pre-filled with `--ops` messages), `registry-heartbeat` and `watch-fanout` (see
+//! `registry.rs`).
+//!
+//! `--system etcd` and `--system nats` run the same shapes against etcd and NATS JetStream
+//! through their own Rust clients (see `peers.rs`), so that one harness measures all three.
 
+mod peers;
 mod registry;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,11 +35,19 @@ use strata_client::{Client, Consistency, Error, Put, Table};
 #[command(name = "strata-bench", about = "Load generator for Strata")]
 struct Args {
     /// kv-put, kv-get, kv-get-serializable, kv-mixed, kv-txn, kv-load, stream-pub,
-    /// stream-pub-batch, stream-e2e, registry-heartbeat or watch-fanout.
+    /// stream-pub-batch, stream-e2e, stream-consume, registry-heartbeat or watch-fanout.
     #[arg(long)]
     workload: String,
+    /// The system under load: strata, etcd (kv-* workloads but kv-load) or nats (JetStream:
+    /// stream-pub, stream-pub-batch, stream-consume).
+    #[arg(long, default_value = "strata", value_parser = ["strata", "etcd", "nats"])]
+    system: String,
+    /// Comma-separated: Strata's gRPC `host:port`s, etcd's client URLs or NATS server URLs.
     #[arg(long, default_value = "127.0.0.1:7420")]
     endpoint: String,
+    /// nats: the stream's replicas (R1 on one server, R3 on a three-server cluster).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=5))]
+    replicas: u32,
     #[arg(long, default_value = "bench")]
     namespace: String,
     /// Concurrent clients (each its own connection).
@@ -97,6 +112,8 @@ enum Workload {
     PublishBatch(u32),
     /// Publishes, with a consumer measuring publish-to-delivery latency.
     EndToEnd,
+    /// A consumer group draining a pre-filled topic.
+    Consume,
     /// Service nodes refreshing their registrations.
     Heartbeat,
     /// One registry change, many watchers.
@@ -111,6 +128,7 @@ impl Workload {
             "stream-pub" => Workload::Publish,
             "stream-pub-batch" => Workload::PublishBatch(batch),
             "stream-e2e" => Workload::EndToEnd,
+            "stream-consume" => Workload::Consume,
             "kv-put" => Workload::Put,
             "kv-get" => Workload::Get(Consistency::Linearizable),
             "kv-get-serializable" => Workload::Get(Consistency::Serializable),
@@ -120,7 +138,7 @@ impl Workload {
             "watch-fanout" => Workload::Fanout,
             other => bail!(
                 "unknown workload {other:?}: kv-put, kv-get, kv-get-serializable, kv-mixed, \
-                 kv-txn, kv-load, stream-pub, stream-pub-batch, stream-e2e, \
+                 kv-txn, kv-load, stream-pub, stream-pub-batch, stream-e2e, stream-consume, \
                  registry-heartbeat, watch-fanout"
             ),
         })
@@ -163,16 +181,20 @@ async fn main() -> anyhow::Result<()> {
     if args.clients == 0 || args.ops == 0 || args.keys == 0 {
         bail!("--clients, --ops and --keys must be at least 1");
     }
+    match args.system.as_str() {
+        "etcd" => return report(&args, peers::etcd(&args, workload).await?),
+        "nats" => return report(&args, peers::nats(&args, workload).await?),
+        _ => {}
+    }
     let mut clients = Vec::with_capacity(args.clients);
     for index in 0..args.clients {
         clients.push(connect(&args, index).await?);
     }
-    if matches!(workload, Workload::Heartbeat | Workload::Fanout) {
-        let measured = match workload {
-            Workload::Heartbeat => registry::heartbeat(&args, &clients).await?,
-            _ => registry::fanout(&args, &clients).await?,
-        };
-        return report(&args, measured);
+    match workload {
+        Workload::Heartbeat => return report(&args, registry::heartbeat(&args, &clients).await?),
+        Workload::Fanout => return report(&args, registry::fanout(&args, &clients).await?),
+        Workload::Consume => return report(&args, consume(&args, &clients).await?),
+        _ => {}
     }
     let mut tables = Vec::with_capacity(args.clients);
     let topic_name = format!("bench.{}.{}", args.workload, std::process::id());
@@ -209,41 +231,35 @@ async fn main() -> anyhow::Result<()> {
             .context("preloading keys")?;
     }
 
-    let cpu_before = cpu_seconds(&args.server_pid)?;
-    let next_op = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let deadline = started + args.duration;
-    let mut handles = Vec::new();
-    for (index, (table, topic)) in tables.into_iter().enumerate() {
-        let next_op = next_op.clone();
-        let value = value.clone();
-        let (ops, keys) = (args.ops, args.keys);
-        handles.push(tokio::spawn(async move {
-            run_client(
-                index as u64,
-                table,
-                topic,
-                workload,
-                next_op,
-                ops,
-                keys,
-                value,
-                deadline,
-            )
-            .await
-        }));
-    }
-    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut outcomes: BTreeMap<&'static str, u64> = BTreeMap::new();
-    for handle in handles {
-        let result = handle.await?;
-        latency_us.add(&result.latency_us)?;
-        for (kind, count) in result.outcomes {
-            *outcomes.entry(kind).or_default() += count;
-        }
-    }
-    let elapsed = started.elapsed();
-    let cpu_after = cpu_seconds(&args.server_pid)?;
+    let value = Arc::new(value);
+    let Measured {
+        latency_us,
+        outcomes,
+        elapsed,
+        cpu,
+        ..
+    } = measure(
+        &args,
+        tables
+            .into_iter()
+            .map(|(table, topic)| {
+                let value = value.clone();
+                let keys = args.keys;
+                move |op, random| {
+                    strata_op(
+                        table.clone(),
+                        topic.clone(),
+                        workload,
+                        op,
+                        random,
+                        keys,
+                        value.clone(),
+                    )
+                }
+            })
+            .collect(),
+    )
+    .await?;
     let e2e_us = match e2e {
         Some(consumer) => {
             let published = outcomes.get("ok").copied().unwrap_or(0);
@@ -257,7 +273,6 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
 
-    let items_per_op = workload.items_per_op() as f64;
     let e2e_ms = e2e_us.as_ref().map(|h| {
         let q = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         println!(
@@ -269,24 +284,14 @@ async fn main() -> anyhow::Result<()> {
         );
         json!({"p50": q(0.5), "p99": q(0.99), "max": h.max() as f64 / 1000.0, "messages": h.len()})
     });
-    let mut extra = vec![("publish_to_delivery_ms", json!(e2e_ms))];
-    if items_per_op > 1.0 {
-        let items_per_s = latency_us.len() as f64 / elapsed.as_secs_f64() * items_per_op;
-        println!("{items_per_s:.0} messages or keys/s");
-        extra.push(("items_per_s", json!(items_per_s)));
-    } else {
-        extra.push((
-            "items_per_s",
-            json!(latency_us.len() as f64 / elapsed.as_secs_f64()),
-        ));
-    }
+    let extra = vec![("publish_to_delivery_ms", json!(e2e_ms))];
     report(
         &args,
         Measured {
             latency_us,
             outcomes,
             elapsed,
-            cpu: (cpu_before, cpu_after),
+            cpu,
             extra,
         },
     )
@@ -317,6 +322,12 @@ fn report(args: &Args, measured: Measured) -> anyhow::Result<()> {
     } = measured;
     let done = latency_us.len();
     let ops_per_second = done as f64 / elapsed.as_secs_f64();
+    // Messages or keys per second: what a batch of N is worth.
+    let items_per_op = Workload::parse(&args.workload, args.batch)?.items_per_op();
+    let items_per_second = ops_per_second * items_per_op as f64;
+    if items_per_op > 1 {
+        println!("{items_per_second:.0} messages or keys/s");
+    }
     let cpu_per_1000_ops = match cpu {
         (Some(before), Some(after)) if done > 0 => Some((after - before) / done as f64 * 1000.0),
         _ => None,
@@ -327,7 +338,8 @@ fn report(args: &Args, measured: Measured) -> anyhow::Result<()> {
     };
     let ms = |q: f64| latency_us.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "{} clients={} ops={done} in {:.2}s: {:.0} ops/s  p50={:.3}ms p99={:.3}ms p999={:.3}ms max={:.3}ms{}",
+        "{} {} clients={} ops={done} in {:.2}s: {:.0} ops/s  p50={:.3}ms p99={:.3}ms p999={:.3}ms max={:.3}ms{}",
+        args.system,
         args.workload,
         args.clients,
         elapsed.as_secs_f64(),
@@ -346,12 +358,14 @@ fn report(args: &Args, measured: Measured) -> anyhow::Result<()> {
     println!("outcomes: {outcomes:?}");
     if let Some(path) = &args.json {
         let mut report = json!({
+            "system": args.system,
             "workload": args.workload,
             "clients": args.clients,
             "value_size": args.value_size,
             "ops": done,
             "elapsed_s": elapsed.as_secs_f64(),
             "ops_per_s": ops_per_second,
+            "items_per_s": items_per_second,
             "latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": latency_us.max() as f64 / 1000.0},
             "outcomes": outcomes,
             "server_cpu_s_per_1000_ops": cpu_per_1000_ops,
@@ -369,62 +383,185 @@ fn report(args: &Args, measured: Measured) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_client(
-    index: u64,
+/// Runs the measured phase: each of `clients` is called with an operation number (unique over
+/// the run, from 0) and a random number until `--ops` operations are done or `--duration` is
+/// up, and returns the outcome it saw.
+pub(crate) async fn measure<F, Fut>(args: &Args, clients: Vec<F>) -> anyhow::Result<Measured>
+where
+    F: FnMut(u64, u64) -> Fut + Send + 'static,
+    Fut: Future<Output = &'static str> + Send,
+{
+    let cpu_before = cpu_seconds(&args.server_pid)?;
+    let next_op = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let ops = args.ops;
+    let mut handles = Vec::new();
+    for (index, mut client) in clients.into_iter().enumerate() {
+        let next_op = next_op.clone();
+        handles.push(tokio::spawn(async move {
+            let mut latency_us = histogram();
+            let mut outcomes = BTreeMap::new();
+            // A cheap per-client generator (xorshift); the key choice needs spread, not quality.
+            let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (index as u64 + 1);
+            loop {
+                let op = next_op.fetch_add(1, Ordering::Relaxed);
+                if op >= ops || Instant::now() >= deadline {
+                    break;
+                }
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let started = Instant::now();
+                let outcome = client(op, state).await;
+                latency_us.record(micros(started)).expect("within bounds");
+                *outcomes.entry(outcome).or_default() += 1;
+            }
+            ClientResult {
+                latency_us,
+                outcomes,
+            }
+        }));
+    }
+    let (latency_us, outcomes) = gather(handles).await?;
+    let elapsed = started.elapsed();
+    Ok(Measured {
+        latency_us,
+        outcomes,
+        elapsed,
+        cpu: (cpu_before, cpu_seconds(&args.server_pid)?),
+        extra: Vec::new(),
+    })
+}
+
+/// What one consumer's next delivery was.
+pub(crate) enum Next {
+    /// A message arrived and was acked; the outcome counts it.
+    Got(&'static str),
+    /// Nothing arrived within the poll interval.
+    Idle,
+    /// A transient error, counted; the consumer goes on after a pause.
+    Error(&'static str),
+    /// The consumer can go no further (its stream ended or failed).
+    Ended(&'static str),
+}
+
+/// Runs a drain: each consumer is asked for its next delivery until `--ops` messages counted
+/// `ok` arrived over all of them or `--duration` is up. An operation is one delivery, its
+/// latency the wait for it.
+pub(crate) async fn measure_drain<F, Fut>(
+    args: &Args,
+    consumers: Vec<F>,
+) -> anyhow::Result<Measured>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Next> + Send,
+{
+    let cpu_before = cpu_seconds(&args.server_pid)?;
+    let consumed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let ops = args.ops;
+    let mut handles = Vec::new();
+    for mut consumer in consumers {
+        let consumed = consumed.clone();
+        handles.push(tokio::spawn(async move {
+            let mut latency_us = histogram();
+            let mut outcomes = BTreeMap::new();
+            let mut waiting = Instant::now();
+            while consumed.load(Ordering::Relaxed) < ops && Instant::now() < deadline {
+                match consumer().await {
+                    Next::Idle => continue,
+                    Next::Error(outcome) => {
+                        *outcomes.entry(outcome).or_default() += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Next::Got(outcome) => {
+                        latency_us.record(micros(waiting)).expect("within bounds");
+                        waiting = Instant::now();
+                        if outcome == "ok" {
+                            consumed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        *outcomes.entry(outcome).or_default() += 1;
+                    }
+                    Next::Ended(outcome) => {
+                        *outcomes.entry(outcome).or_default() += 1;
+                        break;
+                    }
+                }
+            }
+            ClientResult {
+                latency_us,
+                outcomes,
+            }
+        }));
+    }
+    let (latency_us, outcomes) = gather(handles).await?;
+    let elapsed = started.elapsed();
+    let got = consumed.load(Ordering::Relaxed);
+    Ok(Measured {
+        latency_us,
+        outcomes,
+        elapsed,
+        cpu: (cpu_before, cpu_seconds(&args.server_pid)?),
+        extra: vec![("consumed", json!(got)), ("complete", json!(got >= ops))],
+    })
+}
+
+/// The clients' latencies and outcomes, summed.
+async fn gather(
+    handles: Vec<tokio::task::JoinHandle<ClientResult>>,
+) -> anyhow::Result<(Histogram<u64>, BTreeMap<&'static str, u64>)> {
+    let mut latency_us = histogram();
+    let mut outcomes: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for handle in handles {
+        let result = handle.await?;
+        latency_us.add(&result.latency_us)?;
+        for (kind, count) in result.outcomes {
+            *outcomes.entry(kind).or_default() += count;
+        }
+    }
+    Ok((latency_us, outcomes))
+}
+
+pub(crate) fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+pub(crate) fn micros(since: Instant) -> u64 {
+    since.elapsed().as_micros().clamp(1, 60_000_000) as u64
+}
+
+/// One Strata operation of `workload`.
+async fn strata_op(
     table: Table,
     topic: strata_client::stream::Topic,
     workload: Workload,
-    next_op: Arc<AtomicU64>,
-    ops: u64,
+    op: u64,
+    random: u64,
     keys: u64,
-    value: Vec<u8>,
-    deadline: Instant,
-) -> ClientResult {
-    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    let mut outcomes = BTreeMap::new();
-    // A cheap per-client generator (xorshift); the key choice needs spread, not quality.
-    let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (index + 1);
-    let mut random = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    loop {
-        let op = next_op.fetch_add(1, Ordering::Relaxed);
-        if op >= ops || Instant::now() >= deadline {
-            break;
+    value: Arc<Vec<u8>>,
+) -> &'static str {
+    match workload {
+        Workload::Put => put(&table, format!("put-{op:012}"), &value).await,
+        Workload::Get(consistency) => get(&table, random % keys, consistency).await,
+        Workload::Mixed if random.is_multiple_of(10) => {
+            put(&table, key_name(random % keys), &value).await
         }
-        let started = Instant::now();
-        let outcome = match workload {
-            Workload::Put => put(&table, format!("put-{op:012}"), &value).await,
-            Workload::Get(consistency) => get(&table, random() % keys, consistency).await,
-            Workload::Mixed if random() % 10 == 0 => {
-                put(&table, key_name(random() % keys), &value).await
-            }
-            Workload::Mixed => get(&table, random() % keys, Consistency::Linearizable).await,
-            Workload::Txn => cas(&table, random() % keys, &value).await,
-            Workload::Load(batch) => load(&table, op, batch, &value).await,
-            Workload::Publish | Workload::EndToEnd => {
-                let message = Publish::new(value.clone()).metadata("sent_us", sent_us());
-                classify(topic.publish(message).await.map(|_| "ok"))
-            }
-            Workload::PublishBatch(batch) => {
-                let messages = (0..batch).map(|_| Publish::new(value.clone()));
-                classify(topic.publish_batch(messages).await.map(|_| "ok"))
-            }
-            Workload::Heartbeat | Workload::Fanout => {
-                unreachable!("registry workloads run in registry.rs")
-            }
-        };
-        let micros = started.elapsed().as_micros().clamp(1, 60_000_000) as u64;
-        latency_us.record(micros).expect("within bounds");
-        *outcomes.entry(outcome).or_default() += 1;
-    }
-    ClientResult {
-        latency_us,
-        outcomes,
+        Workload::Mixed => get(&table, random % keys, Consistency::Linearizable).await,
+        Workload::Txn => cas(&table, random % keys, &value).await,
+        Workload::Load(batch) => load(&table, op, batch, &value).await,
+        Workload::Publish | Workload::EndToEnd => {
+            let message = Publish::new(value.to_vec()).metadata("sent_us", sent_us());
+            classify(topic.publish(message).await.map(|_| "ok"))
+        }
+        Workload::PublishBatch(batch) => {
+            let messages = (0..batch).map(|_| Publish::new(value.to_vec()));
+            classify(topic.publish_batch(messages).await.map(|_| "ok"))
+        }
+        Workload::Consume | Workload::Heartbeat | Workload::Fanout => {
+            unreachable!("these workloads have their own loops")
+        }
     }
 }
 
@@ -466,7 +603,7 @@ async fn consume_e2e(
     expected: u64,
 ) -> anyhow::Result<Consumed> {
     use futures::StreamExt;
-    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut latency_us = histogram();
     let mut error = None;
     // Stops at `expected` or when the stream goes quiet for 5 s after the load.
     while latency_us.len() < expected {
@@ -490,6 +627,86 @@ async fn consume_e2e(
         delivery.ack_nowait().await?;
     }
     Ok(Consumed { latency_us, error })
+}
+
+/// `stream-consume`: pre-fills a fresh topic with `--ops` messages (not measured), then
+/// `--clients` consumers of one group drain it, acking each message.
+async fn consume(args: &Args, clients: &[Client]) -> anyhow::Result<Measured> {
+    let topic_name = format!("bench.stream-consume.{}", std::process::id());
+    let value = vec![b'x'; args.value_size];
+    let next = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for client in clients {
+        let (topic, next, value, ops) = (
+            client.topic(&topic_name),
+            next.clone(),
+            value.clone(),
+            args.ops,
+        );
+        handles.push(tokio::spawn(async move {
+            loop {
+                let first = next.fetch_add(PREFILL_BATCH, Ordering::Relaxed);
+                if first >= ops {
+                    return Ok::<_, Error>(());
+                }
+                let count = PREFILL_BATCH.min(ops - first);
+                topic
+                    .publish_batch((0..count).map(|_| Publish::new(value.clone())))
+                    .await?;
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await?.context("pre-filling the topic")?;
+    }
+    let consumers = clients
+        .iter()
+        .map(|client| {
+            let topic = client.topic(&topic_name);
+            let subscription = Arc::new(tokio::sync::Mutex::new(None));
+            move || {
+                let (topic, subscription) = (topic.clone(), subscription.clone());
+                async move {
+                    let mut subscription = subscription.lock().await;
+                    next_delivery(&topic, &mut subscription).await
+                }
+            }
+        })
+        .collect();
+    measure_drain(args, consumers).await
+}
+
+/// Messages per PublishBatch when pre-filling a topic.
+const PREFILL_BATCH: u64 = 500;
+
+/// The consumer's next delivery, acked without waiting for the ack's commit (acks in flight
+/// share log entries, as a NATS pull consumer's acks are fire-and-forget). Subscribes on the
+/// first call, so that the drain's clock includes joining the group.
+async fn next_delivery(
+    topic: &strata_client::stream::Topic,
+    subscription: &mut Option<strata_client::stream::Subscription>,
+) -> Next {
+    use futures::StreamExt;
+    if subscription.is_none() {
+        let options = SubscribeOptions::group("bench")
+            .earliest()
+            .max_in_flight(256);
+        match topic.subscribe(options).await {
+            Ok(joined) => *subscription = Some(joined),
+            Err(error) => return Next::Ended(classify(Err(error))),
+        }
+    }
+    let joined = subscription.as_mut().expect("subscribed above");
+    match tokio::time::timeout(Duration::from_millis(500), joined.next()).await {
+        Err(_) => Next::Idle,
+        Ok(None) => Next::Ended("error_stream_ended"),
+        Ok(Some(Err(error))) => Next::Ended(classify(Err(error))),
+        Ok(Some(Ok(delivery))) => match delivery.ack_nowait().await {
+            Err(error) => Next::Ended(classify(Err(error))),
+            Ok(()) if delivery.message.delivery_count == 1 => Next::Got("ok"),
+            Ok(()) => Next::Got("redelivered"),
+        },
+    }
 }
 
 fn key_name(index: u64) -> String {

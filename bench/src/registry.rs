@@ -22,7 +22,7 @@ use strata_client::registry::{Node, Service, WatchOptions};
 use strata_client::{Client, Consistency};
 use tokio::sync::mpsc;
 
-use crate::{classify, Args, Measured};
+use crate::{classify, histogram, micros, Args, Measured};
 
 const FANOUT_SERVICE: &str = "bench-fanout";
 
@@ -37,14 +37,6 @@ fn node_service(index: u64, services: u64) -> Service {
         }],
         ..Default::default()
     }
-}
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
-}
-
-fn micros(since: Instant) -> u64 {
-    since.elapsed().as_micros().clamp(1, 60_000_000) as u64
 }
 
 pub async fn heartbeat(args: &Args, clients: &[Client]) -> anyhow::Result<Measured> {

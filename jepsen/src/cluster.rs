@@ -1,6 +1,7 @@
-//! Real `strata serve` processes on 127.0.0.1 forming one cluster, with certificates made by
-//! `strata cert`, logs in the run directory, and the faults the nemesis needs: kill -9, restart,
-//! SIGSTOP/SIGCONT.
+//! Real `strata serve` processes forming one cluster, with certificates made by `strata cert`,
+//! logs in the run directory, and the faults the nemesis needs: kill -9, restart,
+//! SIGSTOP/SIGCONT, and (with network namespaces, see `net.rs`) cut links and lossy ones. The
+//! nodes listen on 127.0.0.1, or each on its own address in its own namespace.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -16,6 +17,8 @@ pub struct Node {
     pub peer: String,
     child: Option<Child>,
     paused: bool,
+    /// Started with failpoints armed (the heal restarts it without).
+    armed: bool,
 }
 
 pub struct Cluster {
@@ -25,6 +28,14 @@ pub struct Cluster {
     dir: PathBuf,
     initial: String,
     pub nodes: BTreeMap<u64, Node>,
+    /// `--snapshot-every-entries` of every node.
+    pub snapshot_every: u64,
+    /// Nodes removed and added back by the membership nemesis: they start with `--join`.
+    joined: std::collections::BTreeSet<u64>,
+    /// A node the membership nemesis has not finished adding back (the heal finishes it).
+    pub rejoining: Option<u64>,
+    /// The nodes' namespaces, when they run in their own (dropped after the nodes).
+    pub net: Option<crate::net::Namespaces>,
 }
 
 fn free_port(udp: bool) -> anyhow::Result<u16> {
@@ -57,6 +68,7 @@ impl Cluster {
         dir: &Path,
         size: u64,
         broken: Option<String>,
+        net: Option<crate::net::Namespaces>,
     ) -> anyhow::Result<Self> {
         let tls = dir.join("tls");
         let tls_str = tls.to_str().context("run directory is not UTF-8")?;
@@ -74,14 +86,26 @@ impl Cluster {
                     &id.to_string(),
                 ],
             )?;
+            // In a namespace of its own a node has its address and every port to itself.
+            let (grpc, peer) = match &net {
+                Some(net) => (
+                    format!("{}:7420", net.address(id)),
+                    format!("{}:7421", net.address(id)),
+                ),
+                None => (
+                    format!("127.0.0.1:{}", free_port(false)?),
+                    format!("127.0.0.1:{}", free_port(true)?),
+                ),
+            };
             nodes.insert(
                 id,
                 Node {
                     id,
-                    grpc: format!("127.0.0.1:{}", free_port(false)?),
-                    peer: format!("127.0.0.1:{}", free_port(true)?),
+                    grpc,
+                    peer,
                     child: None,
                     paused: false,
+                    armed: false,
                 },
             );
         }
@@ -96,6 +120,10 @@ impl Cluster {
             dir: dir.to_owned(),
             initial,
             nodes,
+            snapshot_every: 2_000,
+            joined: Default::default(),
+            rejoining: None,
+            net,
         };
         for id in 1..=size {
             cluster.spawn(id)?;
@@ -105,18 +133,45 @@ impl Cluster {
 
     /// Starts (or restarts) node `id` on its data directory and ports.
     pub fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
+        self.spawn_armed(id, None)
+    }
+
+    /// Restarts node `id` with failpoints armed (`FAILPOINTS`, the `fail` crate's syntax, e.g.
+    /// `log-after-fsync=5%return`): it crashes by itself when one fires.
+    pub fn restart_armed(&mut self, id: u64, failpoints: &str) -> anyhow::Result<()> {
+        self.kill(id);
+        self.spawn_armed(id, Some(failpoints))
+    }
+
+    fn spawn_armed(&mut self, id: u64, failpoints: Option<&str>) -> anyhow::Result<()> {
         let node = self.nodes.get(&id).context("no such node")?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join(format!("node-{id}.log")))?;
-        let mut child = Command::new(&self.binary)
+        // `ip netns exec` execs the binary in place, so the child is the server itself (signals
+        // reach it).
+        let mut command = match &self.net {
+            Some(net) => {
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", &net.namespace(id)])
+                    .arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
+        let mut child = command
             .arg("serve")
             .args(["--node-id", &id.to_string()])
             .args(["--client-addr", &node.grpc])
             .args(["--http-addr", "127.0.0.1:0"])
             .args(["--peer-addr", &node.peer])
-            .args(["--initial-cluster", &self.initial])
+            .args(if self.joined.contains(&id) {
+                vec!["--join"]
+            } else {
+                vec!["--initial-cluster", &self.initial]
+            })
             .arg("--tls-dir")
             .arg(self.dir.join("tls"))
             .arg("--data-dir")
@@ -125,11 +180,13 @@ impl Cluster {
                 "STRATA_LOG",
                 "info,openraft=error,openraft::replication=off",
             )
+            .args(["--snapshot-every-entries", &self.snapshot_every.to_string()])
             .envs(
                 self.broken
                     .iter()
                     .map(|mode| ("STRATA_UNSAFE_TEST_SWITCH", mode.as_str())),
             )
+            .envs(failpoints.map(|points| ("FAILPOINTS", points)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -148,11 +205,20 @@ impl Cluster {
         let node = self.nodes.get_mut(&id).expect("checked above");
         node.child = Some(child);
         node.paused = false;
+        node.armed = failpoints.is_some();
         Ok(())
     }
 
-    pub fn is_up(&self, id: u64) -> bool {
-        self.nodes[&id].child.is_some()
+    /// Whether node `id` runs (a node an armed failpoint crashed counts as down).
+    pub fn is_up(&mut self, id: u64) -> bool {
+        let node = self.nodes.get_mut(&id).expect("a node of the cluster");
+        if let Some(child) = &mut node.child {
+            if let Ok(Some(status)) = child.try_wait() {
+                println!("  node {id} exited by itself ({status})");
+                node.child = None;
+            }
+        }
+        node.child.is_some()
     }
 
     /// SIGKILL: a crash.
@@ -163,6 +229,7 @@ impl Cluster {
                 let _ = child.wait();
             }
             node.paused = false;
+            node.armed = false;
         }
     }
 
@@ -188,18 +255,104 @@ impl Cluster {
         }
     }
 
-    /// Resumes every paused node and restarts every killed one.
+    /// `strata cluster ARGS --json` against every node but `except`, parsed.
+    fn cluster_cli(&self, args: &[&str], except: u64) -> anyhow::Result<serde_json::Value> {
+        let endpoints: Vec<&str> = self
+            .nodes
+            .values()
+            .filter(|n| n.id != except)
+            .map(|n| n.grpc.as_str())
+            .collect();
+        let output = Command::new(&self.binary)
+            .arg("cluster")
+            .args(args)
+            .args(["--json", "--endpoint", &endpoints.join(",")])
+            .output()?;
+        if !output.status.success() {
+            bail!(
+                "strata cluster {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(serde_json::from_slice(&output.stdout)?)
+    }
+
+    /// The membership nemesis: removes node `id` from the cluster, kills it, wipes its data and
+    /// starts it again to join as a new learner; `rejoin` then makes it a voter.
+    pub fn remove_and_wipe(&mut self, id: u64) -> anyhow::Result<()> {
+        self.cluster_cli(&["remove", "--node-id", &id.to_string()], id)?;
+        self.rejoining = Some(id);
+        self.kill(id);
+        let data = self.dir.join(format!("data-{id}"));
+        if data.exists() {
+            std::fs::remove_dir_all(&data).with_context(|| format!("wiping {}", data.display()))?;
+        }
+        self.joined.insert(id);
+        self.spawn(id)?;
+        self.rejoin()
+    }
+
+    /// Adds the node being rejoined back as a learner and promotes it once it has caught up
+    /// (within 30 s). Safe to call again after a failure.
+    pub fn rejoin(&mut self) -> anyhow::Result<()> {
+        let Some(id) = self.rejoining else {
+            return Ok(());
+        };
+        let peer = self.nodes[&id].peer.clone();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut added = false;
+        loop {
+            let step = if added {
+                self.cluster_cli(&["promote", "--node-id", &id.to_string()], id)
+            } else {
+                self.cluster_cli(
+                    &[
+                        "add-learner",
+                        "--node-id",
+                        &id.to_string(),
+                        "--peer-addr",
+                        &peer,
+                    ],
+                    id,
+                )
+            };
+            match step {
+                Ok(_) if added => break,
+                Ok(_) => added = true,
+                // An earlier attempt got that far (its answer was lost).
+                Err(error) if error.to_string().contains("already a voter") => break,
+                Err(error) if std::time::Instant::now() >= deadline => {
+                    return Err(error.context(format!("node {id} did not rejoin within 30 s")));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(300)),
+            }
+        }
+        self.rejoining = None;
+        Ok(())
+    }
+
+    /// Removes every network fault, resumes every paused node, restarts every killed one and
+    /// finishes a membership change.
     pub fn heal(&mut self) -> anyhow::Result<()> {
+        if let Some(net) = &self.net {
+            net.heal()?;
+        }
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {
             if self.nodes[&id].paused {
                 self.resume(id);
             }
+            // An armed node that is still up is restarted without its failpoints (`is_up`
+            // reports one that a failpoint already crashed).
+            if self.nodes[&id].armed && self.is_up(id) {
+                self.kill(id);
+            }
             if !self.is_up(id) {
                 self.spawn(id)?;
             }
         }
-        Ok(())
+        self.rejoin()
     }
 
     pub fn endpoints(&self) -> String {

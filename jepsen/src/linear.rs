@@ -71,10 +71,34 @@ struct Entry {
 
 const NIL: usize = usize::MAX;
 
+/// Where the search got furthest in a history that is not linearizable: the longest
+/// explanation it found, and the operation that nothing could put next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stuck {
+    /// Operations the longest explanation linearized.
+    pub linearized: usize,
+    /// The register's value after them.
+    pub state: Option<u64>,
+    /// An operation that had returned by then but could not be linearized (`None`: the
+    /// history's end was reached with unplaced operations).
+    pub op: Option<usize>,
+}
+
 /// Checks one register's history, starting from `initial`, within `max_steps` search steps.
+#[cfg(test)]
 pub fn check(ops: &[Op], initial: Option<u64>, max_steps: u64) -> Verdict {
+    check_explained(ops, initial, max_steps).0
+}
+
+/// `check`, and for a history that is not linearizable, where the search got stuck: the
+/// counterexample to show a person.
+pub fn check_explained(
+    ops: &[Op],
+    initial: Option<u64>,
+    max_steps: u64,
+) -> (Verdict, Option<Stuck>) {
     if ops.is_empty() {
-        return Verdict::Linearizable;
+        return (Verdict::Linearizable, None);
     }
     // Entries sorted by time; at equal times calls come first (the permissive choice: two
     // operations that touch at an instant are taken as concurrent).
@@ -120,6 +144,7 @@ pub fn check(ops: &[Op], initial: Option<u64>, max_steps: u64) -> Verdict {
     let mut calls: Vec<(usize, Option<u64>)> = Vec::new();
     let mut cursor = entries[0].next;
     let mut steps = 0u64;
+    let mut stuck: Option<Stuck> = None;
 
     fn lift(entries: &mut [Entry], call: usize) {
         let partner = entries[call].partner;
@@ -145,7 +170,7 @@ pub fn check(ops: &[Op], initial: Option<u64>, max_steps: u64) -> Verdict {
     while entries[0].next != NIL {
         steps += 1;
         if steps > max_steps {
-            return Verdict::Unknown;
+            return (Verdict::Unknown, None);
         }
         match (cursor != NIL).then(|| entries[cursor]) {
             Some(entry) if entry.is_call => {
@@ -166,8 +191,15 @@ pub fn check(ops: &[Op], initial: Option<u64>, max_steps: u64) -> Verdict {
             // A return (the operation it ends had to be linearized before this point), or every
             // remaining call was tried from here: undo the latest choice and try the next one.
             _ => {
+                if stuck.as_ref().is_none_or(|s| calls.len() > s.linearized) {
+                    stuck = Some(Stuck {
+                        linearized: calls.len(),
+                        state,
+                        op: (cursor != NIL).then(|| entries[cursor].op),
+                    });
+                }
                 let Some((call, previous)) = calls.pop() else {
-                    return Verdict::NotLinearizable;
+                    return (Verdict::NotLinearizable, stuck);
                 };
                 state = previous;
                 let op = entries[call].op;
@@ -177,7 +209,7 @@ pub fn check(ops: &[Op], initial: Option<u64>, max_steps: u64) -> Verdict {
             }
         }
     }
-    Verdict::Linearizable
+    (Verdict::Linearizable, None)
 }
 
 #[cfg(test)]
@@ -226,6 +258,15 @@ mod tests {
             op(4, 5, Kind::Read(Some(1))),
         ];
         assert_eq!(check(&stale, None, BUDGET), Verdict::NotLinearizable);
+        // The counterexample: both writes explained, then the read of 1 cannot follow.
+        assert_eq!(
+            check_explained(&stale, None, BUDGET).1,
+            Some(Stuck {
+                linearized: 2,
+                state: Some(2),
+                op: Some(2)
+            })
+        );
         let absent = [op(0, 1, Kind::Read(Some(7)))];
         assert_eq!(check(&absent, None, BUDGET), Verdict::NotLinearizable);
         assert_eq!(

@@ -5,8 +5,10 @@
 
 mod cluster;
 mod linear;
+mod net;
 mod registry;
 mod stream;
+mod timeline;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -35,9 +37,23 @@ struct Args {
     /// every node converged, every node's watch history rebuilding its state).
     #[arg(long, default_value = "register")]
     workload: String,
-    /// Comma list of `kill`, `kill-leader`, `kill-all`, `pause`, `pause-leader`, or `none`.
+    /// Comma list of `kill`, `kill-leader`, `kill-all`, `pause`, `pause-leader`, `partition`
+    /// (a random minority cut off), `partition-leader` (the leader cut off), `bridge` (two
+    /// halves that cannot talk, one node talking to both), `asymmetric` (the leader's packets
+    /// to the others are lost, theirs still reach it), `netem` (a node loses 20 % of its peers'
+    /// packets, and with kernel netem its own are delayed), `membership` (a node removed,
+    /// wiped, added back as a learner and promoted), `failpoint` (a node restarted with a
+    /// crash point armed: before or after the log fsync, between commit and apply, while
+    /// building or installing a snapshot; needs a strata built with `--features failpoints`,
+    /// as the test build is), or `none`. The network faults need
+    /// network namespaces (see --net).
     #[arg(long, default_value = "kill,pause")]
     nemesis: String,
+    /// Where the nodes run: `namespaces` (each in its own network namespace on a bridge; needs
+    /// root, iproute2 and nftables), `loopback` (all on 127.0.0.1; no network faults) or
+    /// `auto` (namespaces when they can be had).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "namespaces", "loopback"])]
+    net: String,
     /// Seed of the fault schedule and of the clients' choices.
     #[arg(long)]
     seed: Option<u64>,
@@ -51,7 +67,9 @@ struct Args {
     #[arg(long, default_value = "jepsen-runs")]
     out: PathBuf,
     /// Run a deliberately broken server (debug builds only) to show the checkers catch it:
-    /// `ack-before-commit` (the leader acknowledges writes before they commit).
+    /// `ack-before-commit` (the leader acknowledges writes before they commit) or
+    /// `stale-reads` (linearizable reads served from the node's own state, without the read
+    /// index).
     #[arg(long)]
     broken: Option<String>,
     /// The strata binary (default: next to this one).
@@ -83,6 +101,36 @@ enum Fault {
     KillAll,
     Pause,
     PauseLeader,
+    Partition,
+    PartitionLeader,
+    Bridge,
+    Asymmetric,
+    Netem,
+    Membership,
+    Failpoint,
+}
+
+/// The crash points a `failpoint` fault arms (see strata-raft's `failpoints` module), each with
+/// the chance that a pass through it crashes the node.
+const FAILPOINTS: [(&str, u32); 5] = [
+    ("log-before-fsync", 5),
+    ("log-after-fsync", 5),
+    ("apply-before-commit", 5),
+    ("snapshot-build", 100),
+    ("snapshot-install", 100),
+];
+
+impl Fault {
+    fn needs_network(self) -> bool {
+        matches!(
+            self,
+            Fault::Partition
+                | Fault::PartitionLeader
+                | Fault::Bridge
+                | Fault::Asymmetric
+                | Fault::Netem
+        )
+    }
 }
 
 fn parse_nemesis(text: &str) -> anyhow::Result<Vec<Fault>> {
@@ -95,9 +143,16 @@ fn parse_nemesis(text: &str) -> anyhow::Result<Vec<Fault>> {
             "kill-all" => Fault::KillAll,
             "pause" => Fault::Pause,
             "pause-leader" => Fault::PauseLeader,
+            "partition" => Fault::Partition,
+            "partition-leader" => Fault::PartitionLeader,
+            "bridge" => Fault::Bridge,
+            "asymmetric" => Fault::Asymmetric,
+            "netem" => Fault::Netem,
+            "membership" => Fault::Membership,
+            "failpoint" => Fault::Failpoint,
             other => bail!(
                 "nemesis {other:?} is not built yet; have: kill, kill-leader, kill-all, pause, \
-                 pause-leader, none"
+                 pause-leader, partition, partition-leader, bridge, asymmetric, netem, membership, failpoint, none"
             ),
         });
     }
@@ -167,10 +222,26 @@ async fn main() -> anyhow::Result<()> {
     );
 
     if let Some(mode) = &args.broken {
-        if mode != "ack-before-commit" {
-            bail!("--broken {mode:?}: the only broken mode is ack-before-commit");
+        if mode != "ack-before-commit" && mode != "stale-reads" {
+            bail!("--broken {mode:?}: the broken modes are ack-before-commit and stale-reads");
         }
         println!("strata-jepsen: running a deliberately BROKEN server ({mode}); expect anomalies");
+    }
+    let namespaces = match (args.net.as_str(), net::available()) {
+        ("loopback", _) => false,
+        (_, Ok(())) => true,
+        ("namespaces", Err(why)) => bail!("--net namespaces: {why}"),
+        (_, Err(why)) => {
+            println!("strata-jepsen: nodes on 127.0.0.1, no network faults ({why})");
+            false
+        }
+    };
+    if !namespaces && faults.iter().any(|f| f.needs_network()) {
+        bail!(
+            "--nemesis {}: network faults need the nodes in network namespaces (root, iproute2 \
+             and nftables); the UDP-proxy fallback for unprivileged runs is not built",
+            args.nemesis
+        );
     }
     // Ports are chosen free and bound by the nodes a moment later; if another process took one
     // meanwhile, form the cluster again in a fresh directory.
@@ -182,7 +253,23 @@ async fn main() -> anyhow::Result<()> {
             run_dir.join(format!("retry-{attempt}"))
         };
         std::fs::create_dir_all(&dir)?;
-        match cluster::Cluster::start(&strata, &dir, args.nodes, args.broken.clone()) {
+        let net = if namespaces {
+            let net = net::Namespaces::create(args.nodes).context("creating network namespaces")?;
+            if attempt == 1 {
+                println!(
+                    "strata-jepsen: each node in its own network namespace on a bridge{}",
+                    if net.has_netem {
+                        ""
+                    } else {
+                        " (no kernel netem: the netem fault is loss only)"
+                    }
+                );
+            }
+            Some(net)
+        } else {
+            None
+        };
+        match cluster::Cluster::start(&strata, &dir, args.nodes, args.broken.clone(), net) {
             Ok(cluster) => break cluster,
             Err(error) if attempt < 3 => {
                 println!("strata-jepsen: the cluster did not start ({error:#}); trying again");
@@ -206,8 +293,13 @@ async fn main() -> anyhow::Result<()> {
         None
     };
     let mut workers = Vec::new();
+    let nodes: Vec<&str> = endpoints.split(',').collect();
     for process in 0..args.clients {
-        let client = Client::builder(&endpoints)
+        // Client i starts at node i (mod n), as Jepsen binds clients to nodes; it fails over to
+        // the others in order.
+        let mut own = nodes.clone();
+        own.rotate_left(process % nodes.len());
+        let client = Client::builder(own.join(","))
             .request_timeout(Duration::from_secs(3))
             .retry_policy(RetryPolicy::none())
             .connect()
@@ -307,25 +399,95 @@ async fn main() -> anyhow::Result<()> {
         let fault = faults[rng.below(faults.len() as u64) as usize];
         let at_ms = started.elapsed().as_millis() as u64;
         let leader = cluster.leader(1 + rng.below(args.nodes));
+        let random = 1 + rng.below(args.nodes);
         let victim = match fault {
-            Fault::KillLeader | Fault::PauseLeader if leader != 0 => leader,
-            _ => 1 + rng.below(args.nodes),
+            Fault::KillLeader | Fault::PauseLeader | Fault::PartitionLeader | Fault::Asymmetric
+                if leader != 0 =>
+            {
+                leader
+            }
+            _ => random,
         };
+        let mut affected = vec![victim];
+        let mut detail = String::new();
         match fault {
             Fault::Kill | Fault::KillLeader => cluster.kill(victim),
             Fault::KillAll => {
+                affected = (1..=args.nodes).collect();
                 for id in 1..=args.nodes {
                     cluster.kill(id);
                 }
             }
             Fault::Pause | Fault::PauseLeader => cluster.pause(victim),
+            Fault::Failpoint => {
+                let (point, percent) = FAILPOINTS[rng.below(FAILPOINTS.len() as u64) as usize];
+                detail = format!("{point}={percent}%return");
+                // A point that fires while the node starts (its first log write) leaves it
+                // down until the heal, like any crash.
+                if let Err(error) = cluster.restart_armed(victim, &detail) {
+                    println!("  node {victim} crashed at {detail} while starting: {error:#}");
+                }
+            }
+            Fault::Membership => {
+                // Remove, wipe, re-add, promote; a failure (say, no leader to ask) is part of
+                // the run, and the heal finishes the change.
+                if let Err(error) = cluster.remove_and_wipe(victim) {
+                    println!("  membership change of node {victim} not finished yet: {error:#}");
+                }
+            }
+            Fault::Partition
+            | Fault::PartitionLeader
+            | Fault::Bridge
+            | Fault::Asymmetric
+            | Fault::Netem => {
+                let net = cluster
+                    .net
+                    .as_ref()
+                    .context("network faults need namespaces")?;
+                match fault {
+                    Fault::Partition => {
+                        // A random minority: 1 of 3, 1 or 2 of 5.
+                        let size = 1 + rng.below((args.nodes - 1) / 2);
+                        let mut side = BTreeSet::from([victim]);
+                        while (side.len() as u64) < size {
+                            side.insert(1 + rng.below(args.nodes));
+                        }
+                        affected = side.iter().copied().collect();
+                        net.isolate(&side)?;
+                    }
+                    Fault::PartitionLeader => net.isolate(&BTreeSet::from([victim]))?,
+                    Fault::Bridge => {
+                        // The victim bridges: the others split into two halves around it.
+                        let others: Vec<u64> =
+                            (1..=args.nodes).filter(|&id| id != victim).collect();
+                        let (left, right) = others.split_at(others.len() / 2);
+                        for &a in left {
+                            for &b in right {
+                                net.cut(a, b)?;
+                                net.cut(b, a)?;
+                            }
+                        }
+                        affected = others;
+                    }
+                    Fault::Asymmetric => {
+                        for id in (1..=args.nodes).filter(|&id| id != victim) {
+                            net.cut(victim, id)?;
+                        }
+                    }
+                    _ => net.degrade(victim, 20, 50)?,
+                }
+            }
         }
         tokio::time::sleep(Duration::from_millis(1_000 + rng.below(2_000))).await;
         cluster.heal()?;
         let healed_ms = started.elapsed().as_millis() as u64;
-        schedule.push(json!({"fault": format!("{fault:?}"), "node": victim,
-            "start_ms": at_ms, "end_ms": healed_ms}));
-        println!("  {at_ms:>6} ms  {fault:?} node {victim}, healed at {healed_ms} ms");
+        schedule.push(
+            json!({"fault": format!("{fault:?}"), "node": victim, "nodes": affected,
+            "detail": detail, "start_ms": at_ms, "end_ms": healed_ms}),
+        );
+        println!(
+            "  {at_ms:>6} ms  {fault:?} node {victim} {affected:?} {detail}, healed at {healed_ms} ms"
+        );
     }
     for worker in workers {
         worker.await?;
@@ -392,6 +554,16 @@ async fn main() -> anyhow::Result<()> {
         run_dir.join("verdict.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
+    let title = format!(
+        "{} / {} / seed {seed}: {}",
+        args.workload,
+        args.nemesis,
+        if verdict.valid { "valid" } else { "INVALID" }
+    );
+    std::fs::write(
+        run_dir.join("timeline.html"),
+        timeline::render(&title, &history, &schedule, args.clients),
+    )?;
     println!(
         "strata-jepsen: {} operations {counts:?}, recovered in {recovery_ms} ms: {}",
         history.len(),
@@ -414,8 +586,9 @@ pub(crate) struct Verdict {
 
 /// Linearizability of each register key's history.
 fn check_register(history: &[Record]) -> Verdict {
-    let mut by_key: BTreeMap<u64, Vec<linear::Op>> = BTreeMap::new();
-    for record in history {
+    // Per key: the operations, and the history record each came from.
+    let mut by_key: BTreeMap<u64, (Vec<linear::Op>, Vec<usize>)> = BTreeMap::new();
+    for (index, record) in history.iter().enumerate() {
         let ret = match record.outcome {
             "ok" => Some(record.complete_us),
             "info" => None,
@@ -431,22 +604,29 @@ fn check_register(history: &[Record]) -> Verdict {
                 succeeded: ret.and(record.result).map(|r| r == 1),
             },
         };
-        by_key.entry(record.key).or_default().push(linear::Op {
+        let (ops, records) = by_key.entry(record.key).or_default();
+        ops.push(linear::Op {
             call: record.invoke_us,
             ret,
             kind,
         });
+        records.push(index);
     }
     let mut anomalies = Vec::new();
     let mut unknown = Vec::new();
-    for (key, ops) in &by_key {
-        match linear::check(ops, None, 20_000_000) {
-            linear::Verdict::Linearizable => {}
-            linear::Verdict::NotLinearizable => anomalies.push(format!(
-                "key r{key}: {} operations admit no linearization",
-                ops.len()
-            )),
-            linear::Verdict::Unknown => unknown.push(*key),
+    for (key, (ops, records)) in &by_key {
+        match linear::check_explained(ops, None, 20_000_000) {
+            (linear::Verdict::Linearizable, _) => {}
+            (linear::Verdict::NotLinearizable, stuck) => {
+                anomalies.push(format!(
+                    "key r{key}: {} operations admit no linearization",
+                    ops.len()
+                ));
+                if let Some(stuck) = stuck {
+                    print_counterexample(*key, history, records, &stuck);
+                }
+            }
+            (linear::Verdict::Unknown, _) => unknown.push(*key),
         }
     }
     if !unknown.is_empty() {
@@ -458,7 +638,76 @@ fn check_register(history: &[Record]) -> Verdict {
     }
 }
 
-/// Every acknowledged add is present at the end; nothing appears that was never attempted.
+/// Prints where the linearizability search got stuck on `key`: the value the longest
+/// explanation ends in, the operation nothing explains, and the operations overlapping it in
+/// time (every one that could have been ordered around it).
+fn print_counterexample(key: u64, history: &[Record], records: &[usize], stuck: &linear::Stuck) {
+    let show = |record: &Record| {
+        let value = match record.op {
+            "read" => format!("read -> {:?}", record.result),
+            "write" => format!("write {}", record.value.unwrap_or(0)),
+            _ => format!(
+                "cas {} -> {} ({})",
+                record.from.unwrap_or(0),
+                record.value.unwrap_or(0),
+                match record.result {
+                    Some(1) => "succeeded",
+                    Some(_) => "failed",
+                    None => "unknown",
+                }
+            ),
+        };
+        format!(
+            "process {} {value:<28} {} invoked {:.3} s, returned {:.3} s",
+            record.process,
+            record.outcome,
+            record.invoke_us as f64 / 1e6,
+            record.complete_us as f64 / 1e6
+        )
+    };
+    println!(
+        "  counterexample on r{key}: the longest explanation orders {} operations and leaves \
+         the value at {:?}; then",
+        stuck.linearized, stuck.state
+    );
+    let Some(op) = stuck.op else {
+        println!("    (the history ends with operations nothing can place)");
+        return;
+    };
+    let culprit = &history[records[op]];
+    println!("    {}   <- no order explains this", show(culprit));
+    println!("  overlapping it in time (each could go before or after it):");
+    let (start, end) = (culprit.invoke_us, culprit.complete_us);
+    let mut shown = 0;
+    for &index in records {
+        let record = &history[index];
+        let record_end = if record.outcome == "ok" {
+            record.complete_us
+        } else {
+            u64::MAX
+        };
+        if index != records[op] && record.invoke_us <= end && record_end >= start {
+            println!("    {}", show(record));
+            shown += 1;
+            if shown == 12 {
+                println!("    ...");
+                break;
+            }
+        }
+    }
+    // The last writes that completed before it began: the values it should have seen.
+    let before: Vec<&Record> = records
+        .iter()
+        .map(|&i| &history[i])
+        .filter(|r| r.outcome == "ok" && r.complete_us < start)
+        .filter(|r| r.op == "write" || (r.op == "cas" && r.result == Some(1)))
+        .collect();
+    println!("  the last writes acknowledged before it was invoked:");
+    for record in before.iter().rev().take(3).rev() {
+        println!("    {}", show(record));
+    }
+}
+
 async fn check_set(table: &strata_client::Table, history: &[Record]) -> anyhow::Result<Verdict> {
     let present: BTreeSet<String> = table
         .list_all(

@@ -52,7 +52,9 @@ fn run_flusher(log: LogStore, waiting: mpsc::Receiver<LogFlushed<TypeConfig>>) {
     while let Ok(first) = waiting.recv() {
         let mut batch = vec![first];
         batch.extend(waiting.try_iter());
+        crate::failpoints::crash_point("log-before-fsync");
         let result = log.sync().map_err(std::io::Error::other);
+        crate::failpoints::crash_point("log-after-fsync");
         if let Err(error) = &result {
             tracing::error!(%error, "log fsync failed; entries are not durable");
         }

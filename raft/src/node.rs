@@ -77,6 +77,9 @@ pub struct RaftNodeConfig {
     /// as soon as it is proposed, before it commits. Never set outside tests; the binary
     /// honours it only in debug builds.
     pub unsafe_ack_before_commit: bool,
+    /// The other broken mode: linearizable reads skip the read index and are served from
+    /// whatever this node has applied (a follower's or a deposed leader's stale state).
+    pub unsafe_stale_reads: bool,
 }
 
 impl Default for RaftNodeConfig {
@@ -96,6 +99,7 @@ impl Default for RaftNodeConfig {
             leader_op_timeout_ms: 5_000,
             promote_max_lag: 1_000,
             unsafe_ack_before_commit: false,
+            unsafe_stale_reads: false,
         }
     }
 }
@@ -589,6 +593,9 @@ impl RaftNode {
     /// call: the leader confirms its leadership with a quorum and names a read index (on a
     /// follower, over the peer transport); this node then waits to apply up to it.
     pub async fn linearizable_barrier(&self) -> Result<(), ReadError> {
+        if self.config.unsafe_stale_reads {
+            return Ok(()); // the broken mode (see RaftNodeConfig)
+        }
         let index = match self.route(LeaderOp::ReadIndex).await {
             Ok(LeaderReply::ReadIndex(index)) => index,
             Ok(other) => {

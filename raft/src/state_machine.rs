@@ -265,6 +265,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         };
         let signature = Some(meta.signature());
         let data = self.snapshot_dir.join(data_file_name(&meta));
+        crate::failpoints::crash_point("snapshot-build");
         std::fs::rename(&building, &data)
             .and_then(|()| self.publish(&meta))
             .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
@@ -340,6 +341,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let applied = bincode::serialize(&Some(entry.log_id))
                 .map_err(|e| StorageIOError::write_state_machine(&e))?;
             txn.put_meta(META_LAST_APPLIED, &applied);
+            crate::failpoints::crash_point("apply-before-commit");
             let events = self
                 .kv
                 .commit(txn)
@@ -414,6 +416,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             tee.copy.sync_all()?;
             std::fs::rename(&copying, &data)?;
             machine.publish(&meta_copy)?;
+            crate::failpoints::crash_point("snapshot-install");
             machine.import_file(&data, false)?;
             Ok(())
         })

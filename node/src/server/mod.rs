@@ -162,6 +162,10 @@ fn write_new_token(path: &std::path::Path) -> std::io::Result<()> {
 }
 
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    strata_raft::failpoints::setup().map_err(anyhow::Error::msg)?;
+    if strata_raft::failpoints::BUILT && std::env::var_os("FAILPOINTS").is_some() {
+        tracing::warn!("failpoints armed: this node will crash where they fire");
+    }
     let grpc_listener = tokio::net::TcpListener::bind(config.client_addr)
         .await
         .with_context(|| format!("binding the gRPC address {}", config.client_addr))?;
@@ -194,11 +198,15 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         _ => bound_peer_addr.unwrap_or(config.peer_addr).to_string(),
     };
 
-    // A test-only broken mode the chaos suite must catch; release builds ignore the variable.
-    let unsafe_ack_before_commit = cfg!(debug_assertions)
-        && std::env::var("STRATA_UNSAFE_TEST_SWITCH").as_deref() == Ok("ack-before-commit");
+    // Test-only broken modes the chaos suite must catch; release builds ignore the variable.
+    let switch = std::env::var("STRATA_UNSAFE_TEST_SWITCH").unwrap_or_default();
+    let unsafe_ack_before_commit = cfg!(debug_assertions) && switch == "ack-before-commit";
+    let unsafe_stale_reads = cfg!(debug_assertions) && switch == "stale-reads";
     if unsafe_ack_before_commit {
         tracing::error!("UNSAFE TEST SWITCH: acknowledging writes before they commit");
+    }
+    if unsafe_stale_reads {
+        tracing::error!("UNSAFE TEST SWITCH: serving linearizable reads from local state");
     }
     let raft_config = RaftNodeConfig {
         node_id: config.node_id,
@@ -208,6 +216,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         history_retain_revisions: config.history_retain_revisions,
         snapshot_every_entries: config.snapshot_every_entries,
         unsafe_ack_before_commit,
+        unsafe_stale_reads,
         ..RaftNodeConfig::default()
     };
     let node = RaftNode::start(&config.data_dir, raft_config, Arc::new(transport))

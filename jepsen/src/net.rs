@@ -1,0 +1,238 @@
+//! Real network faults: each node in a network namespace of its own, joined by veth pairs to a
+//! bridge this suite creates (and removes when it is dropped). The suite's clients reach the
+//! nodes through the bridge's address; the nodes reach each other through the bridge too.
+//! Faults are nftables rules in the receiving node's namespace, so they drop packets silently,
+//! as a broken link would: a cut from A to B is "B drops what comes from A". Loss is the same
+//! rule with a random match. Delay needs the kernel's netem qdisc: it is used when the kernel
+//! has it and said to be missing otherwise. Nothing leaves the namespaces and the bridge.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+pub struct Namespaces {
+    tag: String,
+    /// The first three octets of the subnet, e.g. `10.213.7`.
+    subnet: String,
+    nodes: Vec<u64>,
+    /// Whether the kernel has netem (delay) as well as nftables (cuts, loss).
+    pub has_netem: bool,
+}
+
+fn sh(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !output.status.success() {
+        bail!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Whether this process can make network namespaces with nftables rules in them (root, and
+/// `ip` and `nft` installed). Says why not otherwise.
+pub fn available() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("not running as root".into());
+    }
+    for tool in ["ip", "nft"] {
+        if Command::new(tool).arg("-V").output().is_err() {
+            return Err(format!("`{tool}` is not installed"));
+        }
+    }
+    Ok(())
+}
+
+impl Namespaces {
+    /// Creates the bridge and one namespace per node.
+    pub fn create(nodes: u64) -> anyhow::Result<Self> {
+        let pid = std::process::id();
+        let tag = format!("sj{:05}", pid % 100_000);
+        let subnet = format!("10.{}.{}", 200 + (pid >> 8) % 50, pid & 0xff);
+        let mut net = Self {
+            tag,
+            subnet,
+            nodes: (1..=nodes).collect(),
+            has_netem: false,
+        };
+        net.remove(); // leftovers of an earlier process with the same id
+        let bridge = net.bridge();
+        sh("ip", &["link", "add", &bridge, "type", "bridge"])?;
+        sh(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{}.254/24", net.subnet),
+                "dev",
+                &bridge,
+            ],
+        )?;
+        sh("ip", &["link", "set", &bridge, "up"])?;
+        for id in 1..=nodes {
+            let (ns, veth) = (net.namespace(id), format!("{}v{id}", net.tag));
+            sh("ip", &["netns", "add", &ns])?;
+            sh(
+                "ip",
+                &[
+                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                ],
+            )?;
+            sh("ip", &["link", "set", &veth, "master", &bridge, "up"])?;
+            sh("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
+            sh(
+                "ip",
+                &[
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    &format!("{}/24", net.address(id)),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+            sh("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
+            sh(
+                "ip",
+                &[
+                    "netns", "exec", &ns, "nft", "add", "table", "inet", "jepsen",
+                ],
+            )?;
+            sh(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &ns,
+                    "nft",
+                    "add",
+                    "chain",
+                    "inet",
+                    "jepsen",
+                    "input",
+                    "{ type filter hook input priority 0; policy accept; }",
+                ],
+            )?;
+        }
+        let probe = [
+            "-n",
+            &net.namespace(1),
+            "qdisc",
+            "add",
+            "dev",
+            "eth0",
+            "root",
+        ];
+        net.has_netem = sh("tc", &[&probe[..], &["netem", "delay", "1ms"]].concat()).is_ok();
+        if net.has_netem {
+            sh(
+                "tc",
+                &[
+                    "-n",
+                    &net.namespace(1),
+                    "qdisc",
+                    "del",
+                    "dev",
+                    "eth0",
+                    "root",
+                ],
+            )?;
+        }
+        Ok(net)
+    }
+
+    fn bridge(&self) -> String {
+        format!("{}b", self.tag)
+    }
+
+    pub fn namespace(&self, id: u64) -> String {
+        format!("{}n{id}", self.tag)
+    }
+
+    /// Node `id`'s address on the bridge.
+    pub fn address(&self, id: u64) -> String {
+        format!("{}.{id}", self.subnet)
+    }
+
+    fn nft(&self, id: u64, rule: &str) -> anyhow::Result<()> {
+        let ns = self.namespace(id);
+        let mut args = vec!["netns", "exec", &ns, "nft"];
+        args.extend(rule.split(' '));
+        sh("ip", &args)
+    }
+
+    /// Node `to` no longer receives what node `from` sends.
+    pub fn cut(&self, from: u64, to: u64) -> anyhow::Result<()> {
+        let rule = format!(
+            "add rule inet jepsen input ip saddr {} drop",
+            self.address(from)
+        );
+        self.nft(to, &rule)
+    }
+
+    /// Cuts every link between `side` and the other nodes, both ways.
+    pub fn isolate(&self, side: &BTreeSet<u64>) -> anyhow::Result<()> {
+        for &a in side {
+            for &b in self.nodes.iter().filter(|b| !side.contains(b)) {
+                self.cut(a, b)?;
+                self.cut(b, a)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Node `id` drops `percent` % of what the other nodes send it (not the clients' traffic),
+    /// and delays what it sends by `delay_ms` when the kernel has netem.
+    pub fn degrade(&self, id: u64, percent: u32, delay_ms: u32) -> anyhow::Result<()> {
+        let rule = format!(
+            "add rule inet jepsen input ip saddr {}.0/24 ip saddr != {}.254 numgen random mod 100 < {percent} drop",
+            self.subnet, self.subnet
+        );
+        self.nft(id, &rule)?;
+        if self.has_netem {
+            let delay = format!("{delay_ms}ms");
+            let jitter = format!("{}ms", delay_ms / 2);
+            let ns = self.namespace(id);
+            let args = [
+                "-n", &ns, "qdisc", "add", "dev", "eth0", "root", "netem", "delay",
+            ];
+            sh("tc", &[&args[..], &[&delay, &jitter]].concat())?;
+        }
+        Ok(())
+    }
+
+    /// Removes every fault.
+    pub fn heal(&self) -> anyhow::Result<()> {
+        for &id in &self.nodes {
+            self.nft(id, "flush chain inet jepsen input")?;
+            if self.has_netem {
+                let ns = self.namespace(id);
+                // Fails when there is no netem qdisc on the link, which is fine.
+                let _ = sh("tc", &["-n", &ns, "qdisc", "del", "dev", "eth0", "root"]);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&self) {
+        for &id in &self.nodes {
+            let _ = sh("ip", &["netns", "del", &self.namespace(id)]);
+        }
+        let _ = sh("ip", &["link", "del", &self.bridge()]);
+    }
+}
+
+impl Drop for Namespaces {
+    /// Deleting a namespace deletes its end of the veth pair, and with it the other end.
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
