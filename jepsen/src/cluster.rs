@@ -14,7 +14,10 @@ use anyhow::{bail, Context};
 pub struct Node {
     pub id: u64,
     pub grpc: String,
+    /// Where the other nodes reach this one (the initial cluster and the membership).
     pub peer: String,
+    /// Where it binds its peer socket: `peer`, but for the proxy's front.
+    bind: String,
     child: Option<Child>,
     paused: bool,
     /// Started with failpoints armed (the heal restarts it without).
@@ -34,8 +37,8 @@ pub struct Cluster {
     joined: std::collections::BTreeSet<u64>,
     /// A node the membership nemesis has not finished adding back (the heal finishes it).
     pub rejoining: Option<u64>,
-    /// The nodes' namespaces, when they run in their own (dropped after the nodes).
-    pub net: Option<crate::net::Namespaces>,
+    /// Where network faults are made, when they can be (dropped after the nodes).
+    pub net: Option<crate::net::Network>,
 }
 
 fn free_port(udp: bool) -> anyhow::Result<u16> {
@@ -68,7 +71,7 @@ impl Cluster {
         dir: &Path,
         size: u64,
         broken: Option<String>,
-        net: Option<crate::net::Namespaces>,
+        net: Option<crate::net::Network>,
     ) -> anyhow::Result<Self> {
         let tls = dir.join("tls");
         let tls_str = tls.to_str().context("run directory is not UTF-8")?;
@@ -87,15 +90,24 @@ impl Cluster {
                 ],
             )?;
             // In a namespace of its own a node has its address and every port to itself.
-            let (grpc, peer) = match &net {
-                Some(net) => (
-                    format!("{}:7420", net.address(id)),
-                    format!("{}:7421", net.address(id)),
-                ),
-                None => (
+            let (grpc, peer, bind) = match &net {
+                Some(crate::net::Network::Namespaces(net)) => {
+                    let peer = format!("{}:7421", net.address(id));
+                    (format!("{}:7420", net.address(id)), peer.clone(), peer)
+                }
+                Some(crate::net::Network::Proxy(proxy)) => (
                     format!("127.0.0.1:{}", free_port(false)?),
-                    format!("127.0.0.1:{}", free_port(true)?),
+                    proxy.front[&id].to_string(),
+                    proxy.real[&id].to_string(),
                 ),
+                None => {
+                    let peer = format!("127.0.0.1:{}", free_port(true)?);
+                    (
+                        format!("127.0.0.1:{}", free_port(false)?),
+                        peer.clone(),
+                        peer,
+                    )
+                }
             };
             nodes.insert(
                 id,
@@ -103,6 +115,7 @@ impl Cluster {
                     id,
                     grpc,
                     peer,
+                    bind,
                     child: None,
                     paused: false,
                     armed: false,
@@ -152,21 +165,21 @@ impl Cluster {
         // `ip netns exec` execs the binary in place, so the child is the server itself (signals
         // reach it).
         let mut command = match &self.net {
-            Some(net) => {
+            Some(crate::net::Network::Namespaces(net)) => {
                 let mut command = Command::new("ip");
                 command
                     .args(["netns", "exec", &net.namespace(id)])
                     .arg(&self.binary);
                 command
             }
-            None => Command::new(&self.binary),
+            _ => Command::new(&self.binary),
         };
         let mut child = command
             .arg("serve")
             .args(["--node-id", &id.to_string()])
             .args(["--client-addr", &node.grpc])
             .args(["--http-addr", "127.0.0.1:0"])
-            .args(["--peer-addr", &node.peer])
+            .args(["--peer-addr", &node.bind])
             .args(if self.joined.contains(&id) {
                 vec!["--join"]
             } else {

@@ -6,6 +6,7 @@
 mod cluster;
 mod linear;
 mod net;
+mod proxy;
 mod registry;
 mod stream;
 mod timeline;
@@ -49,10 +50,12 @@ struct Args {
     /// network namespaces (see --net).
     #[arg(long, default_value = "kill,pause")]
     nemesis: String,
-    /// Where the nodes run: `namespaces` (each in its own network namespace on a bridge; needs
-    /// root, iproute2 and nftables), `loopback` (all on 127.0.0.1; no network faults) or
-    /// `auto` (namespaces when they can be had).
-    #[arg(long, default_value = "auto", value_parser = ["auto", "namespaces", "loopback"])]
+    /// Where the nodes run and network faults are made: `namespaces` (each node in its own
+    /// network namespace on a bridge, faults by nftables; needs root, iproute2 and nftables),
+    /// `proxy` (all on 127.0.0.1, the nodes' QUIC traffic through a fault-injecting UDP proxy
+    /// in this process; no privileges), or `auto` (namespaces when they can be had, else the
+    /// proxy).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "namespaces", "proxy"])]
     net: String,
     /// Seed of the fault schedule and of the clients' choices.
     #[arg(long)]
@@ -119,19 +122,6 @@ const FAILPOINTS: [(&str, u32); 5] = [
     ("snapshot-build", 100),
     ("snapshot-install", 100),
 ];
-
-impl Fault {
-    fn needs_network(self) -> bool {
-        matches!(
-            self,
-            Fault::Partition
-                | Fault::PartitionLeader
-                | Fault::Bridge
-                | Fault::Asymmetric
-                | Fault::Netem
-        )
-    }
-}
 
 fn parse_nemesis(text: &str) -> anyhow::Result<Vec<Fault>> {
     let mut faults = Vec::new();
@@ -228,21 +218,17 @@ async fn main() -> anyhow::Result<()> {
         println!("strata-jepsen: running a deliberately BROKEN server ({mode}); expect anomalies");
     }
     let namespaces = match (args.net.as_str(), net::available()) {
-        ("loopback", _) => false,
+        ("proxy", _) => false,
         (_, Ok(())) => true,
         ("namespaces", Err(why)) => bail!("--net namespaces: {why}"),
         (_, Err(why)) => {
-            println!("strata-jepsen: nodes on 127.0.0.1, no network faults ({why})");
+            println!(
+                "strata-jepsen: no network namespaces ({why}): the nodes run on 127.0.0.1 \
+                 and their traffic goes through a fault-injecting UDP proxy"
+            );
             false
         }
     };
-    if !namespaces && faults.iter().any(|f| f.needs_network()) {
-        bail!(
-            "--nemesis {}: network faults need the nodes in network namespaces (root, iproute2 \
-             and nftables); the UDP-proxy fallback for unprivileged runs is not built",
-            args.nemesis
-        );
-    }
     // Ports are chosen free and bound by the nodes a moment later; if another process took one
     // meanwhile, form the cluster again in a fresh directory.
     let mut attempt = 1;
@@ -265,10 +251,16 @@ async fn main() -> anyhow::Result<()> {
                     }
                 );
             }
-            Some(net)
+            net::Network::Namespaces(net)
         } else {
-            None
+            if attempt == 1 && args.net == "proxy" {
+                println!(
+                    "strata-jepsen: the nodes' traffic goes through a fault-injecting UDP proxy"
+                );
+            }
+            net::Network::Proxy(proxy::Proxy::start(args.nodes).await?)
         };
+        let net = Some(net);
         match cluster::Cluster::start(&strata, &dir, args.nodes, args.broken.clone(), net) {
             Ok(cluster) => break cluster,
             Err(error) if attempt < 3 => {

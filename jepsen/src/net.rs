@@ -5,11 +5,53 @@
 //! as a broken link would: a cut from A to B is "B drops what comes from A". Loss is the same
 //! rule with a random match. Delay needs the kernel's netem qdisc: it is used when the kernel
 //! has it and said to be missing otherwise. Nothing leaves the namespaces and the bridge.
+//! Without root the same faults come from a UDP proxy instead (`proxy.rs`).
 
 use std::collections::BTreeSet;
 use std::process::Command;
 
 use anyhow::{bail, Context};
+
+/// Where the network faults are made: in the kernel between namespaces (root), or in a UDP
+/// proxy between nodes on 127.0.0.1 (`proxy.rs`, no privileges).
+pub enum Network {
+    Namespaces(Namespaces),
+    Proxy(crate::proxy::Proxy),
+}
+
+impl Network {
+    /// Node `to` no longer receives what node `from` sends.
+    pub fn cut(&self, from: u64, to: u64) -> anyhow::Result<()> {
+        match self {
+            Network::Namespaces(net) => net.cut(from, to),
+            Network::Proxy(proxy) => proxy.cut(from, to),
+        }
+    }
+
+    /// Cuts every link between `side` and the other nodes, both ways.
+    pub fn isolate(&self, side: &BTreeSet<u64>) -> anyhow::Result<()> {
+        match self {
+            Network::Namespaces(net) => net.isolate(side),
+            Network::Proxy(proxy) => proxy.isolate(side),
+        }
+    }
+
+    /// Node `id` loses `percent` % of its peers' packets and, where delay can be made, gets
+    /// them about `delay_ms` late.
+    pub fn degrade(&self, id: u64, percent: u32, delay_ms: u32) -> anyhow::Result<()> {
+        match self {
+            Network::Namespaces(net) => net.degrade(id, percent, delay_ms),
+            Network::Proxy(proxy) => proxy.degrade(id, percent, delay_ms),
+        }
+    }
+
+    pub fn heal(&self) -> anyhow::Result<()> {
+        match self {
+            Network::Namespaces(net) => net.heal(),
+            Network::Proxy(proxy) => proxy.heal(),
+        }
+    }
+}
 
 pub struct Namespaces {
     tag: String,

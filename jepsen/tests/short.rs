@@ -24,11 +24,14 @@ fn strata_jepsen(args: &[&str], out: &Path) -> std::process::Output {
 }
 
 fn run(workload: &str, nemesis: &str, seed: &str) {
+    run_with(workload, nemesis, seed, &[]);
+}
+
+fn run_with(workload: &str, nemesis: &str, seed: &str, extra: &[&str]) {
     let out = tempfile::tempdir().unwrap();
-    let output = strata_jepsen(
-        &["--workload", workload, "--nemesis", nemesis, "--seed", seed],
-        out.path(),
-    );
+    let mut args = vec!["--workload", workload, "--nemesis", nemesis, "--seed", seed];
+    args.extend_from_slice(extra);
+    let output = strata_jepsen(&args, out.path());
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -190,4 +193,16 @@ fn a_build_that_serves_stale_reads_is_caught() {
     assert!(stdout.contains("INVALID"), "{stdout}");
     assert!(stdout.contains("admit no linearization"), "{stdout}");
     assert!(stdout.contains("no order explains this"), "{stdout}");
+}
+
+/// The unprivileged way to make network faults: the nodes' QUIC traffic through the suite's
+/// UDP proxy (cuts, and a lossy, slow node). Runs as any user.
+#[test]
+fn register_stays_linearizable_under_proxy_partitions_and_lossy_links() {
+    run_with(
+        "register",
+        "partition,netem,partition-leader",
+        "9",
+        &["--net", "proxy"],
+    );
 }
