@@ -419,6 +419,13 @@ async fn main() -> anyhow::Result<()> {
                 if let Err(error) = cluster.restart_armed(victim, &detail) {
                     println!("  node {victim} crashed at {detail} while starting: {error:#}");
                 }
+                // The leader's old connection to the restarted node dies only at the QUIC idle
+                // timeout, so entries reach it a few seconds later: give the point up to 8 s
+                // to fire before the window goes on.
+                let armed_at = Instant::now();
+                while cluster.is_up(victim) && armed_at.elapsed() < Duration::from_secs(8) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
             Fault::Membership => {
                 // Remove, wipe, re-add, promote; a failure (say, no leader to ask) is part of
