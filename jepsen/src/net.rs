@@ -30,10 +30,17 @@ impl Network {
 
     /// Cuts every link between `side` and the other nodes, both ways.
     pub fn isolate(&self, side: &BTreeSet<u64>) -> anyhow::Result<()> {
-        match self {
-            Network::Namespaces(net) => net.isolate(side),
-            Network::Proxy(proxy) => proxy.isolate(side),
+        let nodes = match self {
+            Network::Namespaces(net) => &net.nodes,
+            Network::Proxy(proxy) => &proxy.nodes,
+        };
+        for &a in side {
+            for &b in nodes.iter().filter(|b| !side.contains(b)) {
+                self.cut(a, b)?;
+                self.cut(b, a)?;
+            }
         }
+        Ok(())
     }
 
     /// Node `id` loses `percent` % of its peers' packets and, where delay can be made, gets
@@ -57,7 +64,7 @@ pub struct Namespaces {
     tag: String,
     /// The first three octets of the subnet, e.g. `10.213.7`.
     subnet: String,
-    nodes: Vec<u64>,
+    pub(crate) nodes: Vec<u64>,
     /// Whether the kernel has netem (delay) as well as nftables (cuts, loss).
     pub has_netem: bool,
 }
@@ -218,17 +225,6 @@ impl Namespaces {
             self.address(from)
         );
         self.nft(to, &rule)
-    }
-
-    /// Cuts every link between `side` and the other nodes, both ways.
-    pub fn isolate(&self, side: &BTreeSet<u64>) -> anyhow::Result<()> {
-        for &a in side {
-            for &b in self.nodes.iter().filter(|b| !side.contains(b)) {
-                self.cut(a, b)?;
-                self.cut(b, a)?;
-            }
-        }
-        Ok(())
     }
 
     /// Node `id` drops `percent` % of what the other nodes send it (not the clients' traffic),

@@ -7,7 +7,7 @@
 //! mutual TLS on node names, so the relay addresses change nothing for them. Clients talk to
 //! the nodes directly (gRPC over TCP), as in the namespace mode.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,7 +45,7 @@ impl Faults {
 }
 
 pub struct Proxy {
-    nodes: Vec<u64>,
+    pub(crate) nodes: Vec<u64>,
     /// Where each node is known to the others (the proxy's sockets).
     pub front: HashMap<u64, SocketAddr>,
     /// Where each node binds its peer socket.
@@ -108,17 +108,6 @@ impl Proxy {
 
     pub fn cut(&self, from: u64, to: u64) -> anyhow::Result<()> {
         self.faults.lock().unwrap().cut.insert((from, to));
-        Ok(())
-    }
-
-    /// Cuts every link between `side` and the other nodes, both ways.
-    pub fn isolate(&self, side: &BTreeSet<u64>) -> anyhow::Result<()> {
-        for &a in side {
-            for &b in self.nodes.iter().filter(|b| !side.contains(b)) {
-                self.cut(a, b)?;
-                self.cut(b, a)?;
-            }
-        }
         Ok(())
     }
 

@@ -65,6 +65,33 @@ fn run_with(workload: &str, nemesis: &str, seed: &str, extra: &[&str]) {
     assert!(verdict["operations"].as_u64().unwrap() > 100, "{verdict}");
 }
 
+/// Runs a deliberately broken server and returns what strata-jepsen printed, which must be a
+/// failed verdict (exit 1, INVALID).
+fn run_broken(workload: &str, nemesis: &str, seed: &str, mode: &str) -> String {
+    let out = tempfile::tempdir().unwrap();
+    let output = strata_jepsen(
+        &[
+            "--workload",
+            workload,
+            "--nemesis",
+            nemesis,
+            "--seed",
+            seed,
+            "--broken",
+            mode,
+        ],
+        out.path(),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "the broken build ({mode}) passed:\n{stdout}"
+    );
+    assert!(stdout.contains("INVALID"), "{stdout}");
+    stdout
+}
+
 #[test]
 fn register_stays_linearizable_under_kills_and_pauses() {
     run("register", "kill-leader,pause", "1");
@@ -91,27 +118,7 @@ fn a_build_that_acknowledges_before_commit_is_caught() {
         eprintln!("skipped: the broken mode exists only in debug builds");
         return;
     }
-    let out = tempfile::tempdir().unwrap();
-    let output = strata_jepsen(
-        &[
-            "--workload",
-            "set",
-            "--nemesis",
-            "kill-all,kill-leader",
-            "--seed",
-            "3",
-            "--broken",
-            "ack-before-commit",
-        ],
-        out.path(),
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "the broken build passed:\n{stdout}"
-    );
-    assert!(stdout.contains("INVALID"), "{stdout}");
+    let stdout = run_broken("set", "kill-all,kill-leader", "3", "ack-before-commit");
     assert!(stdout.contains("acknowledged adds lost"), "{stdout}");
 }
 
@@ -170,27 +177,7 @@ fn a_build_that_serves_stale_reads_is_caught() {
     if !network_faults_available() {
         return;
     }
-    let out = tempfile::tempdir().unwrap();
-    let output = strata_jepsen(
-        &[
-            "--workload",
-            "register",
-            "--nemesis",
-            "partition,partition-leader",
-            "--seed",
-            "8",
-            "--broken",
-            "stale-reads",
-        ],
-        out.path(),
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "the broken build passed:\n{stdout}"
-    );
-    assert!(stdout.contains("INVALID"), "{stdout}");
+    let stdout = run_broken("register", "partition,partition-leader", "8", "stale-reads");
     assert!(stdout.contains("admit no linearization"), "{stdout}");
     assert!(stdout.contains("no order explains this"), "{stdout}");
 }
