@@ -159,13 +159,6 @@ fn set_loses_nothing_under_asymmetric_loss_and_membership_changes() {
     }
 }
 
-/// Crashes at the dangerous points (around the log fsync, between commit and apply, in
-/// snapshot build and install), armed through the test build's failpoints.
-#[test]
-fn stream_loses_nothing_when_nodes_crash_at_failpoints() {
-    run("stream", "failpoint,kill", "7");
-}
-
 /// The register checker must catch a build that serves linearizable reads from a node's own
 /// state: the clients of a cut-off node read what the majority has overwritten.
 #[test]
