@@ -167,9 +167,10 @@ fn main() -> std::process::ExitCode {
 /// Exits without running C++ static destructors. A node that fails after opening RocksDB (a
 /// corrupt log, say) has quiesced it, but RocksDB's pool threads still exist, and a normal
 /// exit destroys mutexes they use ("pthread lock: Invalid argument", an abort instead of the
-/// exit code; seen in CI). Rust's stdout and stderr are flushed first; nothing else here
-/// buffers output.
-fn exit_now(code: i32) -> ! {
+/// exit code; seen in CI). A node whose Raft stopped on a fatal error leaves through here too.
+/// Rust's stdout and stderr are flushed first; nothing else here buffers output, and
+/// everything acknowledged is already durable.
+pub(crate) fn exit_now(code: i32) -> ! {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();

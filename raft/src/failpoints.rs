@@ -10,6 +10,10 @@
 //!   to the state machine;
 //! - `snapshot-build`: a snapshot exported to its temporary file but not yet made current;
 //! - `snapshot-install`: a received snapshot verified and made current but not yet loaded.
+//!
+//! And one error point, which fails as a broken disk would instead of crashing:
+//! - `apply-error`: writing an applied entry to the state machine fails (openraft stops on
+//!   it; the node must then exit, not serve on without Raft).
 
 /// Whether this build has the crash points.
 pub const BUILT: bool = cfg!(feature = "failpoints");
@@ -43,4 +47,15 @@ pub fn crash_point(name: &'static str) {
         std::process::abort()
     });
     let _ = name;
+}
+
+/// An I/O error, as from a failing disk, when the armed point `name` fires; `Ok` otherwise.
+#[inline]
+pub fn error_point(name: &'static str) -> std::io::Result<()> {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!(name, |_| Err(std::io::Error::other(format!(
+        "failpoint {name} fired"
+    ))));
+    let _ = name;
+    Ok(())
 }

@@ -12,6 +12,14 @@
 //! timeout must never write into one being installed). Installing verifies the received data,
 //! keeps it as the current snapshot, leaves an `importing` marker, loads it in bounded batches
 //! and removes the marker once synced; a node that crashed mid-import redoes it at start.
+//!
+//! openraft builds snapshots in a task of their own, beside the worker that installs received
+//! ones and opens the current one for a replication stream. One lock orders every change of
+//! the current snapshot against every reader of it: a reader opens the data file `current.meta`
+//! names before that file can be replaced (an open file outlives its removal), and the current
+//! snapshot never goes back to an older one (a build that finishes after a newer install is
+//! returned to openraft but not made current). Without it a replication stream could find its
+//! file gone, and openraft stops the leader's core on that (found by strata-jepsen).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,6 +66,8 @@ pub struct StateMachine {
     /// empty list after a snapshot install means "read history from where you are".
     registry_events: broadcast::Sender<Arc<(u64, Vec<RegistryEvent>)>>,
     snapshot_dir: PathBuf,
+    /// Held while `current.meta` or the data files change, and while a reader opens them.
+    snapshot_files: Arc<std::sync::Mutex<()>>,
 }
 
 /// What `current.meta` holds: the newest snapshot's Raft metadata and its data file.
@@ -118,6 +128,7 @@ impl StateMachine {
             events,
             notices,
             snapshot_dir,
+            snapshot_files: Arc::default(),
         };
         let stored = machine.read_stored_meta()?;
         if machine.snapshot_dir.join(IMPORTING_MARKER).exists() {
@@ -125,7 +136,8 @@ impl StateMachine {
             let stored = stored.as_ref().ok_or_else(|| {
                 std::io::Error::other("an import marker without a current snapshot")
             })?;
-            machine.import_file(&machine.snapshot_dir.join(&stored.file), true)?;
+            let mut file = std::fs::File::open(machine.snapshot_dir.join(&stored.file))?;
+            machine.import(&mut file, true)?;
         } else if let Some(stored) = &stored {
             // A received snapshot made current, then a crash before its import began: the
             // state is behind its own current snapshot, which openraft refuses at start
@@ -140,7 +152,8 @@ impl StateMachine {
                     snapshot = ?stored.meta.last_log_id, ?applied,
                     "the current snapshot was received but never loaded; loading it"
                 );
-                machine.import_file(&machine.snapshot_dir.join(&stored.file), true)?;
+                let mut file = std::fs::File::open(machine.snapshot_dir.join(&stored.file))?;
+                machine.import(&mut file, true)?;
             }
         }
         Ok(machine)
@@ -156,10 +169,31 @@ impl StateMachine {
         }
     }
 
-    /// Makes `data` (already durable under its final name) the current snapshot and removes
-    /// older data files.
-    fn publish(&self, meta: &SnapshotMeta<u64, BasicNode>) -> std::io::Result<()> {
+    /// Makes the durable data file `staged` the current snapshot under `meta`'s name and
+    /// removes older data files, unless the current snapshot is already newer (then `staged`
+    /// is removed). Returns `staged` opened, whichever happened, and whether it became current.
+    fn make_current(
+        &self,
+        staged: &Path,
+        meta: &SnapshotMeta<u64, BasicNode>,
+    ) -> std::io::Result<(std::fs::File, bool)> {
+        let _files = self
+            .snapshot_files
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let opened = std::fs::File::open(staged)?;
+        if let Some(current) = self.read_stored_meta()? {
+            if current.meta.last_log_id > meta.last_log_id {
+                tracing::info!(
+                    current = %current.meta.snapshot_id, superseded = %meta.snapshot_id,
+                    "a newer snapshot became current meanwhile; not replacing it"
+                );
+                std::fs::remove_file(staged)?;
+                return Ok((opened, false));
+            }
+        }
         let file = data_file_name(meta);
+        std::fs::rename(staged, self.snapshot_dir.join(&file))?;
         let stored = StoredMeta {
             meta: meta.clone(),
             file: file.clone(),
@@ -173,22 +207,39 @@ impl StateMachine {
                 let _ = std::fs::remove_file(self.snapshot_dir.join(name.as_ref()));
             }
         }
-        Ok(())
+        Ok((opened, true))
     }
 
-    /// Loads the state from a snapshot data file, under the import marker; `verify` first
-    /// unless the caller just did.
-    fn import_file(&self, path: &Path, verify: bool) -> std::io::Result<()> {
+    /// The current snapshot's metadata and its data file, opened under the lock so that a
+    /// newer snapshot cannot remove the file first.
+    fn open_current(&self) -> std::io::Result<Option<(StoredMeta, std::fs::File)>> {
+        let _files = self
+            .snapshot_files
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(stored) = self.read_stored_meta()? else {
+            return Ok(None);
+        };
+        let file = std::fs::File::open(self.snapshot_dir.join(&stored.file))?;
+        Ok(Some((stored, file)))
+    }
+
+    /// Loads the state from snapshot data, under the import marker; `verify` first unless the
+    /// caller just did.
+    fn import(&self, data: &mut std::fs::File, verify: bool) -> std::io::Result<()> {
+        use std::io::Seek;
         let marker = self.snapshot_dir.join(IMPORTING_MARKER);
-        let len = std::fs::metadata(path)?.len();
+        let len = data.metadata()?.len();
         if verify {
+            data.rewind()?;
             self.engine
-                .verify_snapshot(len, std::fs::File::open(path)?)
+                .verify_snapshot(len, &mut *data)
                 .map_err(std::io::Error::other)?;
         }
         write_atomically(&self.snapshot_dir, IMPORTING_MARKER, b"")?;
+        data.rewind()?;
         self.engine
-            .import_verified_state_from(len, std::fs::File::open(path)?)
+            .import_verified_state_from(len, &mut *data)
             .map_err(std::io::Error::other)?;
         std::fs::remove_file(&marker)?;
         std::fs::File::open(&self.snapshot_dir)?.sync_all()
@@ -281,18 +332,22 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             snapshot_id,
         };
         let signature = Some(meta.signature());
-        let data = self.snapshot_dir.join(data_file_name(&meta));
         crate::failpoints::crash_point("snapshot-build");
-        std::fs::rename(&building, &data)
-            .and_then(|()| self.publish(&meta))
-            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
-        let file = tokio::fs::File::open(&data)
-            .await
-            .map_err(|e| StorageIOError::read_snapshot(signature, &e))?;
+        let machine = self.clone();
+        let meta_copy = meta.clone();
+        let (file, current) =
+            tokio::task::spawn_blocking(move || machine.make_current(&building, &meta_copy))
+                .await
+                .map_err(|e| {
+                    StorageIOError::write_snapshot(signature.clone(), &std::io::Error::other(e))
+                })?
+                .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+        let file = tokio::fs::File::from_std(file);
         let bytes = file.metadata().await.map_or(0, |m| m.len());
         tracing::info!(
             snapshot_id = %meta.snapshot_id,
             bytes,
+            current,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "built a snapshot"
         );
@@ -359,6 +414,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(|e| StorageIOError::write_state_machine(&e))?;
             txn.put_meta(META_LAST_APPLIED, &applied);
             crate::failpoints::crash_point("apply-before-commit");
+            crate::failpoints::error_point("apply-error")
+                .map_err(|e| StorageIOError::write_state_machine(&e))?;
             let events = self
                 .kv
                 .commit(txn)
@@ -415,7 +472,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             use std::io::Seek;
             // Keep the received data as this node's current snapshot, durably, verify it, and
             // only then make it current and load it.
-            let data = machine.snapshot_dir.join(data_file_name(&meta_copy));
             let copying = machine.snapshot_dir.join("installing.tmp");
             let mut source = received;
             source.rewind()?;
@@ -431,10 +487,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .verify_snapshot(len, &mut tee)
                 .map_err(std::io::Error::other)?;
             tee.copy.sync_all()?;
-            std::fs::rename(&copying, &data)?;
-            machine.publish(&meta_copy)?;
+            drop(tee);
+            let (mut data, _) = machine.make_current(&copying, &meta_copy)?;
             crate::failpoints::crash_point("snapshot-install");
-            machine.import_file(&data, false)?;
+            machine.import(&mut data, false)?;
             Ok(())
         })
         .await
@@ -456,19 +512,78 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
-        let Some(stored) = self
-            .read_stored_meta()
+        let machine = self.clone();
+        let Some((stored, file)) = tokio::task::spawn_blocking(move || machine.open_current())
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, &std::io::Error::other(e)))?
             .map_err(|e| StorageIOError::read_snapshot(None, &e))?
         else {
             return Ok(None);
         };
-        let signature = Some(stored.meta.signature());
-        let file = tokio::fs::File::open(self.snapshot_dir.join(&stored.file))
-            .await
-            .map_err(|e| StorageIOError::read_snapshot(signature, &e))?;
         Ok(Some(Snapshot {
             meta: stored.meta,
-            snapshot: Box::new(file),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    fn meta(index: u64) -> SnapshotMeta<u64, BasicNode> {
+        SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: format!("1-{index}"),
+        }
+    }
+
+    /// A build that finishes after a newer snapshot was installed is handed back, opened, but
+    /// the current snapshot stays the newer one and its file stays.
+    #[test]
+    fn an_older_snapshot_never_replaces_a_newer_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(&dir.path().join("db")).unwrap();
+        let machine = StateMachine::new(engine, dir.path().join("snapshots"), 1_000).unwrap();
+        let stage = |name: &str, bytes: &[u8]| {
+            let path = machine.snapshot_dir.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+
+        let (_, current) = machine
+            .make_current(&stage("installing.tmp", b"newer"), &meta(10))
+            .unwrap();
+        assert!(current);
+        let (mut older, current) = machine
+            .make_current(&stage("building.tmp", b"older"), &meta(7))
+            .unwrap();
+        assert!(!current, "an older snapshot became current");
+        let mut read = String::new();
+        std::io::Read::read_to_string(&mut older, &mut read).unwrap();
+        assert_eq!(read, "older", "the superseded build is still readable");
+
+        let (stored, mut file) = machine.open_current().unwrap().unwrap();
+        assert_eq!(stored.meta.snapshot_id, "1-10");
+        let mut read = String::new();
+        std::io::Read::read_to_string(&mut file, &mut read).unwrap();
+        assert_eq!(read, "newer");
+        let files: Vec<String> = std::fs::read_dir(&machine.snapshot_dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name != META_FILE)
+            .collect();
+        assert_eq!(files, vec!["snapshot-1-10.data".to_string()]);
+
+        // The same or a newer one replaces it and removes the old data file.
+        machine
+            .make_current(&stage("building.tmp", b"newest"), &meta(12))
+            .unwrap();
+        let (stored, _) = machine.open_current().unwrap().unwrap();
+        assert_eq!(stored.meta.snapshot_id, "1-12");
+        assert!(!machine.snapshot_dir.join("snapshot-1-10.data").exists());
     }
 }

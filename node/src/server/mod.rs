@@ -332,7 +332,7 @@ async fn exit_on_fatal(node: RaftNode) {
             if !matches!(fatal, openraft::error::Fatal::Stopped) {
                 tracing::error!(error = %fatal, "raft stopped on a fatal error; exiting");
                 eprintln!("strata: fatal storage or raft error, exiting: {fatal}");
-                std::process::exit(EXIT_STORAGE_FATAL);
+                crate::exit_now(EXIT_STORAGE_FATAL);
             }
             return; // an orderly shutdown
         }

@@ -198,3 +198,39 @@ fn refuses_to_serve_from_a_corrupt_log() {
         "RocksDB raced process exit: {stderr}"
     );
 }
+
+/// A node whose Raft core stops on a storage error (here the `apply-error` failpoint: writing
+/// an applied entry fails, as on a broken disk) exits with code 3 at once. It must not stay up
+/// without Raft: a leader that did went on answering as leader with nothing behind it.
+#[test]
+fn exits_when_raft_stops_on_a_storage_error() {
+    // The test build's strata has the failpoints (node's dev-dependency turns them on); one
+    // without refuses FAILPOINTS at start, with exit code 1 and a message saying so.
+    let temp = tempfile::tempdir().unwrap();
+    let mut child = crate::harness::serve_command(&temp.path().join("data"))
+        .env("FAILPOINTS", "apply-error=return")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running 30 s after its state machine failed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("failpoint apply-error fired"), "{stderr}");
+    assert!(
+        !stderr.contains("pthread"),
+        "RocksDB raced process exit: {stderr}"
+    );
+}

@@ -99,3 +99,80 @@ async fn an_interrupted_snapshot_import_is_redone_at_start() {
         current.meta.snapshot_id
     );
 }
+
+/// A replication stream opens the current snapshot while newer ones are being built: every
+/// open must find the data file `current.meta` names, whole (before the snapshot files had one
+/// lock, a build could remove that file between the reader's two steps, and openraft stops the
+/// leader's core when a replication stream cannot read its snapshot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_current_snapshot_opens_while_newer_ones_are_built() {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    use tokio::io::AsyncReadExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&dir.path().join("db")).unwrap();
+    let mut machine = StateMachine::new(engine, dir.path().join("snapshots"), 1_000).unwrap();
+    let entry = |index| Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Blank,
+    };
+    machine.apply([entry(1)]).await.unwrap();
+    machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+
+    const BUILDS: u64 = 300;
+    let mut builder = machine.clone();
+    let builds = tokio::spawn(async move {
+        for index in 2..=BUILDS {
+            builder.apply([entry(index)]).await.unwrap();
+            builder
+                .get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .unwrap();
+        }
+    });
+    // Readers as a leader has replication streams, each opening the snapshot again and again.
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let mut machine = machine.clone();
+            let builds_done = builds.abort_handle();
+            tokio::spawn(async move {
+                let mut opened = 0u32;
+                let mut last_seen = None;
+                while !builds_done.is_finished() && opened < 100_000 {
+                    let mut current = machine
+                        .get_current_snapshot()
+                        .await
+                        .expect("the current snapshot opens while another is built")
+                        .expect("a current snapshot");
+                    let mut data = Vec::new();
+                    current.snapshot.read_to_end(&mut data).await.unwrap();
+                    assert!(!data.is_empty(), "{} read empty", current.meta.snapshot_id);
+                    assert!(
+                        current.meta.last_log_id >= last_seen,
+                        "the current snapshot went back from {last_seen:?} to {:?}",
+                        current.meta.last_log_id
+                    );
+                    last_seen = current.meta.last_log_id;
+                    opened += 1;
+                }
+                opened
+            })
+        })
+        .collect();
+    let mut opened = 0;
+    for reader in readers {
+        opened += reader.await.unwrap();
+    }
+    builds.await.unwrap();
+    assert!(opened > 0);
+    let current = machine.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta.last_log_id.map(|id| id.index), Some(BUILDS));
+}
