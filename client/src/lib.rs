@@ -134,7 +134,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Deadline for unary calls (watches are not limited).
+    /// Deadline for unary calls, and for a subscription's ack or nack to be confirmed (30 s
+    /// when none is set); watches and subscriptions themselves are not limited.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = Some(timeout);
         self
@@ -251,10 +252,30 @@ impl ClientBuilder {
             .map(|(name, channel)| (name, make_config(channel)))
             .collect();
         Ok(Client {
-            kv: Arc::new(retry::Endpoints::new(clients, preferred, self.retry)),
-            stream: Arc::new(retry::Endpoints::new(streams, preferred, self.retry)),
-            registry: Arc::new(retry::Endpoints::new(registries, preferred, self.retry)),
-            config: Arc::new(retry::Endpoints::new(configs, preferred, self.retry)),
+            kv: Arc::new(retry::Endpoints::new(
+                clients,
+                preferred,
+                self.retry,
+                self.request_timeout,
+            )),
+            stream: Arc::new(retry::Endpoints::new(
+                streams,
+                preferred,
+                self.retry,
+                self.request_timeout,
+            )),
+            registry: Arc::new(retry::Endpoints::new(
+                registries,
+                preferred,
+                self.retry,
+                self.request_timeout,
+            )),
+            config: Arc::new(retry::Endpoints::new(
+                configs,
+                preferred,
+                self.retry,
+                self.request_timeout,
+            )),
         })
     }
 }

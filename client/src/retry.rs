@@ -68,15 +68,27 @@ pub(crate) struct Endpoints<C = KvGrpc> {
     channels: Vec<(String, C)>,
     preferred: AtomicUsize,
     policy: RetryPolicy,
+    /// The builder's `request_timeout`, for waits that are not one gRPC call (settles).
+    request_timeout: Option<Duration>,
 }
 
 impl<C: Clone> Endpoints<C> {
-    pub(crate) fn new(channels: Vec<(String, C)>, preferred: usize, policy: RetryPolicy) -> Self {
+    pub(crate) fn new(
+        channels: Vec<(String, C)>,
+        preferred: usize,
+        policy: RetryPolicy,
+        request_timeout: Option<Duration>,
+    ) -> Self {
         Self {
             channels,
             preferred: AtomicUsize::new(preferred),
             policy,
+            request_timeout,
         }
+    }
+
+    pub(crate) fn request_timeout(&self) -> Option<Duration> {
+        self.request_timeout
     }
 
     /// The preferred endpoint's client (for streams, which are not retried).

@@ -385,6 +385,10 @@ impl Topic {
                 topic: self.name.clone(),
                 requests,
                 waiters,
+                deadline: self
+                    .endpoints
+                    .request_timeout()
+                    .unwrap_or(DEFAULT_SETTLE_TIMEOUT),
             },
         })
     }
@@ -423,6 +427,11 @@ type Waiters = Arc<Mutex<HashMap<(u64, bool), Vec<oneshot::Sender<proto::SettleO
 /// ("consumer too slow") rather than buffer without bound. The server sends at most
 /// max_in_flight messages the caller has not settled, plus redeliveries once per ack wait.
 const MAX_BACKLOG: usize = 100_000;
+
+/// How long an ack or nack waits for the server's confirmation when the client has no
+/// `request_timeout`: past it, the settle's outcome is unknown (a leader that cannot commit,
+/// say) and the caller hears so instead of waiting for ever.
+pub const DEFAULT_SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Reads the server's stream: messages go to the subscription, ack results to their waiters.
 /// Runs apart from the caller and never waits for it, so an `ack().await` inside the consuming
@@ -529,6 +538,8 @@ struct Acker {
     topic: String,
     requests: mpsc::Sender<proto::ConsumeRequest>,
     waiters: Waiters,
+    /// How long a settle waits to be sent and confirmed.
+    deadline: Duration,
 }
 
 impl Acker {
@@ -540,14 +551,39 @@ impl Acker {
             .entry((sequence, ack))
             .or_default()
             .push(tell);
-        self.send(sequence, ack, delay).await?;
-        let outcome = told.await.map_err(|_| Error::OutcomeUnknown {
-            message: format!(
-                "the subscription to {} ended before the server confirmed the {} of {sequence}",
-                self.topic,
-                if ack { "ack" } else { "nack" }
-            ),
-        })?;
+        let what = if ack { "ack" } else { "nack" };
+        let confirmed = tokio::time::timeout(self.deadline, async {
+            self.send(sequence, ack, delay).await?;
+            told.await.map_err(|_| Error::OutcomeUnknown {
+                message: format!(
+                    "the subscription to {} ended before the server confirmed the {what} of \
+                     {sequence}",
+                    self.topic
+                ),
+            })
+        })
+        .await;
+        let outcome = match confirmed {
+            Ok(outcome) => outcome?,
+            Err(_) => {
+                // This waiter's receiver is gone with the timed-out future: forget it.
+                let mut waiters = self.waiters.lock().expect("waiters lock");
+                if let Some(list) = waiters.get_mut(&(sequence, ack)) {
+                    list.retain(|waiter| !waiter.is_closed());
+                    if list.is_empty() {
+                        waiters.remove(&(sequence, ack));
+                    }
+                }
+                return Err(Error::Timeout {
+                    message: format!(
+                        "the server did not confirm the {what} of {sequence} of {} within {:?}; \
+                         it may still apply (an unconfirmed ack means the message may come \
+                         again)",
+                        self.topic, self.deadline
+                    ),
+                });
+            }
+        };
         match outcome {
             proto::SettleOutcome::Done | proto::SettleOutcome::AlreadySettled => Ok(()),
             proto::SettleOutcome::NotDelivered => Err(Error::InvalidArgument(format!(

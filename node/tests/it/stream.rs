@@ -785,3 +785,41 @@ async fn a_new_group_is_positioned_when_subscribe_returns() {
     let info = topic.info().await.unwrap();
     assert_eq!(info.groups.len(), 20);
 }
+
+/// An ack the server never confirms (here the server is stopped with SIGSTOP; in a chaos run,
+/// a leader that could not commit) fails with a timeout at the client's request deadline
+/// instead of waiting for ever, and settling again once the server is back works.
+#[tokio::test]
+async fn an_unconfirmed_ack_times_out_at_the_request_deadline() {
+    let server = Server::start();
+    let client = Client::builder(&server.grpc)
+        .request_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .unwrap();
+    let mut consumer = client
+        .topic("stalled")
+        .subscribe(SubscribeOptions::group("g").earliest())
+        .await
+        .unwrap();
+    publish_n(&client, "stalled", 0..1).await;
+    let delivery = next(&mut consumer).await;
+
+    server.signal("STOP");
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(WAIT, delivery.ack()).await;
+    server.signal("CONT");
+    let outcome = outcome.expect("the ack waited past its deadline");
+    assert!(
+        matches!(&outcome, Err(Error::Timeout { message }) if message.contains("may still apply")),
+        "{outcome:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+
+    tokio::time::timeout(WAIT, delivery.ack())
+        .await
+        .expect("the second ack waited past its deadline")
+        .expect("the ack, sent again once the server is back");
+    let info = client.topic("stalled").info().await.unwrap();
+    assert_eq!(info.groups[0].ack_floor, 1, "{info:?}");
+}
