@@ -121,8 +121,28 @@ impl PeerTransport {
     ) -> Result<Self, TransportError> {
         let transport = Arc::new(transport_config());
         let server = tls.server_config(transport.clone())?;
-        let mut endpoint = quinn::Endpoint::server(server, addr)
+        // Stateless resets and connection ids keyed by secrets that survive a restart: a
+        // peer still talking to this node's previous run gets a reset on its next packet
+        // (within a keep-alive) rather than silence until the idle timeout.
+        let reset_key = ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            &tls.derived_secret(b"strata quic stateless reset"),
+        );
+        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+        let cid_secret = tls.derived_secret(b"strata quic connection ids");
+        let cid_key = u64::from_le_bytes(cid_secret[..8].try_into().expect("8 of 32 bytes"));
+        endpoint_config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
+        let socket = std::net::UdpSocket::bind(addr)
             .map_err(|source| TransportError::Bind { addr, source })?;
+        let mut endpoint = quinn::Endpoint::new(
+            endpoint_config,
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| TransportError::Bind { addr, source })?;
         endpoint.set_default_client_config(tls.client_config(transport)?);
         Ok(Self {
             endpoint: Some(endpoint),
@@ -672,6 +692,76 @@ mod tests {
             matches!(wrong_name, Err(CallError::Unreachable { .. })),
             "{wrong_name:?}"
         );
+    }
+
+    /// A peer that crashed and came back on the same address resets the connections of its
+    /// previous run on their next packet (a keep-alive at most), so callers reconnect at once
+    /// instead of sending into silence until the idle timeout. The crash: the old endpoint's
+    /// runtime is torn down, so it sends nothing, not even a close.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_peer_resets_the_connections_of_its_previous_run() {
+        let dir = tempfile::tempdir().unwrap();
+        tls::create_ca(dir.path()).unwrap();
+        for node in [1, 2] {
+            tls::create_node_cert(dir.path(), node, &[]).unwrap();
+        }
+        let client = serve("127.0.0.1:0".parse().unwrap(), dir.path(), 1);
+        // The peer's first run, on a runtime of its own in a thread of its own.
+        let (bound, addr_of) = std::sync::mpsc::channel();
+        let (crash, crashed) = std::sync::mpsc::channel::<()>();
+        let path = dir.path().to_owned();
+        let first_run = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let material = tls::TlsMaterial::load(&path, 2).unwrap();
+            let transport = runtime.block_on(async {
+                let any = "127.0.0.1:0".parse().unwrap();
+                let transport =
+                    Arc::new(PeerTransport::bind(any, &material, Backoff::default()).unwrap());
+                tokio::spawn(transport.clone().serve(Echo(2)));
+                transport
+            });
+            bound.send(transport.local_addr().unwrap()).unwrap();
+            let _ = crashed.recv();
+            runtime.shutdown_background();
+            drop(transport);
+        });
+        let addr = addr_of.recv().unwrap();
+        let peer = addr.to_string();
+        assert_eq!(status_of(&client, 2, &peer).await, Ok(2));
+        let connection = client.slot(2).lock().await.connection.clone().unwrap();
+
+        crash.send(()).unwrap();
+        first_run.join().unwrap();
+        let material = tls::TlsMaterial::load(dir.path(), 2).unwrap();
+        let rebind_by = Instant::now() + Duration::from_secs(5);
+        let _new = loop {
+            match PeerTransport::bind(addr, &material, Backoff::default()) {
+                Ok(transport) => {
+                    let transport = Arc::new(transport);
+                    tokio::spawn(transport.clone().serve(Echo(2)));
+                    break transport;
+                }
+                Err(error) => {
+                    assert!(
+                        Instant::now() < rebind_by,
+                        "cannot bind {addr} again: {error}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let reason = tokio::time::timeout(Duration::from_secs(10), connection.closed())
+            .await
+            .expect("the old connection never closed");
+        assert!(
+            matches!(reason, quinn::ConnectionError::Reset),
+            "closed by {reason:?}, not by the restarted peer's stateless reset"
+        );
+        assert_eq!(status_of(&client, 2, &peer).await, Ok(2));
     }
 
     #[test]
