@@ -174,6 +174,7 @@ impl Cluster {
             }
             _ => Command::new(&self.binary),
         };
+        crate::guard::die_with_parent(&mut command);
         let mut child = command
             .arg("serve")
             .args(["--node-id", &id.to_string()])
@@ -213,8 +214,11 @@ impl Cluster {
                 }
             }
         });
-        wait.recv_timeout(Duration::from_secs(30))
-            .with_context(|| format!("node {id} did not become ready within 30 s"))?;
+        if wait.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = child.kill();
+            let status = child.wait();
+            bail!("node {id} did not become ready within 30 s ({status:?})");
+        }
         let node = self.nodes.get_mut(&id).expect("checked above");
         node.child = Some(child);
         node.paused = false;

@@ -4,6 +4,7 @@
 //! any anomaly. See jepsen/README.md.
 
 mod cluster;
+mod guard;
 mod linear;
 mod net;
 mod proxy;
@@ -31,6 +32,11 @@ struct Args {
     /// How long operations and faults run before the heal.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     time_limit: Duration,
+    /// A run not finished this long after it started is hung: it is ended (exit code 4,
+    /// naming what it was doing) and cleaned up. Default: the time limit plus 240 s, what the
+    /// heal, recovery, stream drain and checks may take at worst.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    run_bound: Option<Duration>,
     /// `register` (reads, writes, CAS on a few keys; linearizability), `set` (unique writes;
     /// every acknowledged one present at the end) or `stream` (unique publishes while a
     /// durable group consumes; nothing lost, duplicated, reordered or left undelivered) or
@@ -180,9 +186,23 @@ pub(crate) fn definitely_failed(error: &Error) -> bool {
     }
 }
 
+/// Exit codes: 0 valid, 1 anomalies, 2 bad arguments (clap), 3 the run could not be carried
+/// out (printed), 4 the run passed its bound (`guard`), 130/143 interrupted.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    match run(args).await {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(error) => {
+            println!("strata-jepsen: error: {error:#}");
+            std::process::ExitCode::from(3)
+        }
+    }
+}
+
+/// One run; whether its history checked out.
+async fn run(args: Args) -> anyhow::Result<bool> {
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -211,12 +231,26 @@ async fn main() -> anyhow::Result<()> {
         run_dir.display()
     );
 
+    // The legitimate worst case after the time limit: the last fault window and its heal
+    // (a rejoin may take 30 s), recovery (30 s), the stream drain (60 s) or the registry's
+    // convergence, and the checks; past it the run is hung.
+    let bound = args
+        .run_bound
+        .unwrap_or(args.time_limit + Duration::from_secs(240));
+    guard::install(bound);
     if let Some(mode) = &args.broken {
         if mode != "ack-before-commit" && mode != "stale-reads" {
             bail!("--broken {mode:?}: the broken modes are ack-before-commit and stale-reads");
         }
         println!("strata-jepsen: running a deliberately BROKEN server ({mode}); expect anomalies");
     }
+    if args.net != "proxy" && net::available().is_ok() {
+        let swept = guard::sweep_leftovers();
+        if swept > 0 {
+            println!("strata-jepsen: removed the namespaces and bridges of {swept} earlier run(s)");
+        }
+    }
+    guard::phase("starting the cluster");
     let namespaces = match (args.net.as_str(), net::available()) {
         ("proxy", _) => false,
         (_, Ok(())) => true,
@@ -384,6 +418,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // The nemesis: alternate a fault window and a quiet window, 1-3 s each.
+    guard::phase("running the workload under the nemesis");
     let mut schedule = Vec::new();
     let mut rng = Rng(seed);
     while !faults.is_empty() && Instant::now() + Duration::from_secs(2) < deadline {
@@ -419,9 +454,10 @@ async fn main() -> anyhow::Result<()> {
                 if let Err(error) = cluster.restart_armed(victim, &detail) {
                     println!("  node {victim} crashed at {detail} while starting: {error:#}");
                 }
-                // The leader's old connection to the restarted node dies only at the QUIC idle
-                // timeout, so entries reach it a few seconds later: give the point up to 8 s
-                // to fire before the window goes on.
+                // Entries reach the restarted node once the leader has redialled it (the
+                // node's stateless reset ends the old connection within a keep-alive) and
+                // the point then fires on some later write: give it up to 8 s before the
+                // window goes on.
                 let armed_at = Instant::now();
                 while cluster.is_up(victim) && armed_at.elapsed() < Duration::from_secs(8) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -488,10 +524,13 @@ async fn main() -> anyhow::Result<()> {
             "  {at_ms:>6} ms  {fault:?} node {victim} {affected:?} {detail}, healed at {healed_ms} ms"
         );
     }
+    guard::phase("waiting for the clients to stop");
     for worker in workers {
         worker.await?;
     }
+    guard::phase("healing");
     cluster.heal()?;
+    guard::phase("waiting for the cluster to recover");
 
     // Recovery: how long until a write goes through again.
     let healed = Instant::now();
@@ -510,6 +549,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let recovery_ms = healed.elapsed().as_millis() as u64;
+    guard::phase("checking the history");
 
     let history = Arc::try_unwrap(history)
         .map_err(|_| anyhow::anyhow!("history still shared"))?
@@ -523,9 +563,11 @@ async fn main() -> anyhow::Result<()> {
         }
         "stream" => {
             draining.store(true, std::sync::atomic::Ordering::SeqCst);
+            guard::phase("draining the stream group");
             let consumed = consumer
                 .context("the stream workload runs a consumer")?
                 .await??;
+            guard::phase("checking the history");
             stream::check(&client, &history, &consumed).await?
         }
         _ => check_register(&history),
@@ -539,6 +581,7 @@ async fn main() -> anyhow::Result<()> {
         "operations": history.len(), "outcomes": counts, "recovery_ms": recovery_ms,
         "valid": verdict.valid, "anomalies": verdict.anomalies,
     });
+    guard::phase("writing the results");
     let mut lines = String::new();
     for record in &history {
         lines.push_str(&serde_json::to_string(record)?);
@@ -572,10 +615,7 @@ async fn main() -> anyhow::Result<()> {
         println!("  anomaly: {anomaly}");
     }
     drop(cluster);
-    if !verdict.valid {
-        std::process::exit(1);
-    }
-    Ok(())
+    Ok(verdict.valid)
 }
 
 pub(crate) struct Verdict {

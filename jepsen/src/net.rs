@@ -103,7 +103,7 @@ impl Namespaces {
     /// Creates the bridge and one namespace per node.
     pub fn create(nodes: u64) -> anyhow::Result<Self> {
         let pid = std::process::id();
-        let tag = format!("sj{:05}", pid % 100_000);
+        let tag = format!("sj{pid}");
         let subnet = format!("10.{}.{}", 200 + (pid >> 8) % 50, pid & 0xff);
         let mut net = Self {
             tag,
@@ -112,6 +112,7 @@ impl Namespaces {
             has_netem: false,
         };
         net.remove(); // leftovers of an earlier process with the same id
+        crate::guard::namespaces(Some((net.tag.clone(), nodes)));
         let bridge = net.bridge();
         sh("ip", &["link", "add", &bridge, "type", "bridge"])?;
         sh(
@@ -261,16 +262,67 @@ impl Namespaces {
     }
 
     fn remove(&self) {
-        for &id in &self.nodes {
-            let _ = sh("ip", &["netns", "del", &self.namespace(id)]);
-        }
-        let _ = sh("ip", &["link", "del", &self.bridge()]);
+        remove_namespaces(&self.tag, self.nodes.len() as u64);
     }
 }
 
+/// The run tag (`sj<pid>`) and pid in the name of one of the suite's namespaces
+/// (`sj<pid>n<id>`), veths (`sj<pid>v<id>`, `@peer` after it as `ip link` prints it) or
+/// bridges (`sj<pid>b`).
+pub fn tag_of(name: &str) -> Option<(String, u32)> {
+    let name = name.split('@').next()?;
+    let digits = name.strip_prefix("sj")?;
+    let end = digits.find(|c: char| !c.is_ascii_digit())?;
+    let (pid, rest) = digits.split_at(end);
+    let kind = rest.chars().next()?;
+    let suffix_ok = match kind {
+        'b' => rest.len() == 1,
+        'n' | 'v' => rest.len() > 1 && rest[1..].chars().all(|c| c.is_ascii_digit()),
+        _ => false,
+    };
+    let pid: u32 = pid.parse().ok()?;
+    suffix_ok.then(|| (format!("sj{pid}"), pid))
+}
+
+/// Removes the namespaces (killing what still runs in them), the veths and the bridge of run
+/// `tag`. Deleting a namespace deletes its end of a veth pair and with it the other end, but
+/// only once nothing holds the namespace, so the root end is deleted too.
+pub fn remove_namespaces(tag: &str, nodes: u64) {
+    for id in 1..=nodes {
+        let ns = format!("{tag}n{id}");
+        if let Ok(output) = Command::new("ip").args(["netns", "pids", &ns]).output() {
+            for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+        let _ = sh("ip", &["netns", "del", &ns]);
+        // Gone with the namespace, unless something still holds the namespace.
+        let _ = sh("ip", &["link", "del", &format!("{tag}v{id}")]);
+    }
+    let _ = sh("ip", &["link", "del", &format!("{tag}b")]);
+}
+
 impl Drop for Namespaces {
-    /// Deleting a namespace deletes its end of the veth pair, and with it the other end.
     fn drop(&mut self) {
         self.remove();
+        crate::guard::namespaces(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tag_of;
+
+    #[test]
+    fn names_of_the_suites_links_and_namespaces_give_their_run() {
+        let run = Some(("sj4194303".to_string(), 4_194_303));
+        assert_eq!(tag_of("sj4194303b"), run);
+        assert_eq!(tag_of("sj4194303n2"), run);
+        assert_eq!(tag_of("sj4194303v12@if3"), run);
+        for other in [
+            "sj", "sjb", "sj12", "sj12x1", "sj12n", "sj12bb", "sj12n1x", "eth0", "sjx1b",
+        ] {
+            assert_eq!(tag_of(other), None, "{other}");
+        }
     }
 }

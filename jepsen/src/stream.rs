@@ -148,7 +148,14 @@ pub async fn check(
             stored.insert(message.sequence, value);
         }
         match page.messages.last() {
-            Some(last) if last.sequence < page.last_sequence => from = last.sequence + 1,
+            Some(last) if last.sequence < page.last_sequence => {
+                anyhow::ensure!(
+                    last.sequence >= from,
+                    "reading the topic from {from} returned sequences up to {} only",
+                    last.sequence
+                );
+                from = last.sequence + 1;
+            }
             _ => break,
         }
     }
