@@ -296,8 +296,14 @@ impl Cluster {
     }
 
     /// The membership nemesis: removes node `id` from the cluster, kills it, wipes its data and
-    /// starts it again to join as a new learner; `rejoin` then makes it a voter.
-    pub fn remove_and_wipe(&mut self, id: u64) -> anyhow::Result<()> {
+    /// starts it again to join as a new learner; `rejoin` then makes it a voter. With
+    /// `disturbed`, that node is paused for that long as the re-add begins, so the re-add and
+    /// the promotion happen during a fault (with three nodes, the change then waits for it).
+    pub fn remove_and_wipe(
+        &mut self,
+        id: u64,
+        disturbed: Option<(u64, Duration)>,
+    ) -> anyhow::Result<()> {
         self.cluster_cli(&["remove", "--node-id", &id.to_string()], id)?;
         self.rejoining = Some(id);
         self.kill(id);
@@ -307,6 +313,17 @@ impl Cluster {
         }
         self.joined.insert(id);
         self.spawn(id)?;
+        if let Some((other, pause)) = disturbed {
+            if let Some(pid) = self.nodes[&other].child.as_ref().map(Child::id) {
+                self.signal(other, "STOP");
+                std::thread::spawn(move || {
+                    std::thread::sleep(pause);
+                    let _ = Command::new("kill")
+                        .args(["-CONT", &pid.to_string()])
+                        .status();
+                });
+            }
+        }
         self.rejoin()
     }
 

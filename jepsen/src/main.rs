@@ -49,7 +49,7 @@ struct Args {
     /// halves that cannot talk, one node talking to both), `asymmetric` (the leader's packets
     /// to the others are lost, theirs still reach it), `netem` (a node loses 20 % of its peers'
     /// packets, and with kernel netem its own are delayed), `membership` (a node removed,
-    /// wiped, added back as a learner and promoted), `failpoint` (a node restarted with a
+    /// wiped, added back as a learner and promoted while another is paused), `failpoint` (a node restarted with a
     /// crash point armed: before or after the log fsync, between commit and apply, while
     /// building or installing a snapshot; needs a strata built with `--features failpoints`,
     /// as the test build is), or `none`. The network faults need
@@ -464,9 +464,15 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 }
             }
             Fault::Membership => {
-                // Remove, wipe, re-add, promote; a failure (say, no leader to ask) is part of
-                // the run, and the heal finishes the change.
-                if let Err(error) = cluster.remove_and_wipe(victim) {
+                // Remove, wipe, re-add, promote, with another node paused for 1.5 s as the
+                // re-add begins; a failure (say, no leader to ask) is part of the run, and the
+                // heal finishes the change.
+                let others: Vec<u64> = (1..=args.nodes).filter(|&id| id != victim).collect();
+                let other = others[rng.below(others.len() as u64) as usize];
+                affected.push(other);
+                detail = format!("(node {other} paused 1.5 s during the re-add)");
+                let disturbed = Some((other, Duration::from_millis(1_500)));
+                if let Err(error) = cluster.remove_and_wipe(victim, disturbed) {
                     println!("  membership change of node {victim} not finished yet: {error:#}");
                 }
             }
