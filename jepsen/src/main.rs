@@ -27,7 +27,7 @@ use strata_client::{Client, Consistency, Error, List, Put, RetryPolicy, Txn};
 #[command(name = "strata-jepsen", about = "Chaos suite for Strata")]
 struct Args {
     /// Nodes in the cluster (3 or 5).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=5))]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=net::MAX_NODES))]
     nodes: u64,
     /// How long operations and faults run before the heal.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]

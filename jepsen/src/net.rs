@@ -103,7 +103,7 @@ impl Namespaces {
     /// Creates the bridge and one namespace per node.
     pub fn create(nodes: u64) -> anyhow::Result<Self> {
         let pid = std::process::id();
-        let tag = format!("sj{pid}");
+        let tag = tag(pid);
         let subnet = format!("10.{}.{}", 200 + (pid >> 8) % 50, pid & 0xff);
         let mut net = Self {
             tag,
@@ -127,7 +127,7 @@ impl Namespaces {
         )?;
         sh("ip", &["link", "set", &bridge, "up"])?;
         for id in 1..=nodes {
-            let (ns, veth) = (net.namespace(id), format!("{}v{id}", net.tag));
+            let (ns, veth) = (net.namespace(id), veth_name(&net.tag, id));
             sh("ip", &["netns", "add", &ns])?;
             sh(
                 "ip",
@@ -200,11 +200,11 @@ impl Namespaces {
     }
 
     fn bridge(&self) -> String {
-        format!("{}b", self.tag)
+        bridge_name(&self.tag)
     }
 
     pub fn namespace(&self, id: u64) -> String {
-        format!("{}n{id}", self.tag)
+        namespace_name(&self.tag, id)
     }
 
     /// Node `id`'s address on the bridge.
@@ -266,22 +266,39 @@ impl Namespaces {
     }
 }
 
-/// The run tag (`sj<pid>`) and pid in the name of one of the suite's namespaces
-/// (`sj<pid>n<id>`), veths (`sj<pid>v<id>`, `@peer` after it as `ip link` prints it) or
-/// bridges (`sj<pid>b`).
-pub fn tag_of(name: &str) -> Option<(String, u32)> {
+/// The most nodes a run has (`--nodes`).
+pub const MAX_NODES: u64 = 5;
+
+/// The names of run `tag`'s (`sj<pid>`) bridge, namespaces and veths; `pid_in` reads them.
+fn bridge_name(tag: &str) -> String {
+    format!("{tag}b")
+}
+
+fn namespace_name(tag: &str, id: u64) -> String {
+    format!("{tag}n{id}")
+}
+
+fn veth_name(tag: &str, id: u64) -> String {
+    format!("{tag}v{id}")
+}
+
+pub fn tag(pid: u32) -> String {
+    format!("sj{pid}")
+}
+
+/// The pid of the run that named one of the suite's bridges (`sj<pid>b`), namespaces
+/// (`sj<pid>n<id>`) or veths (`sj<pid>v<id>`, `@peer` after it as `ip link` prints it).
+pub fn pid_in(name: &str) -> Option<u32> {
     let name = name.split('@').next()?;
     let digits = name.strip_prefix("sj")?;
     let end = digits.find(|c: char| !c.is_ascii_digit())?;
     let (pid, rest) = digits.split_at(end);
-    let kind = rest.chars().next()?;
-    let suffix_ok = match kind {
+    let suffix_ok = match rest.chars().next()? {
         'b' => rest.len() == 1,
         'n' | 'v' => rest.len() > 1 && rest[1..].chars().all(|c| c.is_ascii_digit()),
         _ => false,
     };
-    let pid: u32 = pid.parse().ok()?;
-    suffix_ok.then(|| (format!("sj{pid}"), pid))
+    suffix_ok.then(|| pid.parse().ok()).flatten()
 }
 
 /// Removes the namespaces (killing what still runs in them), the veths and the bridge of run
@@ -289,7 +306,7 @@ pub fn tag_of(name: &str) -> Option<(String, u32)> {
 /// only once nothing holds the namespace, so the root end is deleted too.
 pub fn remove_namespaces(tag: &str, nodes: u64) {
     for id in 1..=nodes {
-        let ns = format!("{tag}n{id}");
+        let ns = namespace_name(tag, id);
         if let Ok(output) = Command::new("ip").args(["netns", "pids", &ns]).output() {
             for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
                 let _ = Command::new("kill").args(["-KILL", pid]).status();
@@ -297,9 +314,9 @@ pub fn remove_namespaces(tag: &str, nodes: u64) {
         }
         let _ = sh("ip", &["netns", "del", &ns]);
         // Gone with the namespace, unless something still holds the namespace.
-        let _ = sh("ip", &["link", "del", &format!("{tag}v{id}")]);
+        let _ = sh("ip", &["link", "del", &veth_name(tag, id)]);
     }
-    let _ = sh("ip", &["link", "del", &format!("{tag}b")]);
+    let _ = sh("ip", &["link", "del", &bridge_name(tag)]);
 }
 
 impl Drop for Namespaces {
@@ -311,18 +328,21 @@ impl Drop for Namespaces {
 
 #[cfg(test)]
 mod tests {
-    use super::tag_of;
+    use super::*;
 
     #[test]
     fn names_of_the_suites_links_and_namespaces_give_their_run() {
-        let run = Some(("sj4194303".to_string(), 4_194_303));
-        assert_eq!(tag_of("sj4194303b"), run);
-        assert_eq!(tag_of("sj4194303n2"), run);
-        assert_eq!(tag_of("sj4194303v12@if3"), run);
+        let run = tag(4_194_303);
+        assert_eq!(pid_in(&bridge_name(&run)), Some(4_194_303));
+        assert_eq!(pid_in(&namespace_name(&run, 2)), Some(4_194_303));
+        assert_eq!(
+            pid_in(&format!("{}@if3", veth_name(&run, 12))),
+            Some(4_194_303)
+        );
         for other in [
             "sj", "sjb", "sj12", "sj12x1", "sj12n", "sj12bb", "sj12n1x", "eth0", "sjx1b",
         ] {
-            assert_eq!(tag_of(other), None, "{other}");
+            assert_eq!(pid_in(other), None, "{other}");
         }
     }
 }

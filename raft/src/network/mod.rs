@@ -596,6 +596,28 @@ mod tests {
         transport
     }
 
+    /// Node 2's transport bound on `addr` again, serving. The old endpoint's socket goes
+    /// away with its last task, which may take a moment.
+    async fn serve_again(addr: SocketAddr, material: &tls::TlsMaterial) -> Arc<PeerTransport> {
+        let rebind_by = Instant::now() + Duration::from_secs(5);
+        loop {
+            match PeerTransport::bind(addr, material, Backoff::default()) {
+                Ok(transport) => {
+                    let transport = Arc::new(transport);
+                    tokio::spawn(transport.clone().serve(Echo(2)));
+                    return transport;
+                }
+                Err(error) => {
+                    assert!(
+                        Instant::now() < rebind_by,
+                        "cannot bind {addr} again: {error}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
     async fn status_of(transport: &PeerTransport, node: u64, addr: &str) -> Result<u64, CallError> {
         match transport
             .call(node, addr, &PeerRequest::Status, Duration::from_secs(2))
@@ -642,23 +664,7 @@ mod tests {
         // Back on the same address: the next call after the backoff reaches it. (The old
         // endpoint's socket goes away with its last task, which may take a moment.)
         let material = tls::TlsMaterial::load(dir.path(), 2).unwrap();
-        let rebind_by = Instant::now() + Duration::from_secs(5);
-        let _server = loop {
-            match PeerTransport::bind(addr, &material, Backoff::default()) {
-                Ok(transport) => {
-                    let transport = Arc::new(transport);
-                    tokio::spawn(transport.clone().serve(Echo(2)));
-                    break transport;
-                }
-                Err(error) => {
-                    assert!(
-                        Instant::now() < rebind_by,
-                        "cannot bind {addr} again: {error}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        };
+        let _server = serve_again(addr, &material).await;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match status_of(&client, 2, &peer).await {
@@ -737,23 +743,7 @@ mod tests {
         crash.send(()).unwrap();
         first_run.join().unwrap();
         let material = tls::TlsMaterial::load(dir.path(), 2).unwrap();
-        let rebind_by = Instant::now() + Duration::from_secs(5);
-        let _new = loop {
-            match PeerTransport::bind(addr, &material, Backoff::default()) {
-                Ok(transport) => {
-                    let transport = Arc::new(transport);
-                    tokio::spawn(transport.clone().serve(Echo(2)));
-                    break transport;
-                }
-                Err(error) => {
-                    assert!(
-                        Instant::now() < rebind_by,
-                        "cannot bind {addr} again: {error}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        };
+        let _new = serve_again(addr, &material).await;
         let reason = tokio::time::timeout(Duration::from_secs(10), connection.closed())
             .await
             .expect("the old connection never closed");
