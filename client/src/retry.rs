@@ -97,6 +97,29 @@ impl<C: Clone> Endpoints<C> {
         self.channels[index].1.clone()
     }
 
+    /// The preferred endpoint's index and client: for a stream that moves itself on failure.
+    pub(crate) fn current_indexed(&self) -> (usize, C) {
+        let index = self.preferred.load(Ordering::Relaxed) % self.channels.len();
+        (index, self.channels[index].1.clone())
+    }
+
+    /// The name of endpoint `index`, for errors.
+    pub(crate) fn name(&self, index: usize) -> &str {
+        &self.channels[index % self.channels.len()].0
+    }
+
+    /// Prefers the endpoint after `index` from now on, unless another caller already moved on.
+    pub(crate) fn move_on_from(&self, index: usize) {
+        if self.channels.len() > 1 {
+            let _ = self.preferred.compare_exchange(
+                index,
+                (index + 1) % self.channels.len(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
     pub(crate) async fn call<T, F, Fut>(&self, safety: Safety, call: F) -> Result<T, Error>
     where
         F: Fn(C) -> Fut,
@@ -112,19 +135,19 @@ impl<C: Clone> Endpoints<C> {
             if retry + 1 >= self.policy.attempts || !retryable(&status, safety) {
                 return Err(final_error(status, safety, &self.channels[index].0));
             }
-            if self.channels.len() > 1 {
-                // Move on from this endpoint unless another caller already did.
-                let _ = self.preferred.compare_exchange(
-                    index,
-                    (index + 1) % self.channels.len(),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-            }
+            self.move_on_from(index);
             tokio::time::sleep(self.policy.delay(retry)).await;
             retry += 1;
         }
     }
+}
+
+/// Whether a long-lived stream that ended with `status` may be opened again elsewhere: the
+/// node or the connection failed, not the request.
+pub(crate) fn resumable(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::Cancelled)
+        || transport_failure(status)
+        || (status.code() == Code::Unknown && status.metadata().get(ERROR_CODE_HEADER).is_none())
 }
 
 /// Whether a failed call may be retried without risking a second application.

@@ -19,10 +19,11 @@
 //!
 //! Retries: every publish carries a message id (one is generated when the caller gives none),
 //! so the SDK retries publishes on any unavailability and the server's dedup window turns a
-//! repeat into the original's sequence (`duplicate = true`). A subscription is bound to the node
-//! it was opened on; when that node fails the stream ends with an error, and subscribing again
-//! (on any node) resumes a group from its acked floor. Delivery is at least once: a message
-//! whose ack was lost is delivered again.
+//! repeat into the original's sequence (`duplicate = true`). A subscription is served by one
+//! node at a time; the server proves an idle stream alive with heartbeats, and when the stream
+//! breaks or falls silent the subscription opens it again on the next endpoint (a group resumes
+//! from its acked floor). Delivery is at least once: a message whose ack was lost is delivered
+//! again.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -140,6 +141,7 @@ impl Start {
 #[derive(Clone, Debug)]
 pub struct SubscribeOptions {
     subscribe: proto::Subscribe,
+    resubscribe_for: Duration,
 }
 
 impl SubscribeOptions {
@@ -150,6 +152,7 @@ impl SubscribeOptions {
                 group: name.into(),
                 ..Default::default()
             },
+            resubscribe_for: DEFAULT_RESUBSCRIBE_FOR,
         }
     }
 
@@ -160,7 +163,23 @@ impl SubscribeOptions {
                 auto_ack: true,
                 ..Default::default()
             },
+            resubscribe_for: DEFAULT_RESUBSCRIBE_FOR,
         }
+    }
+
+    /// How often the server proves an idle stream alive (default 5 s, 1 s to 60 s). Hearing
+    /// nothing for three intervals, the subscription takes its stream as broken and opens it
+    /// again on another endpoint.
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.subscribe.heartbeat_ms = every.as_millis().min(u128::from(u32::MAX)) as u32;
+        self
+    }
+
+    /// How long a broken subscription keeps trying to open its stream again (default 60 s)
+    /// before it ends with the last error; zero: never, the first break ends it.
+    pub fn resubscribe_for(mut self, limit: Duration) -> Self {
+        self.resubscribe_for = limit;
+        self
     }
 
     pub fn start(mut self, start: Start) -> Self {
@@ -352,35 +371,47 @@ impl Topic {
             .await
     }
 
-    /// Opens a consume stream on the current endpoint.
+    /// Opens a consume stream on the preferred endpoint. When the stream breaks (its node
+    /// fails, is removed or cut off, or falls silent past three heartbeat intervals) the
+    /// subscription opens it again on the next endpoint, for up to
+    /// [`SubscribeOptions::resubscribe_for`]: a group resumes from its acked floor, an
+    /// ephemeral subscription after the last sequence it delivered. Acks of messages from the
+    /// broken stream are sent on the new one (the group settles by sequence); those awaiting
+    /// confirmation when it broke fail with `OutcomeUnknown` (the message may come again).
     pub async fn subscribe(&self, options: SubscribeOptions) -> Result<Subscription, Error> {
         let mut subscribe = options.subscribe;
         subscribe.topic = self.name.clone();
+        let heartbeat = match subscribe.heartbeat_ms {
+            0 => DEFAULT_HEARTBEAT,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
         let (requests, outgoing) = mpsc::channel(64);
-        requests
-            .send(proto::ConsumeRequest {
-                request: Some(proto::consume_request::Request::Subscribe(subscribe)),
-            })
-            .await
-            .expect("the receiver is held here");
-        let inbound = self
-            .endpoints
-            .current()
-            .consume(ReceiverStream::new(outgoing))
-            .await?
-            .into_inner();
-        let waiters: Waiters = Arc::default();
         let (deliveries, received) = mpsc::unbounded_channel();
+        let waiters: Waiters = Arc::default();
         let backlog = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(dispatch(
-            inbound,
+        let resubscribed = Arc::new(AtomicU64::new(0));
+        let mut session = Session {
+            endpoints: self.endpoints.clone(),
+            remaining: (subscribe.limit > 0).then_some(subscribe.limit),
+            subscribe,
+            silence: heartbeat * SILENT_HEARTBEATS,
+            resubscribe_for: options.resubscribe_for,
+            outgoing: Some(outgoing),
             deliveries,
-            waiters.clone(),
-            backlog.clone(),
-        ));
+            waiters: waiters.clone(),
+            backlog: backlog.clone(),
+            resubscribed: resubscribed.clone(),
+            last_sequence: None,
+        };
+        let first = session
+            .open()
+            .await
+            .map_err(|(_, status)| Error::from(status))?;
+        tokio::spawn(session.run(first));
         Ok(Subscription {
             received,
             backlog,
+            resubscribed,
             acker: Acker {
                 topic: self.name.clone(),
                 requests,
@@ -433,61 +464,246 @@ const MAX_BACKLOG: usize = 100_000;
 /// say) and the caller hears so instead of waiting for ever.
 pub const DEFAULT_SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Reads the server's stream: messages go to the subscription, ack results to their waiters.
-/// Runs apart from the caller and never waits for it, so an `ack().await` inside the consuming
-/// loop completes however many messages are queued ahead of its confirmation.
-async fn dispatch(
-    mut inbound: tonic::Streaming<proto::ConsumeResponse>,
+/// The heartbeat interval the server uses when the subscription names none.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+/// Heartbeat intervals of silence after which a consume stream is taken as broken.
+const SILENT_HEARTBEATS: u32 = 3;
+/// How long a broken subscription keeps trying to open its stream again, by default.
+pub const DEFAULT_RESUBSCRIBE_FOR: Duration = Duration::from_secs(60);
+
+/// One open consume stream.
+struct Attempt {
+    /// The endpoint it was opened on.
+    index: usize,
+    /// Its request side: `None` once the caller can send no more acks (half-closed).
+    requests: Option<mpsc::Sender<proto::ConsumeRequest>>,
+    inbound: tonic::Streaming<proto::ConsumeResponse>,
+}
+
+/// How an attempt ended.
+enum Ended {
+    /// The server ended the stream cleanly (a fetch that is done), or the caller is gone.
+    Done,
+    /// The node or the connection failed: open the stream again elsewhere.
+    Broken(Error),
+    /// The request failed: tell the caller and stop.
+    Final(Error),
+}
+
+/// A subscription's life across consume streams: reads the current stream (messages to the
+/// caller, ack results to their waiters), forwards the caller's acks to it, watches it for
+/// silence and opens another when it breaks. Runs apart from the caller and never waits for
+/// it, so an `ack().await` inside the consuming loop completes however many messages are
+/// queued ahead of its confirmation.
+struct Session {
+    endpoints: Arc<Endpoints<StreamGrpc>>,
+    subscribe: proto::Subscribe,
+    /// Deliveries left of a fetch (`limit`).
+    remaining: Option<u64>,
+    /// No message, confirmation or heartbeat for this long: the stream is broken.
+    silence: Duration,
+    resubscribe_for: Duration,
+    /// The caller's acks and nacks.
+    outgoing: Option<mpsc::Receiver<proto::ConsumeRequest>>,
     deliveries: mpsc::UnboundedSender<Result<proto::Message, Error>>,
     waiters: Waiters,
     backlog: Arc<AtomicUsize>,
-) {
-    while let Some(item) = inbound.next().await {
-        match item.map(|r| r.response) {
-            Ok(Some(proto::consume_response::Response::Message(message))) => {
-                if backlog.fetch_add(1, Ordering::Relaxed) >= MAX_BACKLOG {
-                    let _ = deliveries.send(Err(Error::Unavailable {
-                        message: format!(
-                            "the consumer fell {MAX_BACKLOG} messages behind its subscription; \
-                             subscribe again (the group resumes from its acked floor)"
-                        ),
-                        leader: None,
-                    }));
-                    break;
+    resubscribed: Arc<AtomicU64>,
+    /// The last sequence delivered: where an ephemeral subscription resumes.
+    last_sequence: Option<u64>,
+}
+
+impl Session {
+    /// Opens a consume stream on the preferred endpoint; on failure, the endpoint and why.
+    async fn open(&mut self) -> Result<Attempt, (usize, tonic::Status)> {
+        let (index, mut client) = self.endpoints.current_indexed();
+        let mut subscribe = self.subscribe.clone();
+        if let Some(remaining) = self.remaining {
+            subscribe.limit = remaining;
+        }
+        if let (true, Some(last)) = (subscribe.group.is_empty(), self.last_sequence) {
+            subscribe.start = Some(Start::Sequence(last + 1).proto());
+        }
+        let (requests, outgoing) = mpsc::channel(64);
+        requests
+            .send(proto::ConsumeRequest {
+                request: Some(proto::consume_request::Request::Subscribe(subscribe)),
+            })
+            .await
+            .expect("the receiver is held here");
+        // The server answers once the group exists; a node that cannot reach a leader may take
+        // long to say so.
+        let opened =
+            tokio::time::timeout(self.silence, client.consume(ReceiverStream::new(outgoing))).await;
+        match opened {
+            Ok(Ok(response)) => Ok(Attempt {
+                index,
+                requests: self.outgoing.is_some().then_some(requests),
+                inbound: response.into_inner(),
+            }),
+            Ok(Err(status)) => Err((index, status)),
+            Err(_) => Err((
+                index,
+                tonic::Status::unavailable(format!(
+                    "{} did not open the consume stream within {:?}",
+                    self.endpoints.name(index),
+                    self.silence
+                )),
+            )),
+        }
+    }
+
+    async fn run(mut self, mut attempt: Attempt) {
+        loop {
+            let error = match self.pump(&mut attempt).await {
+                Ended::Done => return,
+                Ended::Final(error) => {
+                    let _ = self.deliveries.send(Err(error));
+                    return;
                 }
-                if deliveries.send(Ok(message)).is_err() {
-                    break;
-                }
+                Ended::Broken(error) => error,
+            };
+            // Settles that were waiting on the broken stream: their outcome is unknown.
+            self.waiters.lock().expect("waiters lock").clear();
+            if self.resubscribe_for.is_zero() {
+                let _ = self.deliveries.send(Err(error));
+                return;
             }
-            Ok(Some(proto::consume_response::Response::Settled(settled))) => {
-                let outcome = proto::SettleOutcome::try_from(settled.outcome)
-                    .unwrap_or(proto::SettleOutcome::Unspecified);
-                let mut waiters = waiters.lock().expect("waiters lock");
-                if let Some(list) = waiters.remove(&(settled.sequence, settled.ack)) {
-                    for waiter in list {
-                        let _ = waiter.send(outcome);
-                    }
+            self.endpoints.move_on_from(attempt.index);
+            match self.reopen(error).await {
+                Ok(next) => {
+                    self.resubscribed.fetch_add(1, Ordering::Relaxed);
+                    attempt = next;
                 }
-            }
-            Ok(None) => {}
-            Err(status) => {
-                let _ = deliveries.send(Err(Error::from(status)));
-                break;
+                Err(error) => {
+                    let _ = self.deliveries.send(Err(error));
+                    return;
+                }
             }
         }
     }
-    // Dropping the remaining waiters tells them the stream ended first.
-    waiters.lock().expect("waiters lock").clear();
+
+    /// Opens the stream again, moving through the endpoints with backoff, for up to
+    /// `resubscribe_for`.
+    async fn reopen(&mut self, mut last: Error) -> Result<Attempt, Error> {
+        let give_up = tokio::time::Instant::now() + self.resubscribe_for;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if self.deliveries.is_closed() {
+                return Err(last); // nobody is listening any more
+            }
+            match self.open().await {
+                Ok(attempt) => return Ok(attempt),
+                Err((index, status)) if crate::retry::resumable(&status) => {
+                    self.endpoints.move_on_from(index);
+                    last = Error::from(status);
+                }
+                Err((_, status)) => return Err(Error::from(status)),
+            }
+            if tokio::time::Instant::now() + backoff >= give_up {
+                return Err(last);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Serves one stream until it ends.
+    async fn pump(&mut self, attempt: &mut Attempt) -> Ended {
+        loop {
+            let request = async {
+                match self.outgoing.as_mut() {
+                    Some(outgoing) => outgoing.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                item = tokio::time::timeout(self.silence, attempt.inbound.next()) => {
+                    let item = match item {
+                        Ok(item) => item,
+                        Err(_) => {
+                            return Ended::Broken(Error::Unavailable {
+                                message: format!(
+                                    "{} sent nothing, not even a heartbeat, for {:?}: the \
+                                     consume stream is taken as broken",
+                                    self.endpoints.name(attempt.index),
+                                    self.silence
+                                ),
+                                leader: None,
+                            })
+                        }
+                    };
+                    match item.map(|r| r.map(|r| r.response)) {
+                        None => return Ended::Done,
+                        Some(Err(status)) if crate::retry::resumable(&status) => {
+                            return Ended::Broken(Error::from(status))
+                        }
+                        Some(Err(status)) => return Ended::Final(Error::from(status)),
+                        Some(Ok(Some(proto::consume_response::Response::Message(message)))) => {
+                            if self.backlog.fetch_add(1, Ordering::Relaxed) >= MAX_BACKLOG {
+                                return Ended::Final(Error::Unavailable {
+                                    message: format!(
+                                        "the consumer fell {MAX_BACKLOG} messages behind its \
+                                         subscription; subscribe again (the group resumes from \
+                                         its acked floor)"
+                                    ),
+                                    leader: None,
+                                });
+                            }
+                            self.last_sequence = Some(message.sequence);
+                            if let Some(remaining) = self.remaining.as_mut() {
+                                *remaining = remaining.saturating_sub(1);
+                            }
+                            if self.deliveries.send(Ok(message)).is_err() {
+                                return Ended::Done;
+                            }
+                        }
+                        Some(Ok(Some(proto::consume_response::Response::Settled(settled)))) => {
+                            let outcome = proto::SettleOutcome::try_from(settled.outcome)
+                                .unwrap_or(proto::SettleOutcome::Unspecified);
+                            let mut waiters = self.waiters.lock().expect("waiters lock");
+                            if let Some(list) = waiters.remove(&(settled.sequence, settled.ack)) {
+                                for waiter in list {
+                                    let _ = waiter.send(outcome);
+                                }
+                            }
+                        }
+                        Some(Ok(Some(proto::consume_response::Response::Heartbeat(_)) | None)) => {}
+                    }
+                }
+                request = request => match request {
+                    Some(request) => {
+                        if let Some(requests) = attempt.requests.as_ref() {
+                            // A stream that is gone says so on its inbound side.
+                            let _ = requests.send(request).await;
+                        }
+                    }
+                    None => {
+                        // The caller can send no more: half-close, keep receiving.
+                        self.outgoing = None;
+                        attempt.requests = None;
+                    }
+                },
+                _ = self.deliveries.closed() => return Ended::Done,
+            }
+        }
+    }
 }
 
 /// A consume stream: yields deliveries; ends with an error if the server ends it.
 pub struct Subscription {
     received: mpsc::UnboundedReceiver<Result<proto::Message, Error>>,
     backlog: Arc<AtomicUsize>,
+    resubscribed: Arc<AtomicU64>,
     acker: Acker,
 }
 
 impl Subscription {
+    /// How often the stream broke and was opened again.
+    pub fn resubscribed(&self) -> u64 {
+        self.resubscribed.load(Ordering::Relaxed)
+    }
+
     /// A handle that acks or nacks by sequence, from any task.
     pub fn settler(&self) -> Settler {
         Settler {

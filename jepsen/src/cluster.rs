@@ -192,7 +192,9 @@ impl Cluster {
             .arg(self.dir.join(format!("data-{id}")))
             .env(
                 "STRATA_LOG",
-                "info,openraft=error,openraft::replication=off",
+                // STRATA_JEPSEN_NODE_LOG: another filter for the nodes, to look into a run.
+                std::env::var("STRATA_JEPSEN_NODE_LOG")
+                    .unwrap_or_else(|_| "info,openraft=error,openraft::replication=off".into()),
             )
             .args(["--snapshot-every-entries", &self.snapshot_every.to_string()])
             .envs(
@@ -304,7 +306,14 @@ impl Cluster {
         id: u64,
         disturbed: Option<(u64, Duration)>,
     ) -> anyhow::Result<()> {
-        self.cluster_cli(&["remove", "--node-id", &id.to_string()], id)?;
+        if let Err(error) = self.cluster_cli(&["remove", "--node-id", &id.to_string()], id) {
+            // The answer may be lost while the change still goes through (a leader paused or
+            // replaced mid-change). A node the cluster removed must not be left running: it
+            // would never hear of its removal. Find out which it was before going on.
+            if !self.removed(id, Duration::from_secs(10)) {
+                return Err(error);
+            }
+        }
         self.rejoining = Some(id);
         self.kill(id);
         let data = self.dir.join(format!("data-{id}"));
@@ -325,6 +334,25 @@ impl Cluster {
             }
         }
         self.rejoin()
+    }
+
+    /// Whether the other nodes' membership no longer has node `id`, asking until `within`
+    /// passes (a change in flight settles); false while it is still a member or nobody answers.
+    fn removed(&self, id: u64, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Ok(status) = self.cluster_cli(&["status"], id) {
+                let members = status["members"].as_array().cloned().unwrap_or_default();
+                let leader = status["leader_id"].as_u64().unwrap_or(0);
+                if leader != 0 && !members.iter().any(|m| m["node_id"].as_u64() == Some(id)) {
+                    return true;
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
     }
 
     /// Adds the node being rejoined back as a learner and promotes it once it has caught up

@@ -67,8 +67,11 @@ pub async fn consume(client: Client, draining: Arc<AtomicBool>) -> anyhow::Resul
             .earliest()
             .ack_wait(Duration::from_secs(2))
             .max_in_flight(32)
+            .heartbeat(Duration::from_secs(1))
     };
-    let mut subscription = None;
+    let mut subscription: Option<strata_client::stream::Subscription> = None;
+    // Streams the SDK opened again by itself, over the subscriptions ended.
+    let mut moved = 0;
     loop {
         if draining.load(Ordering::SeqCst) {
             let since = *drain_started.get_or_insert_with(Instant::now);
@@ -84,10 +87,14 @@ pub async fn consume(client: Client, draining: Arc<AtomicBool>) -> anyhow::Resul
                 });
                 if done {
                     consumed.drained = true;
+                    consumed.resubscribed +=
+                        moved + subscription.map_or(0, |s| s.resubscribed() as u32);
                     return Ok(consumed);
                 }
             }
             if since.elapsed() > DRAIN_LIMIT {
+                consumed.resubscribed +=
+                    moved + subscription.map_or(0, |s| s.resubscribed() as u32);
                 return Ok(consumed);
             }
         }
@@ -120,7 +127,7 @@ pub async fn consume(client: Client, draining: Arc<AtomicBool>) -> anyhow::Resul
                 let _ = delivery.ack().await;
             }
             Ok(Some(Err(_)) | None) => {
-                subscription = None;
+                moved += subscription.take().map_or(0, |s| s.resubscribed() as u32);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

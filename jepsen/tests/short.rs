@@ -118,6 +118,14 @@ fn stream_loses_nothing_when_nodes_crash_at_failpoints() {
     run("stream", "failpoint,kill", "7");
 }
 
+/// A durable group through membership changes, leader pauses and kills: issue 21's schedule,
+/// under which the group once stopped delivering for good (its consumer was left on a node
+/// removed from the cluster, which never heard of it, and nothing ended the stream).
+#[test]
+fn stream_group_keeps_delivering_through_membership_changes() {
+    run("stream", "membership,pause-leader,kill", "902");
+}
+
 /// A run that passes its bound (`--run-bound`) is ended with exit code 4, naming what it was
 /// doing, and leaves no node, namespace, veth or bridge behind.
 #[test]

@@ -589,6 +589,40 @@ impl RaftNode {
             .map_err(|e| ReadError::Unavailable(format!("applying up to index {index}: {e}")))
     }
 
+    /// Whether this node is in the cluster's membership as it knows it (a voter or a learner).
+    /// A node removed from the cluster may never learn of it (the leader stops replicating to
+    /// it at once), so `true` proves little; `false` proves it must not serve.
+    pub fn is_member(&self) -> bool {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&self.config.node_id)
+            .is_some()
+    }
+
+    /// Confirms that this node can still serve a long-lived session, within `bound`: it is a
+    /// member, a leader with a quorum answers a read index, and this node applies up to it. A
+    /// node that was removed (and never told), cut off, or left behind fails here, so its
+    /// sessions end with an error instead of waiting in silence for entries that never come.
+    pub async fn confirm_serving(&self, bound: Duration) -> Result<u64, ReadError> {
+        if !self.is_member() {
+            return Err(ReadError::Unavailable(format!(
+                "node {} is not a member of the cluster (removed, or not yet added)",
+                self.config.node_id
+            )));
+        }
+        match tokio::time::timeout(bound, self.linearizable_barrier()).await {
+            Ok(Ok(())) => Ok(self.applied_revision()),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(ReadError::Unavailable(format!(
+                "could not confirm with the leader within {} ms that this node is current",
+                bound.as_millis()
+            ))),
+        }
+    }
+
     /// Returns once this node's applied state includes every write acknowledged before the
     /// call: the leader confirms its leadership with a quorum and names a read index (on a
     /// follower, over the peer transport); this node then waits to apply up to it.

@@ -20,5 +20,5 @@ mod record;
 mod state;
 
 pub use command::*;
-pub use record::{GroupRecord, Message, Topic};
+pub use record::{GroupActivity, GroupRecord, Message, Topic};
 pub use state::{Notice, ReadPage, StreamState, TopicInfo, MAX_REMOVALS_PER_ENTRY};

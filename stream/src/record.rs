@@ -9,6 +9,8 @@ use strata_storage::StorageError;
 use crate::command::{GroupConfig, TopicConfig};
 
 const FORMAT_V1: u8 = 1;
+/// Group records with their activity ([`GroupActivity`]); format 1 ones read with none.
+const FORMAT_V2: u8 = 2;
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![FORMAT_V1];
@@ -104,6 +106,89 @@ pub struct GroupRecord {
     /// that every ack leaves behind (a scan from the front slowed with every message acked).
     pub deadline_floor_ms: u64,
     pub pending_floor: u64,
+    pub activity: GroupActivity,
+}
+
+/// What a group has done lately: how an operator tells a stalled group (lag grows, nothing
+/// delivered) from an idle one. Times are the entries' (ms since the Unix epoch; 0: never).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupActivity {
+    pub last_delivery_ms: u64,
+    pub last_ack_ms: u64,
+    /// Deliveries (redeliveries included) and acks since the group was created.
+    pub delivered: u64,
+    pub acked: u64,
+}
+
+/// A group record as format 1 stored it (before its activity was kept).
+#[derive(Deserialize)]
+struct GroupRecordV1 {
+    config: GroupConfig,
+    next_seq: u64,
+    pending: u64,
+    created_ms: u64,
+    deadline_floor_ms: u64,
+    pending_floor: u64,
+}
+
+impl GroupRecord {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = vec![FORMAT_V2];
+        bincode::serialize_into(&mut out, self).expect("serialising into a Vec cannot fail");
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
+        match bytes.split_first() {
+            Some((&FORMAT_V2, rest)) => Ok(bincode::deserialize(rest)?),
+            Some((&FORMAT_V1, rest)) => {
+                let old: GroupRecordV1 = bincode::deserialize(rest)?;
+                Ok(Self {
+                    config: old.config,
+                    next_seq: old.next_seq,
+                    pending: old.pending,
+                    created_ms: old.created_ms,
+                    deadline_floor_ms: old.deadline_floor_ms,
+                    pending_floor: old.pending_floor,
+                    activity: GroupActivity::default(),
+                })
+            }
+            Some((format, _)) => Err(StorageError::Corrupt(format!(
+                "group record of unknown format {format}"
+            ))),
+            None => Err(StorageError::Corrupt("empty group record".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::StartAt;
+
+    #[test]
+    fn a_format_1_group_record_reads_with_no_activity() {
+        let config = GroupConfig {
+            start: StartAt::Earliest,
+            ack_wait_ms: 30_000,
+            max_deliveries: 0,
+            dead_letter_topic: "t.dlq".into(),
+        };
+        #[derive(Serialize)]
+        struct V1<'a>(&'a GroupConfig, u64, u64, u64, u64, u64);
+        let old = encode(&V1(&config, 7, 2, 1_000, 5_000, 5));
+        let read = GroupRecord::decode(&old).unwrap();
+        assert_eq!(read.next_seq, 7);
+        assert_eq!(read.pending, 2);
+        assert_eq!(read.created_ms, 1_000);
+        assert_eq!((read.deadline_floor_ms, read.pending_floor), (5_000, 5));
+        assert_eq!(read.activity, GroupActivity::default());
+        let mut newer = read.clone();
+        newer.activity.delivered = 3;
+        newer.activity.last_delivery_ms = 9;
+        assert_eq!(GroupRecord::decode(&newer.encode()).unwrap(), newer);
+        assert!(GroupRecord::decode(&[9, 1, 2]).is_err());
+    }
 }
 
 /// One delivered, unacked message of a group.

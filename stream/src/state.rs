@@ -352,7 +352,13 @@ impl StreamState {
         topic: &str,
         group: &str,
     ) -> Result<Option<GroupRecord>, StorageError> {
-        self.meta_get(&group_key(namespace, topic, group))
+        match self.engine.db().get_cf(
+            self.engine.cf(CF_STREAM_META),
+            group_key(namespace, topic, group),
+        )? {
+            Some(bytes) => Ok(Some(GroupRecord::decode(&bytes)?)),
+            None => Ok(None),
+        }
     }
 
     pub fn message(
@@ -525,7 +531,7 @@ impl StreamState {
             let (key, value) = item?;
             let (name, _) = keys::decode_segment(&key[prefix.len()..])?;
             let name = name_of(name)?;
-            let group: GroupRecord = record::decode(&value)?;
+            let group = GroupRecord::decode(&value)?;
             let pending_prefix = group_items_prefix(PENDING, namespace, topic, &name);
             let lowest_pending = self
                 .scan(
@@ -552,6 +558,41 @@ impl StreamState {
             topic: current,
             groups,
         }))
+    }
+
+    /// Every group (across namespaces and topics, in key order), at most `max`: namespace,
+    /// topic, group, its record and its lag (retained messages never delivered to it). For
+    /// the metrics; one topic read per topic.
+    pub fn groups_progress(
+        &self,
+        max: usize,
+    ) -> Result<Vec<(String, String, String, GroupRecord, u64)>, StorageError> {
+        let mut out = Vec::new();
+        let mut topic: Option<((String, String), Option<Topic>)> = None;
+        for item in self.prefix_scan(CF_STREAM_META, vec![GROUP]) {
+            if out.len() >= max {
+                break;
+            }
+            let (key, value) = item?;
+            let (ns, rest) = keys::decode_segment(&key[1..])?;
+            let (name, rest) = keys::decode_segment(rest)?;
+            let (group, _) = keys::decode_segment(rest)?;
+            let (ns, name, group) = (name_of(ns)?, name_of(name)?, name_of(group)?);
+            let record = GroupRecord::decode(&value)?;
+            if topic
+                .as_ref()
+                .is_none_or(|(id, _)| id.0 != ns || id.1 != name)
+            {
+                let current = self.topic(&ns, &name)?;
+                topic = Some(((ns.clone(), name.clone()), current));
+            }
+            let lag = match topic.as_ref().and_then(|(_, t)| t.as_ref()) {
+                Some(t) => (t.last_seq + 1).saturating_sub(record.next_seq.max(t.first_seq)),
+                None => 0,
+            };
+            out.push((ns, name, group, record, lag));
+        }
+        Ok(out)
     }
 
     /// Topics (across namespaces) whose limits or dedup window call for a `Retain` at `now_ms`,
@@ -1018,6 +1059,7 @@ impl Apply<'_> {
                     created_ms: self.time_ms,
                     deadline_floor_ms: 0,
                     pending_floor: 0,
+                    activity: Default::default(),
                 }
             }
         };
@@ -1031,9 +1073,14 @@ impl Apply<'_> {
             dead_lettered: Vec::new(),
             next_deadline_ms: None,
         };
+        let mut acked = 0;
         for item in settle {
             let (seq, outcome) = match *item {
-                Settle::Ack(seq) => (seq, self.ack(id, seq, group.next_seq)?),
+                Settle::Ack(seq) => {
+                    let outcome = self.ack(id, seq, group.next_seq)?;
+                    acked += u64::from(outcome == SettleOutcome::Done);
+                    (seq, outcome)
+                }
                 Settle::Nack { sequence, delay_ms } => {
                     let outcome = match self.pending(id, sequence)? {
                         Some(mut pending) => {
@@ -1125,6 +1172,14 @@ impl Apply<'_> {
         let mut group = self.group(id)?.expect("created above");
         group.deadline_floor_ms = step.next_deadline_ms.unwrap_or(u64::MAX);
         group.pending_floor = lowest.unwrap_or(group.next_seq);
+        if !step.claimed.is_empty() {
+            group.activity.delivered += step.claimed.len() as u64;
+            group.activity.last_delivery_ms = self.time_ms;
+        }
+        if acked > 0 {
+            group.activity.acked += acked;
+            group.activity.last_ack_ms = self.time_ms;
+        }
         self.groups.insert(id.clone(), Some(group));
         Ok(step)
     }
@@ -1285,7 +1340,7 @@ impl Apply<'_> {
         for (id, value) in &groups {
             let key = group_key(&id.namespace, &id.topic, &id.group);
             match value {
-                Some(value) => self.batch.put_cf(cf, key, record::encode(value)),
+                Some(value) => self.batch.put_cf(cf, key, value.encode()),
                 None => self.batch.delete_cf(cf, key),
             }
         }

@@ -360,7 +360,9 @@ pub async fn run(args: StreamArgs) -> anyhow::Result<()> {
                     .map(|g| {
                         json!({"name": g.name, "ack_floor": g.ack_floor, "next_sequence": g.next_sequence,
                                "pending": g.pending, "lag": g.lag, "ack_wait_ms": g.ack_wait_ms,
-                               "max_deliveries": g.max_deliveries, "dead_letter_topic": g.dead_letter_topic})
+                               "max_deliveries": g.max_deliveries, "dead_letter_topic": g.dead_letter_topic,
+                               "last_delivery_ms": g.last_delivery_ms, "last_ack_ms": g.last_ack_ms,
+                               "delivered": g.delivered, "acked": g.acked})
                     })
                     .collect();
                 let mut object = summary_json(&summary);
@@ -380,10 +382,23 @@ pub async fn run(args: StreamArgs) -> anyhow::Result<()> {
                     r.max_bytes,
                     r.dedup_window_ms.unwrap_or_default()
                 );
+                let now = strata_raft::node::now_ms();
+                let ago = |ms: u64| match ms {
+                    0 => "never".to_string(),
+                    ms => format!("{:.1} s ago", now.saturating_sub(ms) as f64 / 1000.0),
+                };
                 for g in &info.groups {
                     println!(
                         "group {:<20} floor {} next {} pending {} lag {} (ack wait {} ms, max deliveries {}, dlq {})",
                         g.name, g.ack_floor, g.next_sequence, g.pending, g.lag, g.ack_wait_ms, g.max_deliveries, g.dead_letter_topic
+                    );
+                    println!(
+                        "      {:<20} last delivery {}, last ack {}; {} delivered, {} acked",
+                        "",
+                        ago(g.last_delivery_ms),
+                        ago(g.last_ack_ms),
+                        g.delivered,
+                        g.acked
                     );
                 }
             }

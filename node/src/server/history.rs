@@ -35,6 +35,28 @@ pub trait Follower: Send + 'static {
     fn progress(&self, revision: u64) -> Self::Response;
 }
 
+/// Before a long-lived stream (a watch's progress, a consume stream's heartbeat) tells its
+/// client "nothing happened up to here", its node proves that it is still current: a member
+/// whose applied state reaches a read index a leader confirmed with a quorum, within `bound`
+/// (at least 1 s). Returns the applied revision; a node that cannot (removed from the cluster
+/// and never told, cut off, left behind) gets UNAVAILABLE `stale_node`, which ends the stream
+/// so that its client goes to another node instead of waiting on this one in silence.
+pub async fn confirm_current(node: &RaftNode, bound: Duration) -> Result<u64, Status> {
+    node.confirm_serving(bound.max(Duration::from_secs(1)))
+        .await
+        .map_err(|error| {
+            tracing::info!(%error, "ending a stream this node can no longer serve");
+            status::unavailable(
+                "stale_node",
+                format!(
+                    "this node can no longer serve the stream ({error}); open it again through \
+                     another node (a watch from its last revision; a group resumes from its \
+                     acked floor)"
+                ),
+            )
+        })
+}
+
 pub fn progress_interval(ms: u32) -> Duration {
     match ms {
         0 => DEFAULT_PROGRESS_INTERVAL,
@@ -109,8 +131,15 @@ impl<F: Follower> Pump<F> {
                     if sent_at.elapsed() < self.progress {
                         continue;
                     }
+                    let applied = match confirm_current(&self.node, self.progress).await {
+                        Ok(applied) => applied,
+                        Err(status) => {
+                            let _ = self.sender.send(Err(status)).await;
+                            return;
+                        }
+                    };
                     sent_at = tokio::time::Instant::now();
-                    let seen = (self.next - 1).min(self.node.applied_revision());
+                    let seen = (self.next - 1).min(applied);
                     if self.sender.send(Ok(self.follower.progress(seen))).await.is_err() {
                         return;
                     }

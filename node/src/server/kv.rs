@@ -527,8 +527,16 @@ impl WatchPump {
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = tokio::time::sleep(self.progress) => {
+                    // Only a node still current with the cluster may say "nothing happened".
+                    let applied = match super::history::confirm_current(&self.node, self.progress).await {
+                        Ok(applied) => applied,
+                        Err(status) => {
+                            let _ = self.sender.send(Err(status)).await;
+                            return;
+                        }
+                    };
                     // Everything up to here has been examined; never claim past what is applied.
-                    let seen = (self.next - 1).min(self.node.applied_revision());
+                    let seen = (self.next - 1).min(applied);
                     let notice = pb::WatchResponse { events: Vec::new(), revision: seen };
                     if self.sender.send(Ok(notice)).await.is_err() {
                         return;

@@ -15,7 +15,11 @@ pub struct Metrics {
     raft: IntGaugeVec,
     registrations: IntCounterVec,
     leases: prometheus::IntGauge,
+    groups: IntGaugeVec,
 }
+
+/// Consumer groups reported per scrape, at most (in key order).
+const MAX_GROUPS_REPORTED: usize = 1_000;
 
 impl Metrics {
     pub fn new() -> Self {
@@ -55,12 +59,25 @@ impl Metrics {
             "Registry node leases this node keeps (non-zero only on the leader)",
         )
         .expect("valid metric");
+        let groups = IntGaugeVec::new(
+            Opts::new(
+                "strata_stream_group",
+                "Consumer group progress from this node's applied state (at most 1,000 groups, \
+                 in key order): lag (retained messages never delivered), pending (delivered, \
+                 unacked), delivered and acked (since created), last_delivery_ms and \
+                 last_ack_ms (ms since the Unix epoch; 0: never). A lag that grows while \
+                 last_delivery_ms stands still is a stalled group",
+            ),
+            &["namespace", "topic", "group", "field"],
+        )
+        .expect("valid metric");
         for metric in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(raft.clone()),
             Box::new(registrations.clone()),
             Box::new(leases.clone()),
+            Box::new(groups.clone()),
         ] {
             registry.register(metric).expect("unique metric names");
         }
@@ -71,6 +88,7 @@ impl Metrics {
             raft,
             registrations,
             leases,
+            groups,
         }
     }
 
@@ -118,6 +136,31 @@ impl Metrics {
         set("is_leader", u64::from(status.role == "leader"));
         if let Some(leases) = node.registry_lease_count() {
             self.leases.set(leases as i64);
+        }
+        let state = node.stream().clone();
+        let progress =
+            tokio::task::spawn_blocking(move || state.groups_progress(MAX_GROUPS_REPORTED)).await;
+        self.groups.reset();
+        match progress {
+            Ok(Ok(groups)) => {
+                for (namespace, topic, group, record, lag) in groups {
+                    let activity = &record.activity;
+                    for (field, value) in [
+                        ("lag", lag),
+                        ("pending", record.pending),
+                        ("delivered", activity.delivered),
+                        ("acked", activity.acked),
+                        ("last_delivery_ms", activity.last_delivery_ms),
+                        ("last_ack_ms", activity.last_ack_ms),
+                    ] {
+                        self.groups
+                            .with_label_values(&[&namespace, &topic, &group, field])
+                            .set(value.min(i64::MAX as u64) as i64);
+                    }
+                }
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "reading group progress for the metrics"),
+            Err(error) => tracing::warn!(%error, "reading group progress for the metrics"),
         }
         let mut out = Vec::new();
         prometheus::TextEncoder::new()

@@ -52,6 +52,10 @@ const CONSUME_CHANNEL_CAPACITY: usize = 256;
 /// How long a session keeps retrying a step the cluster cannot take (no leader) before it ends
 /// the stream with UNAVAILABLE.
 const STEP_RETRY_FOR: Duration = Duration::from_secs(30);
+/// How often an idle consume stream hears that its session is alive (see `Subscribe.heartbeat_ms`).
+pub const DEFAULT_HEARTBEAT_MS: u32 = 5_000;
+pub const MIN_HEARTBEAT_MS: u32 = 1_000;
+pub const MAX_HEARTBEAT_MS: u32 = 60_000;
 /// After a step that claimed nothing, a due redelivery by this node's clock is looked for again
 /// no sooner than this (the leader's clock may be a little behind).
 const EMPTY_CLAIM_BACKOFF: Duration = Duration::from_millis(50);
@@ -335,6 +339,7 @@ struct Subscription {
     max_in_flight: u32,
     /// Most deliveries before the session ends (0: unbounded).
     limit: u64,
+    heartbeat: Duration,
 }
 
 fn subscription_of(subscribe: pb::Subscribe) -> Result<Subscription, Status> {
@@ -377,6 +382,15 @@ fn subscription_of(subscribe: pb::Subscribe) -> Result<Subscription, Status> {
             )))
         }
     };
+    let heartbeat_ms = match subscribe.heartbeat_ms {
+        0 => DEFAULT_HEARTBEAT_MS,
+        ms if (MIN_HEARTBEAT_MS..=MAX_HEARTBEAT_MS).contains(&ms) => ms,
+        ms => {
+            return Err(validate::invalid(format!(
+                "subscribe.heartbeat_ms {ms} is outside {MIN_HEARTBEAT_MS}..={MAX_HEARTBEAT_MS}"
+            )))
+        }
+    };
     let dead_letter_topic = match subscribe.dead_letter_topic.as_str() {
         "" => {
             let name = format!("{}.dlq", subscribe.topic);
@@ -410,6 +424,7 @@ fn subscription_of(subscribe: pb::Subscribe) -> Result<Subscription, Status> {
         auto_ack: subscribe.auto_ack,
         max_in_flight,
         limit: subscribe.limit,
+        heartbeat: Duration::from_millis(u64::from(heartbeat_ms)),
     })
 }
 
@@ -506,6 +521,8 @@ impl pb::stream_server::Stream for StreamService {
                     namespace,
                     out: sender,
                     stopping: self.stopping.clone(),
+                    heartbeat: subscription.heartbeat,
+                    last_sent: Instant::now(),
                 };
                 match subscription.group.clone() {
                     Some(group) => {
@@ -723,6 +740,10 @@ impl pb::stream_server::Stream for StreamService {
                             ack_wait_ms: g.record.config.ack_wait_ms,
                             max_deliveries: g.record.config.max_deliveries,
                             dead_letter_topic: g.record.config.dead_letter_topic,
+                            last_delivery_ms: g.record.activity.last_delivery_ms,
+                            last_ack_ms: g.record.activity.last_ack_ms,
+                            delivered: g.record.activity.delivered,
+                            acked: g.record.activity.acked,
                         })
                         .collect(),
                 })
@@ -814,6 +835,10 @@ struct SessionContext {
     namespace: String,
     out: mpsc::Sender<Result<pb::ConsumeResponse, Status>>,
     stopping: tokio::sync::watch::Receiver<bool>,
+    /// Quiet this long, the session proves it can still serve and says so (or ends).
+    heartbeat: Duration,
+    /// When the client was last sent anything.
+    last_sent: Instant,
 }
 
 /// Why a session waited no longer.
@@ -863,13 +888,52 @@ impl SessionContext {
         }
     }
 
-    async fn send(&self, response: pb::consume_response::Response) -> bool {
+    async fn send(&mut self, response: pb::consume_response::Response) -> bool {
+        self.last_sent = Instant::now();
         self.out
             .send(Ok(pb::ConsumeResponse {
                 response: Some(response),
             }))
             .await
             .is_ok()
+    }
+
+    /// When the next heartbeat is due.
+    fn heartbeat_due(&self) -> Instant {
+        self.last_sent + self.heartbeat
+    }
+
+    /// If the stream has been quiet for a heartbeat interval: confirms that this node can still
+    /// serve the session (a member, current with a leader that has a quorum) and sends a
+    /// heartbeat; if it cannot, ends the stream with UNAVAILABLE so that the client subscribes
+    /// again elsewhere. A session on a node that was removed from the cluster, cut off from
+    /// it, or left behind would otherwise wait for entries that never come while its client
+    /// hears nothing (issue 21). Returns false when the session has ended.
+    async fn beat_if_due(&mut self) -> bool {
+        if Instant::now() < self.heartbeat_due() {
+            return true;
+        }
+        match super::history::confirm_current(&self.node, self.heartbeat).await {
+            Ok(applied_index) => {
+                let beat = pb::Heartbeat {
+                    applied_index,
+                    time_ms: now_ms(),
+                };
+                self.last_sent = Instant::now();
+                // Never wait for a client that is not reading: a full channel already tells it
+                // plenty.
+                match self.out.try_send(Ok(pb::ConsumeResponse {
+                    response: Some(pb::consume_response::Response::Heartbeat(beat)),
+                })) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => true,
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                }
+            }
+            Err(status) => {
+                self.fail(status).await;
+                false
+            }
+        }
     }
 
     async fn fail(&self, status: Status) {
@@ -943,7 +1007,8 @@ async fn run_ephemeral(
             continue;
         }
         loop {
-            match context.wait(&topic, &mut inbound, None).await {
+            let due = context.heartbeat_due();
+            match context.wait(&topic, &mut inbound, Some(due)).await {
                 Wake::Client(Some(Ok(_))) => {
                     return context
                         .fail(validate::invalid(
@@ -953,8 +1018,13 @@ async fn run_ephemeral(
                 }
                 Wake::Client(None) => inbound = None, // half-closed: keep delivering
                 Wake::Client(Some(Err(_))) | Wake::ClientGone => return,
-                Wake::Notice(false) => continue,
-                Wake::Notice(true) | Wake::Timer => break,
+                Wake::Notice(false) if Instant::now() < due => continue,
+                Wake::Notice(_) | Wake::Timer => {
+                    if !context.beat_if_due().await {
+                        return;
+                    }
+                    break; // and look again
+                }
                 Wake::Stop => return context.stopped().await,
             }
         }
@@ -996,18 +1066,25 @@ impl GroupSession {
             if remaining == 0 && held.is_empty() && settle.is_empty() {
                 return; // a fetch that is done: end the stream (OK)
             }
+            // Acks of held messages settle first in the entry they ride in, so they free their
+            // credit in that same entry: a consumer that acks one message at a time then costs
+            // one log entry per message (ack and next claim together), not two.
+            let freeing = settle
+                .iter()
+                .filter(|s| matches!(s, Settle::Ack(seq) if held.contains_key(seq)))
+                .count();
             let credit = if self.subscription.auto_ack {
                 (self.context.out.capacity() as u32).min(self.subscription.max_in_flight)
             } else {
                 // Adopted claims can take the holds past max_in_flight.
                 self.subscription
                     .max_in_flight
-                    .saturating_sub(held.len().min(u32::MAX as usize) as u32)
+                    .saturating_sub((held.len() - freeing).min(u32::MAX as usize) as u32)
             }
             .min(MAX_CLAIM)
             .min(remaining.min(u64::from(u32::MAX)) as u32);
             let mut claim = 0;
-            if credit > 0 && (claim_anyway || look) {
+            if credit > 0 && (claim_anyway || look || freeing > 0) {
                 look = false;
                 match self.work_ready(now, quiet_until) {
                     Ok((ready, next)) => {
@@ -1043,6 +1120,16 @@ impl GroupSession {
                     }
                 }
                 let claimed = step.0.claimed.len();
+                tracing::debug!(
+                    consumer = %self.consumer,
+                    claim,
+                    claimed,
+                    settled = step.1.len(),
+                    held = held.len(),
+                    maybe_applied = step.2,
+                    first = ?step.0.claimed.first().map(|c| (c.sequence, c.deliveries)),
+                    "group step"
+                );
                 remaining -= claimed as u64;
                 let mut deliver = step.0.claimed;
                 if step.2 {
@@ -1104,11 +1191,13 @@ impl GroupSession {
                 continue;
             }
             let hold_expiry = held.values().min().copied();
-            let wake_at = match (timer, hold_expiry) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            match self.context.wait(&topic, &mut inbound, wake_at).await {
+            let beat_at = self.context.heartbeat_due();
+            let wake_at = [timer, hold_expiry]
+                .into_iter()
+                .flatten()
+                .fold(beat_at, Instant::min);
+            tracing::trace!(consumer = %self.consumer, credit, held = held.len(), look, "group session waits");
+            match self.context.wait(&topic, &mut inbound, Some(wake_at)).await {
                 Wake::Client(Some(Ok(request))) => match settles_of(request) {
                     Ok(items) => settle.extend(items),
                     Err(status) => return self.context.fail(status).await,
@@ -1118,6 +1207,10 @@ impl GroupSession {
                 Wake::Notice(relevant) => look |= relevant,
                 Wake::Timer => look = true,
                 Wake::Stop => return self.context.stopped().await,
+            }
+            // Whatever woke it: a session busy with other topics' notices still proves itself.
+            if !self.context.beat_if_due().await {
+                return;
             }
             // Take every ack already queued, so that one log entry carries them all.
             while let (Some(stream), true) =

@@ -10,4 +10,5 @@ mod harness;
 mod kv;
 mod ops;
 mod registry;
+mod stall;
 mod stream;

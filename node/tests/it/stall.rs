@@ -1,0 +1,125 @@
+//! Issue 21: a durable consumer group stopped delivering for good after a membership change.
+//!
+//! The sequence the chaos suite hit: a consumer's stream is served by node V; V is removed from
+//! the cluster but keeps running (the remove's answer was lost, or nobody stopped the node). The
+//! leader stops replicating to V at once, and V is never told, so V's group session waits for
+//! entries that never come while its client hears nothing: no error, no message, no end. Every
+//! message published after the removal stays undelivered.
+//!
+//! Fixed on both sides: the session proves itself every heartbeat interval (V's node is no longer
+//! current with the leader, so the session ends with UNAVAILABLE `stale_node`), and the SDK takes
+//! a broken or silent stream as a reason to subscribe again on the next endpoint.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use strata_client::stream::{Publish, SubscribeOptions};
+use strata_client::Client;
+
+use crate::harness::Cluster;
+
+const TOPIC: &str = "orders";
+
+async fn connect(endpoints: &[String]) -> Client {
+    Client::builder(endpoints.join(","))
+        .namespace("stall")
+        .request_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .expect("connecting")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_consumer_on_a_removed_node_moves_on_instead_of_stalling() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    let victim = (1..=3).find(|id| *id != leader).expect("a follower");
+    // The consumer reaches the victim first, the other nodes after it.
+    let mut endpoints = vec![cluster.node(victim).grpc.clone()];
+    endpoints.extend(
+        (1..=3)
+            .filter(|id| *id != victim)
+            .map(|id| cluster.node(id).grpc.clone()),
+    );
+    let consumer = connect(&endpoints).await;
+    let publisher = connect(&[cluster.node(leader).grpc.clone()]).await;
+    let topic = publisher.topic(TOPIC);
+    for n in 0..10 {
+        topic
+            .publish(Publish::new(format!("before-{n}")))
+            .await
+            .expect("publish");
+    }
+    let mut subscription = consumer
+        .topic(TOPIC)
+        .subscribe(
+            SubscribeOptions::group("billing")
+                .earliest()
+                .heartbeat(Duration::from_secs(1)),
+        )
+        .await
+        .expect("subscribe on the victim");
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < 10 {
+        let delivery = tokio::time::timeout_at(deadline.into(), subscription.next())
+            .await
+            .expect("the first ten arrive")
+            .expect("the stream goes on")
+            .expect("a delivery");
+        delivery.ack().await.expect("ack");
+        seen.insert(delivery.message.sequence);
+    }
+
+    // The victim leaves the cluster but keeps running, and nobody tells it.
+    cluster
+        .cluster_cli(&["remove", "--node-id", &victim.to_string()])
+        .expect("removing the victim");
+    for n in 0..20 {
+        topic
+            .publish(Publish::new(format!("after-{n}")))
+            .await
+            .expect("publish after the removal");
+    }
+
+    // Every message published after the removal must still reach the group: the stream on the
+    // victim ends within a few heartbeats and the subscription moves to another node.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 30 {
+        match tokio::time::timeout_at(deadline.into(), subscription.next()).await {
+            Ok(Some(Ok(delivery))) => {
+                let _ = delivery.ack().await;
+                seen.insert(delivery.message.sequence);
+            }
+            Ok(Some(Err(error))) => panic!("the subscription failed instead of moving on: {error}"),
+            Ok(None) => panic!("the subscription ended"),
+            Err(_) => panic!(
+                "stalled: {} of 30 messages delivered 30 s after the removal, and no error",
+                seen.len()
+            ),
+        }
+    }
+    assert!(
+        subscription.resubscribed() >= 1,
+        "the subscription moved off the removed node"
+    );
+    assert_eq!(seen, (1..=30).collect(), "every message, once acked");
+    // The group drains: nothing pending, nothing left behind.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = publisher.topic(TOPIC).info().await.expect("topic info");
+        let group = info
+            .groups
+            .iter()
+            .find(|g| g.name == "billing")
+            .expect("the group");
+        if group.pending == 0 && group.lag == 0 && group.ack_floor == 30 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group did not drain: {group:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
