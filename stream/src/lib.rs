@@ -21,4 +21,4 @@ mod state;
 
 pub use command::*;
 pub use record::{GroupActivity, GroupRecord, Message, Topic};
-pub use state::{Notice, ReadPage, StreamState, TopicInfo, MAX_REMOVALS_PER_ENTRY};
+pub use state::{GroupProgress, Notice, ReadPage, StreamState, TopicInfo, MAX_REMOVALS_PER_ENTRY};

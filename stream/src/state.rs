@@ -563,10 +563,7 @@ impl StreamState {
     /// Every group (across namespaces and topics, in key order), at most `max`: namespace,
     /// topic, group, its record and its lag (retained messages never delivered to it). For
     /// the metrics; one topic read per topic.
-    pub fn groups_progress(
-        &self,
-        max: usize,
-    ) -> Result<Vec<(String, String, String, GroupRecord, u64)>, StorageError> {
+    pub fn groups_progress(&self, max: usize) -> Result<Vec<GroupProgress>, StorageError> {
         let mut out = Vec::new();
         let mut topic: Option<((String, String), Option<Topic>)> = None;
         for item in self.prefix_scan(CF_STREAM_META, vec![GROUP]) {
@@ -590,7 +587,13 @@ impl StreamState {
                 Some(t) => (t.last_seq + 1).saturating_sub(record.next_seq.max(t.first_seq)),
                 None => 0,
             };
-            out.push((ns, name, group, record, lag));
+            out.push(GroupProgress {
+                namespace: ns,
+                topic: name,
+                group,
+                record,
+                lag,
+            });
         }
         Ok(out)
     }
@@ -1381,6 +1384,16 @@ impl Apply<'_> {
         }
         Ok(notices.into_iter().collect())
     }
+}
+
+/// One group's place, for the metrics ([`StreamState::groups_progress`]).
+pub struct GroupProgress {
+    pub namespace: String,
+    pub topic: String,
+    pub group: String,
+    pub record: GroupRecord,
+    /// Retained messages never delivered to the group.
+    pub lag: u64,
 }
 
 fn dedup_at_key(ns: &str, topic: &str, at: u64, id: &str) -> Vec<u8> {

@@ -143,24 +143,29 @@ impl Metrics {
         self.groups.reset();
         match progress {
             Ok(Ok(groups)) => {
-                for (namespace, topic, group, record, lag) in groups {
-                    let activity = &record.activity;
+                for progress in groups {
+                    let activity = &progress.record.activity;
                     for (field, value) in [
-                        ("lag", lag),
-                        ("pending", record.pending),
+                        ("lag", progress.lag),
+                        ("pending", progress.record.pending),
                         ("delivered", activity.delivered),
                         ("acked", activity.acked),
                         ("last_delivery_ms", activity.last_delivery_ms),
                         ("last_ack_ms", activity.last_ack_ms),
                     ] {
                         self.groups
-                            .with_label_values(&[&namespace, &topic, &group, field])
+                            .with_label_values(&[
+                                &progress.namespace,
+                                &progress.topic,
+                                &progress.group,
+                                field,
+                            ])
                             .set(value.min(i64::MAX as u64) as i64);
                     }
                 }
             }
             Ok(Err(error)) => tracing::warn!(%error, "reading group progress for the metrics"),
-            Err(error) => tracing::warn!(%error, "reading group progress for the metrics"),
+            Err(error) => tracing::warn!(%error, "the group progress reader failed"),
         }
         let mut out = Vec::new();
         prometheus::TextEncoder::new()

@@ -79,3 +79,46 @@ async fn health_readiness_and_metrics() {
         .unwrap();
     assert!(applied >= 2, "applied index {applied}");
 }
+
+/// Consumer progress per group (issue 21): what an operator needs to see a stall, in
+/// TopicInfo (and so `strata stream info`) and in the metrics.
+#[tokio::test]
+async fn group_progress_is_in_topic_info_and_metrics() {
+    use futures::StreamExt;
+    use strata_client::stream::{Publish, SubscribeOptions};
+    let server = Server::start();
+    let client = server.client("shop").await;
+    let topic = client.topic("orders");
+    for n in 0..3 {
+        topic.publish(Publish::new(format!("m{n}"))).await.unwrap();
+    }
+    let mut subscription = topic
+        .subscribe(SubscribeOptions::group("billing").earliest())
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let delivery = subscription.next().await.unwrap().unwrap();
+        delivery.ack().await.unwrap();
+    }
+    drop(subscription);
+    for n in 3..5 {
+        topic.publish(Publish::new(format!("m{n}"))).await.unwrap();
+    }
+    let info = topic.info().await.unwrap();
+    let group = info.groups.iter().find(|g| g.name == "billing").unwrap();
+    assert_eq!((group.delivered, group.acked), (3, 3), "{group:?}");
+    assert_eq!((group.lag, group.pending), (2, 0), "{group:?}");
+    assert!(group.last_delivery_ms > 0 && group.last_ack_ms >= group.last_delivery_ms);
+    let (_, metrics) = server.http_get("/metrics");
+    for (field, value) in [
+        ("lag", "2"),
+        ("pending", "0"),
+        ("delivered", "3"),
+        ("acked", "3"),
+    ] {
+        let line = format!(
+            r#"strata_stream_group{{field="{field}",group="billing",namespace="shop",topic="orders"}} {value}"#
+        );
+        assert!(metrics.contains(&line), "metrics lack {line:?}:\n{metrics}");
+    }
+}
