@@ -1069,17 +1069,22 @@ impl GroupSession {
             // Acks of held messages settle first in the entry they ride in, so they free their
             // credit in that same entry: a consumer that acks one message at a time then costs
             // one log entry per message (ack and next claim together), not two.
+            // (Distinct: a client may ack the same message twice.)
             let freeing = settle
                 .iter()
-                .filter(|s| matches!(s, Settle::Ack(seq) if held.contains_key(seq)))
-                .count();
+                .filter_map(|s| match s {
+                    Settle::Ack(seq) if held.contains_key(seq) => Some(*seq),
+                    _ => None,
+                })
+                .collect::<std::collections::HashSet<u64>>()
+                .len();
             let credit = if self.subscription.auto_ack {
                 (self.context.out.capacity() as u32).min(self.subscription.max_in_flight)
             } else {
                 // Adopted claims can take the holds past max_in_flight.
-                self.subscription
-                    .max_in_flight
-                    .saturating_sub((held.len() - freeing).min(u32::MAX as usize) as u32)
+                self.subscription.max_in_flight.saturating_sub(
+                        held.len().saturating_sub(freeing).min(u32::MAX as usize) as u32,
+                    )
             }
             .min(MAX_CLAIM)
             .min(remaining.min(u64::from(u32::MAX)) as u32);

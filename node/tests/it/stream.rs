@@ -823,3 +823,35 @@ async fn an_unconfirmed_ack_times_out_at_the_request_deadline() {
     let info = client.topic("stalled").info().await.unwrap();
     assert_eq!(info.groups[0].ack_floor, 1, "{info:?}");
 }
+
+/// Acks repeated in one entry (a client may ack twice) free a message's credit once, and the
+/// group goes on delivering what remains.
+#[tokio::test]
+async fn repeated_acks_in_one_step_are_harmless() {
+    let server = Server::start();
+    let client = server.client("acks").await;
+    publish_n(&client, "t", 0..5).await;
+    let mut subscription = client
+        .topic("t")
+        .subscribe(SubscribeOptions::group("g").earliest().max_in_flight(1))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let delivery = next(&mut subscription).await;
+        seen.push(delivery.message.sequence);
+        delivery.ack_nowait().await.unwrap();
+        delivery.ack_nowait().await.unwrap();
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(seen, vec![1, 2, 3, 4, 5]);
+    assert_quiet(&mut subscription, Duration::from_millis(300)).await;
+    let info = client.topic("t").info().await.unwrap();
+    let group = &info.groups[0];
+    assert_eq!(
+        (group.pending, group.lag, group.ack_floor),
+        (0, 0, 5),
+        "{group:?}"
+    );
+    assert_eq!((group.delivered, group.acked), (5, 5), "{group:?}");
+}
