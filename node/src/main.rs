@@ -1,13 +1,14 @@
 //! `strata`: the server (`strata serve`) and the operator CLI (`strata kv ...`).
 
 mod cli;
+mod serve_config;
 mod server;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +41,13 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
+    /// TOML file with any of these flags as keys (`data-dir = "/var/lib/strata"`). The
+    /// environment overrides the file, and flags override both.
+    #[arg(long, env = "STRATA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (as TOML, with where each value came from) and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Where this node keeps its data.
     #[arg(long, env = "STRATA_DATA_DIR", default_value = "./strata-data")]
     data_dir: PathBuf,
@@ -96,7 +104,7 @@ struct ServeArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -164,6 +172,36 @@ fn main() -> std::process::ExitCode {
             exit_now(1)
         }
     }
+}
+
+/// Parses the command line; for `serve`, with the config file's values as the flags' defaults
+/// (see [`serve_config`]), and answers `--print-config` here.
+fn parse_cli() -> Cli {
+    let cli = Cli::parse();
+    let Command::Serve(args) = &cli.command else {
+        return cli;
+    };
+    if args.config.is_none() && !args.print_config {
+        return cli;
+    }
+    let mut command = Cli::command();
+    if let Some(path) = &args.config {
+        command = serve_config::apply_file(command, path).unwrap_or_else(|error| {
+            eprintln!("error: {error:#}");
+            std::process::exit(2)
+        });
+    }
+    let matches = command.clone().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    if args.print_config {
+        let serve = command.find_subcommand(serve_config::SERVE);
+        let serve_matches = matches.subcommand_matches(serve_config::SERVE);
+        if let (Some(serve), Some(serve_matches)) = (serve, serve_matches) {
+            print!("{}", serve_config::render(serve, serve_matches));
+        }
+        std::process::exit(0);
+    }
+    cli
 }
 
 /// Exits without running C++ static destructors. A node that fails after opening RocksDB (a

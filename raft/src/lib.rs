@@ -15,10 +15,12 @@ pub mod leases;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod rounds;
 pub mod state_machine;
 pub mod types;
 
 pub use network::message::NodeStatus;
 pub use network::{tls, PeerTransport};
 pub use node::{Bootstrap, MemberView, MembershipError, RaftNode, RaftNodeConfig, WriteError};
+pub use rounds::RoundCounts;
 pub use types::{Command, Request, Response, TypeConfig};

@@ -13,7 +13,7 @@ use strata_registry::{RegistryCommand, RegistryEvent, RegistryResponse, Registry
 use strata_storage::kv::{KvCommand, KvResponse, KvState, RevisionEvents};
 use strata_storage::{Engine, LogStore};
 use strata_stream::{Notice, StreamCommand, StreamResponse, StreamState};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::broadcast;
 
 use crate::leases::LeaseTable;
 
@@ -22,6 +22,7 @@ use crate::network::message::{LeaderError, LeaderOp, LeaderReply, NodeStatus};
 use crate::network::{
     CallError, PeerNetwork, PeerRequest, PeerResponse, PeerService, PeerTransport,
 };
+use crate::rounds::{RoundCounts, Rounds, ROUND_QUEUE};
 use crate::state_machine::StateMachine;
 use crate::types::{Command, Request, Response, TypeConfig};
 
@@ -33,10 +34,6 @@ const RETENTION_BATCH_MAX: usize = 256;
 const LEASES_EVERY_TICKS: u64 = 10;
 /// Most nodes expired by one log entry.
 const LEASE_EXPIRY_BATCH_MAX: usize = 1_000;
-/// Keepalives waiting for the next coalesced leadership check.
-const BARRIER_QUEUE: usize = 65_536;
-
-type BarrierWaiter = oneshot::Sender<Result<(), LeaderError>>;
 
 /// How a node forms or joins a cluster on its first start (later starts resume from disk).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,7 +119,7 @@ pub enum WriteError {
     Unexpected(String),
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ReadError {
     /// Nothing was done: this node does not lead and could not hand the request to a leader
     /// (`leader_id`: the leader it knows of, if any, which lost the lead meanwhile).
@@ -214,8 +211,12 @@ pub struct RaftNode {
     transport: Arc<PeerTransport>,
     /// The registry leases this node keeps while it leads.
     leases: Arc<tokio::sync::Mutex<LeaseTable>>,
-    /// Requests for a coalesced leadership check (see [`barrier_pump`]).
-    barrier: mpsc::Sender<BarrierWaiter>,
+    /// Read-index rounds on this node while it leads (for its own callers and for the
+    /// followers' forwarded reads): one quorum round for everyone waiting.
+    leader_reads: Rounds<Raft<TypeConfig>, Result<u64, LeaderError>>,
+    /// Read-index rounds for this node's linearizable reads, wherever the leader is: one round
+    /// (a local quorum check, or one call to the leader) for everyone waiting.
+    reads: Rounds<RaftNode, Result<u64, ReadError>>,
 }
 
 impl RaftNode {
@@ -272,12 +273,17 @@ impl RaftNode {
         )
         .await
         .map_err(|e| OpenError::Raft(e.to_string()))?;
-        let (barrier, barrier_requests) = mpsc::channel(BARRIER_QUEUE);
-        tokio::spawn(barrier_pump(
-            raft.clone(),
-            barrier_requests,
-            Duration::from_millis(config.leader_op_timeout_ms),
-        ));
+        let op_timeout = Duration::from_millis(config.leader_op_timeout_ms);
+        let leader_reads = Rounds::spawn(ROUND_QUEUE, move |raft: Raft<TypeConfig>| async move {
+            match tokio::time::timeout(op_timeout, raft.get_read_log_id()).await {
+                Ok(Ok((read_log_id, _applied))) => Ok(read_log_id.map_or(0, |id| id.index)),
+                Ok(Err(error)) => Err(read_index_error(error)),
+                Err(_) => Err(LeaderError::Timeout(op_timeout.as_millis() as u64)),
+            }
+        });
+        let reads = Rounds::spawn(ROUND_QUEUE, |node: RaftNode| async move {
+            node.read_index_round().await
+        });
         let node = Self {
             raft,
             engine: handle,
@@ -285,7 +291,8 @@ impl RaftNode {
             state_machine,
             transport: transport.clone(),
             leases: Arc::default(),
-            barrier,
+            leader_reads,
+            reads,
         };
         // Serve peers before bootstrapping: the others may already be asking for votes.
         tokio::spawn(transport.serve(node.clone()));
@@ -452,16 +459,30 @@ impl RaftNode {
     }
 
     /// This node leads, its leadership was confirmed by a quorum after the call began (checks
-    /// of concurrent callers are coalesced), and it applied everything committed before.
+    /// of concurrent callers share rounds), and it applied everything committed before.
     async fn confirmed_leader(&self) -> Result<(), LeaderError> {
-        let (answer, answered) = oneshot::channel();
-        self.barrier
-            .send(answer)
+        let index = self.leader_read_index().await?;
+        self.raft
+            .wait(Some(self.op_timeout()))
+            .applied_index_at_least(Some(index), "registry keepalive")
             .await
-            .map_err(|_| LeaderError::Fatal("the barrier task stopped".into()))?;
-        answered
+            .map(|_| ())
+            .map_err(|e| LeaderError::NoQuorum(format!("applying up to {index}: {e}")))
+    }
+
+    /// A read index confirmed by a quorum round that began after the call (shared with every
+    /// caller waiting for the same round). Fails with `NotLeader` where this node does not lead.
+    async fn leader_read_index(&self) -> Result<u64, LeaderError> {
+        self.leader_reads
+            .join(self.raft.clone())
             .await
-            .map_err(|_| LeaderError::Fatal("the barrier task stopped".into()))?
+            .unwrap_or_else(|| Err(LeaderError::Fatal("the read-index task stopped".into())))
+    }
+
+    /// How many read-index rounds served how many callers, on this node: as leader (its own
+    /// and forwarded reads, keepalives) and for its own linearizable reads.
+    pub fn read_rounds(&self) -> (RoundCounts, RoundCounts) {
+        (self.leader_reads.counts(), self.reads.counts())
     }
 
     /// The keepalive path of [`Self::register`], on the leader.
@@ -528,36 +549,6 @@ fn write_outcome(outcome: Result<LeaderReply, RouteError>) -> Result<Response, W
             Err(WriteError::LeaderUnreachable(error.to_string()))
         }
         Err(RouteError::Call(error)) => Err(WriteError::Unknown(error.to_string())),
-    }
-}
-
-/// Confirms leadership for every waiter queued meanwhile with one quorum round (group commit for
-/// leadership checks): a waiter that arrives while a round is in flight joins the next one, so
-/// each answer confirms leadership after its waiter asked. Then waits to apply up to the read
-/// index, so the caller reads every write committed before it asked.
-async fn barrier_pump(
-    raft: Raft<TypeConfig>,
-    mut requests: mpsc::Receiver<BarrierWaiter>,
-    timeout: Duration,
-) {
-    while let Some(first) = requests.recv().await {
-        let mut waiting = vec![first];
-        while let Ok(more) = requests.try_recv() {
-            waiting.push(more);
-        }
-        let result = async {
-            let (read_log_id, _) = raft.get_read_log_id().await.map_err(read_index_error)?;
-            let index = read_log_id.map_or(0, |id| id.index);
-            raft.wait(Some(timeout))
-                .applied_index_at_least(Some(index), "registry keepalive")
-                .await
-                .map(|_| ())
-                .map_err(|e| LeaderError::NoQuorum(format!("applying up to {index}: {e}")))
-        }
-        .await;
-        for waiter in waiting {
-            let _ = waiter.send(result.clone());
-        }
     }
 }
 
@@ -630,21 +621,10 @@ impl RaftNode {
         if self.config.unsafe_stale_reads {
             return Ok(()); // the broken mode (see RaftNodeConfig)
         }
-        let index = match self.route(LeaderOp::ReadIndex).await {
-            Ok(LeaderReply::ReadIndex(index)) => index,
-            Ok(other) => {
-                return Err(ReadError::Unavailable(format!(
-                    "unexpected reply {other:?}"
-                )))
-            }
-            Err(RouteError::Leader(LeaderError::NotLeader { leader_id })) => {
-                return Err(ReadError::NotLeader { leader_id })
-            }
-            Err(RouteError::Leader(error)) => {
-                return Err(ReadError::Unavailable(error.to_string()))
-            }
-            Err(RouteError::Call(error)) => return Err(ReadError::Unavailable(error.to_string())),
-        };
+        let index =
+            self.reads.join(self.clone()).await.unwrap_or_else(|| {
+                Err(ReadError::Unavailable("the read-index task stopped".into()))
+            })?;
         self.raft
             .wait(Some(self.op_timeout()))
             .applied_index_at_least(Some(index), "linearizable read")
@@ -653,6 +633,22 @@ impl RaftNode {
             .map_err(|e| {
                 ReadError::Unavailable(format!("applying up to the read index {index}: {e}"))
             })
+    }
+
+    /// One read-index round for [`Self::reads`]: here if this node leads, else one call to the
+    /// leader (where it joins the leader's own next round).
+    async fn read_index_round(&self) -> Result<u64, ReadError> {
+        match self.route(LeaderOp::ReadIndex).await {
+            Ok(LeaderReply::ReadIndex(index)) => Ok(index),
+            Ok(other) => Err(ReadError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
+            Err(RouteError::Leader(LeaderError::NotLeader { leader_id })) => {
+                Err(ReadError::NotLeader { leader_id })
+            }
+            Err(RouteError::Leader(error)) => Err(ReadError::Unavailable(error.to_string())),
+            Err(RouteError::Call(error)) => Err(ReadError::Unavailable(error.to_string())),
+        }
     }
 
     /// Adds a node as a learner: it receives the log (or a snapshot) but does not vote.
@@ -787,12 +783,7 @@ impl RaftNode {
                 Ok(written) => Ok(LeaderReply::Written(written.data)),
                 Err(error) => Err(write_error(error)),
             },
-            LeaderOp::ReadIndex => match self.raft.get_read_log_id().await {
-                Ok((read_log_id, _applied)) => {
-                    Ok(LeaderReply::ReadIndex(read_log_id.map_or(0, |id| id.index)))
-                }
-                Err(error) => Err(read_index_error(error)),
-            },
+            LeaderOp::ReadIndex => self.leader_read_index().await.map(LeaderReply::ReadIndex),
             LeaderOp::Register(request) => Box::pin(self.register_as_leader(request)).await,
             LeaderOp::AddLearner { .. } | LeaderOp::Promote { .. } | LeaderOp::Remove { .. }
                 if !self

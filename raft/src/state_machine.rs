@@ -289,6 +289,80 @@ impl StateMachine {
             self.read_meta(META_MEMBERSHIP)?.unwrap_or_default(),
         ))
     }
+
+    /// Applies committed entries in order (on a blocking thread: see `apply`). Each entry's
+    /// changes and `last_applied` land in one atomic write.
+    fn apply_entries(
+        &self,
+        entries: Vec<Entry<TypeConfig>>,
+    ) -> Result<Vec<Response>, StorageError<u64>> {
+        let mut responses = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let mut txn = StateTxn::new(entry.log_id.index);
+            let mut notices = Vec::new();
+            let mut registry_events = Vec::new();
+            let response = match &entry.payload {
+                EntryPayload::Blank => Response::None,
+                EntryPayload::Normal(request) => match &request.command {
+                    Command::Kv(command) => Response::Kv(
+                        self.kv
+                            .apply(&mut txn, request.time_ms, command)
+                            .map_err(|e| StorageIOError::write_state_machine(&e))?,
+                    ),
+                    Command::Stream(command) => {
+                        let (response, changed) = self
+                            .stream
+                            .apply(&mut txn, request.time_ms, command)
+                            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+                        notices = changed;
+                        Response::Stream(response)
+                    }
+                    Command::Registry(command) => {
+                        let (response, events) = self
+                            .registry
+                            .apply(&mut txn, command)
+                            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+                        registry_events = events;
+                        Response::Registry(response)
+                    }
+                },
+                EntryPayload::Membership(membership) => {
+                    let stored = StoredMembership::new(Some(entry.log_id), membership.clone());
+                    let bytes = bincode::serialize(&stored)
+                        .map_err(|e| StorageIOError::write_state_machine(&e))?;
+                    txn.put_meta(META_MEMBERSHIP, &bytes);
+                    Response::None
+                }
+            };
+            let applied = bincode::serialize(&Some(entry.log_id))
+                .map_err(|e| StorageIOError::write_state_machine(&e))?;
+            txn.put_meta(META_LAST_APPLIED, &applied);
+            crate::failpoints::crash_point("apply-before-commit");
+            crate::failpoints::error_point("apply-error")
+                .map_err(|e| StorageIOError::write_state_machine(&e))?;
+            let events = self
+                .kv
+                .commit(txn)
+                .map_err(|e| StorageIOError::write_state_machine(&e))?;
+            if !events.is_empty() {
+                // No receivers is fine: nobody is watching.
+                let _ = self.events.send(Arc::new(RevisionEvents {
+                    revision: entry.log_id.index,
+                    events,
+                }));
+            }
+            if !registry_events.is_empty() {
+                let _ = self
+                    .registry_events
+                    .send(Arc::new((entry.log_id.index, registry_events)));
+            }
+            if !notices.is_empty() {
+                let _ = self.notices.send(Arc::new((entry.log_id.index, notices)));
+            }
+            responses.push(response);
+        }
+        Ok(responses)
+    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
@@ -372,72 +446,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut responses = Vec::new();
-        for entry in entries {
-            let mut txn = StateTxn::new(entry.log_id.index);
-            let mut notices = Vec::new();
-            let mut registry_events = Vec::new();
-            let response = match &entry.payload {
-                EntryPayload::Blank => Response::None,
-                EntryPayload::Normal(request) => match &request.command {
-                    Command::Kv(command) => Response::Kv(
-                        self.kv
-                            .apply(&mut txn, request.time_ms, command)
-                            .map_err(|e| StorageIOError::write_state_machine(&e))?,
-                    ),
-                    Command::Stream(command) => {
-                        let (response, changed) = self
-                            .stream
-                            .apply(&mut txn, request.time_ms, command)
-                            .map_err(|e| StorageIOError::write_state_machine(&e))?;
-                        notices = changed;
-                        Response::Stream(response)
-                    }
-                    Command::Registry(command) => {
-                        let (response, events) = self
-                            .registry
-                            .apply(&mut txn, command)
-                            .map_err(|e| StorageIOError::write_state_machine(&e))?;
-                        registry_events = events;
-                        Response::Registry(response)
-                    }
-                },
-                EntryPayload::Membership(membership) => {
-                    let stored = StoredMembership::new(Some(entry.log_id), membership.clone());
-                    let bytes = bincode::serialize(&stored)
-                        .map_err(|e| StorageIOError::write_state_machine(&e))?;
-                    txn.put_meta(META_MEMBERSHIP, &bytes);
-                    Response::None
-                }
-            };
-            let applied = bincode::serialize(&Some(entry.log_id))
-                .map_err(|e| StorageIOError::write_state_machine(&e))?;
-            txn.put_meta(META_LAST_APPLIED, &applied);
-            crate::failpoints::crash_point("apply-before-commit");
-            crate::failpoints::error_point("apply-error")
-                .map_err(|e| StorageIOError::write_state_machine(&e))?;
-            let events = self
-                .kv
-                .commit(txn)
-                .map_err(|e| StorageIOError::write_state_machine(&e))?;
-            if !events.is_empty() {
-                // No receivers is fine: nobody is watching.
-                let _ = self.events.send(Arc::new(RevisionEvents {
-                    revision: entry.log_id.index,
-                    events,
-                }));
-            }
-            if !registry_events.is_empty() {
-                let _ = self
-                    .registry_events
-                    .send(Arc::new((entry.log_id.index, registry_events)));
-            }
-            if !notices.is_empty() {
-                let _ = self.notices.send(Arc::new((entry.log_id.index, notices)));
-            }
-            responses.push(response);
-        }
-        Ok(responses)
+        // RocksDB writes can stall (memtable flushes, compaction backpressure): on a blocking
+        // thread, so that they never hold up an async worker (heartbeats, other requests).
+        let entries: Vec<_> = entries.into_iter().collect();
+        let machine = self.clone();
+        tokio::task::spawn_blocking(move || machine.apply_entries(entries))
+            .await
+            .map_err(|e| StorageIOError::write_state_machine(&e))?
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -246,10 +246,11 @@ impl pb::kv_server::Kv for KvService {
                 keys_only: req.keys_only,
                 max_bytes: MAX_LIST_PAGE_BYTES,
             };
-            let page = self
-                .node
-                .kv()
-                .list(&scope, &query, now_ms())
+            // A page may examine up to MAX_SCAN_PER_PAGE rows: off the async workers.
+            let kv = self.node.kv().clone();
+            let page = tokio::task::spawn_blocking(move || kv.list(&scope, &query, now_ms()))
+                .await
+                .map_err(|e| Status::internal(format!("listing stopped: {e}")))?
                 .map_err(status::storage)?;
             let records = page
                 .items

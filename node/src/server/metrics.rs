@@ -134,6 +134,12 @@ impl Metrics {
         set("snapshot_index", status.snapshot_index);
         set("purged_index", status.purged_index);
         set("is_leader", u64::from(status.role == "leader"));
+        // Read-index rounds and the callers they served (many per round under load).
+        let (as_leader, reads) = node.read_rounds();
+        set("leader_read_index_rounds", as_leader.rounds);
+        set("leader_read_index_waiters", as_leader.waiters);
+        set("read_index_rounds", reads.rounds);
+        set("read_index_waiters", reads.waiters);
         if let Some(leases) = node.registry_lease_count() {
             self.leases.set(leases as i64);
         }

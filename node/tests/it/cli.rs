@@ -225,3 +225,65 @@ fn stream_pub_read_sub_topics_info() {
     assert!(stream(&["delete", "orders.created"], None).starts_with("deleted"));
     assert_eq!(stream(&["topics"], None), "");
 }
+
+/// `strata serve --config` (issue 20): a key in the file reaches the running server; the
+/// environment beats the file and a flag beats both; `--print-config` says which won; an
+/// unknown key stops the server before it starts, naming the key.
+#[tokio::test]
+async fn serve_reads_a_config_file_under_env_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("strata.toml");
+    std::fs::write(
+        &file,
+        "# a node's settings\nmax-value-bytes = 16\nmax_message_bytes = 4096\nnode-id = 3\n",
+    )
+    .unwrap();
+    let file_arg = file.to_str().unwrap();
+
+    let server = Server::start_with(&["--config", file_arg]);
+    let table = server.client("ops").await.table("db", "t");
+    table.put(b"fits", vec![b'x'; 16]).await.unwrap();
+    let refused = table.put(b"big", vec![b'x'; 17]).await;
+    assert!(
+        matches!(&refused, Err(strata_client::Error::InvalidArgument(message)) if message.contains("16")),
+        "the file's max-value-bytes holds: {refused:?}"
+    );
+
+    let output = Command::new(BINARY)
+        .args([
+            "serve",
+            "--config",
+            file_arg,
+            "--node-id",
+            "5",
+            "--print-config",
+        ])
+        .env("STRATA_MAX_MESSAGE_BYTES", "8192")
+        .env_remove("STRATA_NODE_ID")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    for expected in [
+        "max-value-bytes = 16  # config file",
+        "max-message-bytes = 8192  # STRATA_MAX_MESSAGE_BYTES",
+        "node-id = 5  # flag",
+        "data-dir = \"./strata-data\"  # default",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in:\n{text}");
+    }
+
+    std::fs::write(&file, "max-value-bytes = 16\nmax-valeu-bytes = 17\n").unwrap();
+    let output = Command::new(BINARY)
+        .args(["serve", "--config", file_arg])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("\"max-valeu-bytes\""), "{stderr}");
+    assert!(
+        stderr.contains(file_arg),
+        "the error names the file: {stderr}"
+    );
+}

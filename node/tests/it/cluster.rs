@@ -219,6 +219,52 @@ async fn three_nodes_form_a_cluster_and_serve_writes_through_every_node() {
         .put_with(Put::new(b"cas".to_vec(), b"2".to_vec()).expect_mod_revision(first.revision))
         .await
         .unwrap();
+
+    // Concurrent linearizable reads on a follower share read-index rounds (issue 18), and each
+    // still sees the write acknowledged just before it began.
+    let follower_id = (1..=3).find(|id| *id != leader).unwrap();
+    let follower_node = cluster.node(follower_id);
+    let before = read_rounds(follower_node);
+    let writer = clients[leader as usize - 1].table("db", "t");
+    let reader = clients[follower_id as usize - 1].table("db", "t");
+    for burst in 0..8 {
+        let key = format!("burst/{burst}");
+        writer.put(key.clone(), format!("v{burst}")).await.unwrap();
+        let reads = (0..32).map(|_| {
+            let (reader, key) = (reader.clone(), key.clone());
+            tokio::spawn(async move { reader.get(key).await })
+        });
+        for read in futures::future::join_all(reads).await {
+            let record = read
+                .unwrap()
+                .unwrap()
+                .expect("an acknowledged write is read back");
+            assert_eq!(record.value, format!("v{burst}").as_bytes());
+        }
+    }
+    let after = read_rounds(follower_node);
+    let (waiters, rounds) = (after.0 - before.0, after.1 - before.1);
+    assert!(waiters >= 8 * 32, "{waiters} readers counted");
+    assert!(
+        rounds * 2 <= waiters,
+        "{waiters} concurrent reads took {rounds} read-index rounds: they did not share"
+    );
+}
+
+/// (callers, rounds) of a node's read-index rounds for its own linearizable reads.
+fn read_rounds(node: &Server) -> (u64, u64) {
+    let (code, metrics) = node.http_get("/metrics");
+    assert_eq!(code, 200);
+    let gauge = |field: &str| -> u64 {
+        let prefix = format!("strata_raft{{field=\"{field}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {field} in metrics"))
+            .parse()
+            .unwrap()
+    };
+    (gauge("read_index_waiters"), gauge("read_index_rounds"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
