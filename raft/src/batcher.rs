@@ -188,10 +188,11 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Duration;
 
+    /// Each proposal's commands, in order.
+    type Proposals = Arc<Mutex<Vec<Vec<u32>>>>;
+
     /// A batcher whose proposals record their commands and end when the test says so.
-    fn recording(
-        limits: BatchLimits,
-    ) -> (Batcher<u32, u32>, Arc<Mutex<Vec<Vec<u32>>>>, Arc<Semaphore>) {
+    fn recording(limits: BatchLimits) -> (Batcher<u32, u32>, Proposals, Arc<Semaphore>) {
         let proposals = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(Semaphore::new(0));
         let (seen, task_gate) = (proposals.clone(), gate.clone());
@@ -282,7 +283,11 @@ mod tests {
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(proposals.lock().unwrap().len(), 2, "two slots: the third waits");
+        assert_eq!(
+            proposals.lock().unwrap().len(),
+            2,
+            "two slots: the third waits"
+        );
         gate.add_permits(3);
         for task in tasks {
             assert!(task.await.unwrap().is_some());

@@ -10,6 +10,7 @@
 // method and helper here; boxing it would only move the conversion elsewhere.
 #![allow(clippy::result_large_err)]
 
+pub mod batcher;
 pub mod failpoints;
 pub mod leases;
 pub mod log_store;

@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 
 use crate::leases::LeaseTable;
 
+use crate::batcher::{BatchCounts, BatchLimits, Batcher};
 use crate::log_store::RaftLogStore;
 use crate::network::message::{LeaderError, LeaderOp, LeaderReply, NodeStatus};
 use crate::network::{
@@ -217,6 +218,9 @@ pub struct RaftNode {
     /// Read-index rounds for this node's linearizable reads, wherever the leader is: one round
     /// (a local quorum check, or one call to the leader) for everyone waiting.
     reads: Rounds<RaftNode, Result<u64, ReadError>>,
+    /// Writes on this node while it leads (its own and the followers' forwarded ones): what
+    /// waits while earlier proposals are in flight goes into one entry (see [`Batcher`]).
+    writes: Batcher<Request, Result<Response, LeaderError>>,
 }
 
 impl RaftNode {
@@ -284,6 +288,10 @@ impl RaftNode {
         let reads = Rounds::spawn(ROUND_QUEUE, |node: RaftNode| async move {
             node.read_index_round().await
         });
+        let proposer = raft.clone();
+        let writes = Batcher::spawn(BatchLimits::default(), move |requests| {
+            propose(proposer.clone(), requests)
+        });
         let node = Self {
             raft,
             engine: handle,
@@ -293,6 +301,7 @@ impl RaftNode {
             leases: Arc::default(),
             leader_reads,
             reads,
+            writes,
         };
         // Serve peers before bootstrapping: the others may already be asking for votes.
         tokio::spawn(transport.serve(node.clone()));
@@ -385,11 +394,12 @@ impl RaftNode {
 
     /// The index of the last applied entry: the revision reads reflect.
     pub fn applied_revision(&self) -> u64 {
-        self.raft
-            .metrics()
-            .borrow()
-            .last_applied
-            .map_or(0, |id| id.index)
+        self.state_machine.revisions().applied()
+    }
+
+    /// Commands proposed, and in how many entries (many per entry under load).
+    pub fn write_batches(&self) -> BatchCounts {
+        self.writes.counts()
     }
 
     /// Waits until this node has a leader (itself or another), up to `timeout`.
@@ -552,6 +562,51 @@ fn write_outcome(outcome: Result<LeaderReply, RouteError>) -> Result<Response, W
     }
 }
 
+fn write_error(
+    error: RaftError<u64, openraft::error::ClientWriteError<u64, BasicNode>>,
+) -> LeaderError {
+    match error {
+        RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(forward)) => {
+            LeaderError::NotLeader {
+                leader_id: forward.leader_id,
+            }
+        }
+        RaftError::APIError(openraft::error::ClientWriteError::ChangeMembershipError(e)) => {
+            LeaderError::Rejected(e.to_string())
+        }
+        RaftError::Fatal(fatal) => LeaderError::Fatal(fatal.to_string()),
+    }
+}
+
+/// Proposes one batch of writes as one entry (a lone write as itself) and answers each.
+async fn propose(
+    raft: Raft<TypeConfig>,
+    mut requests: Vec<Request>,
+) -> Vec<Result<Response, LeaderError>> {
+    let count = requests.len();
+    let entry = if count == 1 {
+        requests.pop().expect("one request")
+    } else {
+        Request {
+            time_ms: requests.iter().map(|r| r.time_ms).max().unwrap_or(0),
+            command: Command::Batch(requests),
+        }
+    };
+    match raft.client_write(entry).await {
+        Ok(written) => match written.data {
+            Response::Batch(answers) if count > 1 && answers.len() == count => {
+                answers.into_iter().map(Ok).collect()
+            }
+            answer if count == 1 => vec![Ok(answer)],
+            other => {
+                let error = format!("a batch of {count} was answered with {other:?}");
+                vec![Err(LeaderError::Fatal(error)); count]
+            }
+        },
+        Err(error) => vec![Err(write_error(error)); count],
+    }
+}
+
 fn read_index_error(
     error: RaftError<u64, openraft::error::CheckIsLeaderError<u64, BasicNode>>,
 ) -> LeaderError {
@@ -570,14 +625,13 @@ fn read_index_error(
 }
 
 impl RaftNode {
-    /// Waits until this node has applied the entry at `index` (so its state reflects it).
-    pub async fn wait_applied(&self, index: u64) -> Result<(), ReadError> {
-        self.raft
-            .wait(Some(self.op_timeout()))
-            .applied_index_at_least(Some(index), "stream step applied here")
+    /// Waits until this node has applied the command at `revision` (so its state reflects it).
+    pub async fn wait_revision(&self, revision: u64) -> Result<(), ReadError> {
+        self.state_machine
+            .revisions()
+            .wait_for(revision, self.op_timeout())
             .await
-            .map(|_| ())
-            .map_err(|e| ReadError::Unavailable(format!("applying up to index {index}: {e}")))
+            .map_err(ReadError::Unavailable)
     }
 
     /// Whether this node is in the cluster's membership as it knows it (a voter or a learner).
@@ -752,20 +806,6 @@ impl RaftNode {
     }
 
     async fn run_as_leader_unbounded(&self, op: LeaderOp) -> Result<LeaderReply, LeaderError> {
-        use openraft::error::ClientWriteError;
-        fn write_error(error: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> LeaderError {
-            match error {
-                RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
-                    LeaderError::NotLeader {
-                        leader_id: forward.leader_id,
-                    }
-                }
-                RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                    LeaderError::Rejected(e.to_string())
-                }
-                RaftError::Fatal(fatal) => LeaderError::Fatal(fatal.to_string()),
-            }
-        }
         match op {
             LeaderOp::Write(request) if self.config.unsafe_ack_before_commit => {
                 // The broken mode (see RaftNodeConfig): propose, and answer without waiting.
@@ -779,10 +819,14 @@ impl RaftNode {
                     version: 1,
                 })))
             }
-            LeaderOp::Write(request) => match self.raft.client_write(request).await {
-                Ok(written) => Ok(LeaderReply::Written(written.data)),
-                Err(error) => Err(write_error(error)),
-            },
+            LeaderOp::Write(request) => {
+                // Its size bounds the batch it joins; a size that cannot be told goes alone.
+                let bytes = bincode::serialized_size(&request).map_or(usize::MAX, |n| n as usize);
+                match self.writes.submit(request, bytes).await {
+                    Some(outcome) => outcome.map(LeaderReply::Written),
+                    None => Err(LeaderError::Fatal("the write batcher stopped".into())),
+                }
+            }
             LeaderOp::ReadIndex => self.leader_read_index().await.map(LeaderReply::ReadIndex),
             LeaderOp::Register(request) => Box::pin(self.register_as_leader(request)).await,
             LeaderOp::AddLearner { .. } | LeaderOp::Promote { .. } | LeaderOp::Remove { .. }

@@ -26,17 +26,21 @@ use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError,
-    StorageIOError, StoredMembership,
+    BasicNode, Entry, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StorageIOError,
+    StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 use strata_registry::{RegistryEvent, RegistryState};
-use strata_storage::kv::{KvState, RevisionEvents, StateTxn};
+use strata_storage::kv::{KvState, RevisionEvents};
 use strata_storage::Engine;
 use strata_stream::{Notice, StreamState};
 use tokio::sync::broadcast;
 
-use crate::types::{Command, Response, TypeConfig};
+use crate::types::{Response, TypeConfig};
+
+mod apply;
+
+pub(crate) use apply::Revisions;
 
 const META_LAST_APPLIED: &[u8] = b"last_applied";
 const META_MEMBERSHIP: &[u8] = b"membership";
@@ -68,6 +72,8 @@ pub struct StateMachine {
     snapshot_dir: PathBuf,
     /// Held while `current.meta` or the data files change, and while a reader opens them.
     snapshot_files: Arc<std::sync::Mutex<()>>,
+    /// The newest applied command's revision.
+    revisions: Revisions,
 }
 
 /// What `current.meta` holds: the newest snapshot's Raft metadata and its data file.
@@ -129,6 +135,7 @@ impl StateMachine {
             notices,
             snapshot_dir,
             snapshot_files: Arc::default(),
+            revisions: Revisions::new(),
         };
         let stored = machine.read_stored_meta()?;
         if machine.snapshot_dir.join(IMPORTING_MARKER).exists() {
@@ -156,6 +163,9 @@ impl StateMachine {
                 machine.import(&mut file, true)?;
             }
         }
+        machine
+            .load_revision()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(machine)
     }
 
@@ -242,7 +252,14 @@ impl StateMachine {
             .import_verified_state_from(len, &mut *data)
             .map_err(std::io::Error::other)?;
         std::fs::remove_file(&marker)?;
-        std::fs::File::open(&self.snapshot_dir)?.sync_all()
+        std::fs::File::open(&self.snapshot_dir)?.sync_all()?;
+        self.load_revision()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    /// The newest applied command's revision, and waiting for one.
+    pub(crate) fn revisions(&self) -> &Revisions {
+        &self.revisions
     }
 
     pub fn kv(&self) -> &KvState {
@@ -288,80 +305,6 @@ impl StateMachine {
             self.read_meta(META_LAST_APPLIED)?.flatten(),
             self.read_meta(META_MEMBERSHIP)?.unwrap_or_default(),
         ))
-    }
-
-    /// Applies committed entries in order (on a blocking thread: see `apply`). Each entry's
-    /// changes and `last_applied` land in one atomic write.
-    fn apply_entries(
-        &self,
-        entries: Vec<Entry<TypeConfig>>,
-    ) -> Result<Vec<Response>, StorageError<u64>> {
-        let mut responses = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let mut txn = StateTxn::new(entry.log_id.index);
-            let mut notices = Vec::new();
-            let mut registry_events = Vec::new();
-            let response = match &entry.payload {
-                EntryPayload::Blank => Response::None,
-                EntryPayload::Normal(request) => match &request.command {
-                    Command::Kv(command) => Response::Kv(
-                        self.kv
-                            .apply(&mut txn, request.time_ms, command)
-                            .map_err(|e| StorageIOError::write_state_machine(&e))?,
-                    ),
-                    Command::Stream(command) => {
-                        let (response, changed) = self
-                            .stream
-                            .apply(&mut txn, request.time_ms, command)
-                            .map_err(|e| StorageIOError::write_state_machine(&e))?;
-                        notices = changed;
-                        Response::Stream(response)
-                    }
-                    Command::Registry(command) => {
-                        let (response, events) = self
-                            .registry
-                            .apply(&mut txn, command)
-                            .map_err(|e| StorageIOError::write_state_machine(&e))?;
-                        registry_events = events;
-                        Response::Registry(response)
-                    }
-                },
-                EntryPayload::Membership(membership) => {
-                    let stored = StoredMembership::new(Some(entry.log_id), membership.clone());
-                    let bytes = bincode::serialize(&stored)
-                        .map_err(|e| StorageIOError::write_state_machine(&e))?;
-                    txn.put_meta(META_MEMBERSHIP, &bytes);
-                    Response::None
-                }
-            };
-            let applied = bincode::serialize(&Some(entry.log_id))
-                .map_err(|e| StorageIOError::write_state_machine(&e))?;
-            txn.put_meta(META_LAST_APPLIED, &applied);
-            crate::failpoints::crash_point("apply-before-commit");
-            crate::failpoints::error_point("apply-error")
-                .map_err(|e| StorageIOError::write_state_machine(&e))?;
-            let events = self
-                .kv
-                .commit(txn)
-                .map_err(|e| StorageIOError::write_state_machine(&e))?;
-            if !events.is_empty() {
-                // No receivers is fine: nobody is watching.
-                let _ = self.events.send(Arc::new(RevisionEvents {
-                    revision: entry.log_id.index,
-                    events,
-                }));
-            }
-            if !registry_events.is_empty() {
-                let _ = self
-                    .registry_events
-                    .send(Arc::new((entry.log_id.index, registry_events)));
-            }
-            if !notices.is_empty() {
-                let _ = self.notices.send(Arc::new((entry.log_id.index, notices)));
-            }
-            responses.push(response);
-        }
-        Ok(responses)
     }
 }
 

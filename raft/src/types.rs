@@ -30,6 +30,9 @@ pub enum Command {
     Kv(KvCommand),
     Stream(StreamCommand),
     Registry(RegistryCommand),
+    /// Commands proposed together by the write batcher, each with its own time; applied one
+    /// by one, each at a revision of its own (see `state_machine::apply`). Never nested.
+    Batch(Vec<Request>),
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -39,6 +42,8 @@ pub enum Response {
     Kv(KvResponse),
     Stream(StreamResponse),
     Registry(RegistryResponse),
+    /// One answer per command of a `Command::Batch`, in order.
+    Batch(Vec<Response>),
 }
 
 impl std::fmt::Display for Request {
@@ -57,6 +62,7 @@ impl std::fmt::Display for Request {
             Command::Registry(command) => {
                 write!(f, "registry.{}@{}", command.kind(), self.time_ms)
             }
+            Command::Batch(requests) => write!(f, "batch[{}]@{}", requests.len(), self.time_ms),
         }
     }
 }

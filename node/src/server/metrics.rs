@@ -140,6 +140,10 @@ impl Metrics {
         set("leader_read_index_waiters", as_leader.waiters);
         set("read_index_rounds", reads.rounds);
         set("read_index_waiters", reads.waiters);
+        // Writes proposed on this node as leader, and the entries they took.
+        let writes = node.write_batches();
+        set("proposed_writes", writes.commands);
+        set("write_proposals", writes.proposals);
         if let Some(leases) = node.registry_lease_count() {
             self.leases.set(leases as i64);
         }

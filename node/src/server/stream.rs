@@ -1358,7 +1358,7 @@ impl GroupSession {
         // Deliveries come from this node's state: wait until it includes the step.
         self.context
             .node
-            .wait_applied(revision)
+            .wait_revision(revision)
             .await
             .map_err(status::read)?;
         let settled = step

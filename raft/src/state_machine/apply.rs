@@ -213,7 +213,7 @@ impl Revisions {
         *self.applied.borrow()
     }
 
-    /// Sets the applied revision; moves it back only when `set_from_state` says so.
+    /// Sets the applied revision (from a command just applied, or read from the state).
     pub(super) fn set(&self, revision: u64) {
         self.applied.send_replace(revision);
     }
@@ -225,13 +225,17 @@ impl Revisions {
         timeout: std::time::Duration,
     ) -> Result<(), String> {
         let mut applied = self.applied.subscribe();
-        match tokio::time::timeout(timeout, applied.wait_for(|r| *r >= revision)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err("the state machine stopped".into()),
+        let reached = tokio::time::timeout(timeout, async {
+            applied.wait_for(|r| *r >= revision).await.is_ok()
+        })
+        .await;
+        match reached {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the state machine stopped".into()),
             Err(_) => Err(format!(
                 "revision {revision} not applied here within {} ms (applied: {})",
                 timeout.as_millis(),
-                *applied.borrow()
+                self.applied()
             )),
         }
     }
@@ -262,8 +266,8 @@ mod tests {
     use openraft::{CommittedLeaderId, Entry};
     use proptest::prelude::*;
     use strata_storage::kv::{
-        Compare, CompareOp, CompareTarget, Expiry, KvCommand, ListQuery, Precondition, Put,
-        Scope, TxnOp,
+        Compare, CompareOp, CompareTarget, Expiry, KvCommand, ListQuery, Precondition, Put, Scope,
+        TxnOp,
     };
     use strata_storage::Engine;
 
@@ -442,7 +446,11 @@ mod tests {
                 .apply_one(log_id, Some(Meta::Request(request)), finish)
                 .unwrap();
         }
-        assert_eq!(machine.applied().unwrap().0, None, "the entry is not applied yet");
+        assert_eq!(
+            machine.applied().unwrap().0,
+            None,
+            "the entry is not applied yet"
+        );
         let responses = machine
             .apply_entries(vec![entry(1, Command::Batch(requests))])
             .unwrap();
