@@ -45,6 +45,8 @@ apt_install() { # package...
   { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@"; } >/dev/null 2>&1
 }
 command -v etcd >/dev/null 2>&1 || apt_install etcd-server || true
+# etcdctl (health and leader checks) is a package of its own on Debian.
+command -v etcdctl >/dev/null 2>&1 || apt_install etcd-client || true
 ETCD=$(command -v etcd || true)
 [ -n "$ETCD" ] || say "etcd is not available (apt-get install etcd-server failed): its rows are left out"
 

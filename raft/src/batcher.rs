@@ -32,7 +32,7 @@ impl Default for BatchLimits {
     fn default() -> Self {
         Self {
             max_commands: 1_024,
-            max_bytes: 8 << 20,
+            max_bytes: 512 << 10,
             in_flight: 4,
             queue: 65_536,
         }
@@ -185,6 +185,7 @@ async fn run<C, R, F, Fut>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::until;
     use std::sync::Mutex;
     use std::time::Duration;
 
@@ -205,16 +206,6 @@ mod tests {
             }
         });
         (batcher, proposals, gate)
-    }
-
-    async fn until(what: impl Fn() -> bool) {
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while !what() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-        .await
-        .expect("condition within 5 s");
     }
 
     fn limits(in_flight: usize) -> BatchLimits {

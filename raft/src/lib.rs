@@ -18,6 +18,8 @@ pub mod network;
 pub mod node;
 pub mod rounds;
 pub mod state_machine;
+#[cfg(test)]
+mod test_support;
 pub mod types;
 
 pub use network::message::NodeStatus;

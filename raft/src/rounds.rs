@@ -104,6 +104,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::until;
     use std::time::Duration;
     use tokio::sync::Semaphore;
 
@@ -122,16 +123,6 @@ mod tests {
             }
         });
         (rounds, gate, started)
-    }
-
-    async fn until(what: impl Fn() -> bool) {
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while !what() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-        .await
-        .expect("condition within 5 s");
     }
 
     #[tokio::test]
