@@ -398,7 +398,7 @@ impl RaftNode {
         self.state_machine.subscribe()
     }
 
-    /// The index of the last applied entry: the revision reads reflect.
+    /// The revision of the newest command this node applied: the revision reads reflect.
     pub fn applied_revision(&self) -> u64 {
         self.state_machine.revisions().applied()
     }

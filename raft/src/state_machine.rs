@@ -62,11 +62,11 @@ pub struct StateMachine {
     kv: KvState,
     stream: StreamState,
     events: broadcast::Sender<Arc<RevisionEvents>>,
-    /// (log index, topics changed by it), after the entry's batch is written; an empty list
+    /// (revision, topics changed by it), after the command's batch is written; an empty list
     /// after a snapshot install means any topic may have changed.
     notices: broadcast::Sender<Arc<(u64, Vec<Notice>)>>,
     registry: RegistryState,
-    /// (log index, registry and config events of it), after the entry's batch is written; an
+    /// (revision, registry and config events of it), after the command's batch is written; an
     /// empty list after a snapshot install means "read history from where you are".
     registry_events: broadcast::Sender<Arc<(u64, Vec<RegistryEvent>)>>,
     snapshot_dir: PathBuf,
@@ -461,9 +461,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         );
         // The state jumped without per-entry notices: tell every consumer to look again (an
         // empty list means "any topic may have changed").
-        let index = meta.last_log_id.map_or(0, |id| id.index);
-        let _ = self.notices.send(Arc::new((index, Vec::new())));
-        let _ = self.registry_events.send(Arc::new((index, Vec::new())));
+        let revision = self.revisions.applied();
+        let _ = self.notices.send(Arc::new((revision, Vec::new())));
+        let _ = self.registry_events.send(Arc::new((revision, Vec::new())));
         Ok(())
     }
 

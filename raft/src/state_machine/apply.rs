@@ -189,7 +189,7 @@ impl StateMachine {
     }
 }
 
-/// What an entry without a command of its own records.
+/// What `apply_one` writes besides the entry's progress: a command, or a membership.
 enum Meta<'a> {
     Request(&'a Request),
     Membership(StoredMembership<u64, openraft::BasicNode>),
