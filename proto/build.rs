@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/strata/stream/v1/stream.proto",
     "proto/strata/registry/v1/registry.proto",
     "proto/strata/config/v1/config.proto",
+    "proto/strata/auth/v1/auth.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -50,6 +50,9 @@ struct Args {
     replicas: u32,
     #[arg(long, default_value = "bench")]
     namespace: String,
+    /// Access token for a node with auth on (`strata login`; the gate's cost is measured so).
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Concurrent clients (each its own connection).
     #[arg(long, default_value_t = 64)]
     clients: usize,
@@ -207,10 +210,12 @@ async fn main() -> anyhow::Result<()> {
     // stream-e2e: one group consumer on its own connection, subscribed before the first publish.
     let e2e = match workload {
         Workload::EndToEnd => {
-            let client = Client::builder(args.endpoint.clone())
-                .namespace(args.namespace.clone())
-                .connect()
-                .await?;
+            let mut builder =
+                Client::builder(args.endpoint.clone()).namespace(args.namespace.clone());
+            if let Some(token) = &args.token {
+                builder = builder.token(token.clone());
+            }
+            let client = builder.connect().await?;
             let subscription = client
                 .topic(&topic_name)
                 .subscribe(
@@ -304,11 +309,13 @@ async fn connect(args: &Args, index: usize) -> anyhow::Result<Client> {
         let first = index % endpoints.len();
         endpoints.rotate_left(first);
     }
-    Ok(Client::builder(endpoints.join(","))
+    let mut builder = Client::builder(endpoints.join(","))
         .namespace(args.namespace.clone())
-        .request_timeout(Duration::from_secs(10))
-        .connect()
-        .await?)
+        .request_timeout(Duration::from_secs(10));
+    if let Some(token) = &args.token {
+        builder = builder.token(token.clone());
+    }
+    Ok(builder.connect().await?)
 }
 
 /// Prints the summary line and outcomes, and writes the JSON report when asked.

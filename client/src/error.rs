@@ -45,6 +45,12 @@ pub enum Error {
         /// The leader's node id, when the server knew one (`x-strata-leader`).
         leader: Option<String>,
     },
+    /// No valid token: missing, expired, revoked, tampered, or its account changed.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The token is valid but its account may not do this (namespace, scope or rule).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     #[error("{0}")]
     Status(tonic::Status),
 }
@@ -62,6 +68,8 @@ impl From<tonic::Status> for Error {
         let message = status.message().to_owned();
         match (status.code(), header(ERROR_CODE_HEADER).as_deref()) {
             (Code::InvalidArgument, _) => Error::InvalidArgument(message),
+            (Code::Unauthenticated, _) => Error::Unauthenticated(message),
+            (Code::PermissionDenied, _) => Error::PermissionDenied(message),
             (Code::NotFound, _) => Error::NotFound(message),
             (Code::AlreadyExists, _) => Error::AlreadyExists {
                 mod_revision: number(CURRENT_REVISION_HEADER),

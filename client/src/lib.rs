@@ -64,7 +64,8 @@ type ConfigGrpc = strata_proto::config::v1::config_client::ConfigClient<
 
 #[derive(Clone)]
 pub struct NamespaceHeader {
-    namespace: AsciiMetadataValue,
+    /// Sent only when the client names a namespace; otherwise the server uses the token's.
+    namespace: Option<AsciiMetadataValue>,
     /// `Bearer <token>`, when the client has one.
     authorization: Option<AsciiMetadataValue>,
 }
@@ -74,9 +75,11 @@ impl tonic::service::Interceptor for NamespaceHeader {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert(NAMESPACE_HEADER, self.namespace.clone());
+        if let Some(namespace) = &self.namespace {
+            request
+                .metadata_mut()
+                .insert(NAMESPACE_HEADER, namespace.clone());
+        }
         if let Some(authorization) = &self.authorization {
             request
                 .metadata_mut()
@@ -97,7 +100,7 @@ pub struct Client {
 
 pub struct ClientBuilder {
     endpoints: Vec<String>,
-    namespace: String,
+    namespace: Option<String>,
     token: Option<String>,
     connect_timeout: Duration,
     request_timeout: Option<Duration>,
@@ -117,13 +120,15 @@ impl ClientBuilder {
         self
     }
 
+    /// The namespace to act on. Unset: the token's namespace (its issuer), or `default` where
+    /// the server runs without auth. Naming another than the token's needs a super-tenant admin.
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
+        self.namespace = Some(namespace.into());
         self
     }
 
-    /// Sent as `authorization: Bearer <token>` (the admin token lets the registry's reads and
-    /// watch use the namespace `*`: every namespace).
+    /// An access token, sent as `authorization: Bearer <token>` (`strata login` gets one; a
+    /// super-tenant admin's token also allows the namespace `*` for registry reads and watch).
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
@@ -146,10 +151,15 @@ impl ClientBuilder {
         if self.endpoints.is_empty() {
             return Err(Error::InvalidArgument("no endpoint given".into()));
         }
-        let namespace: AsciiMetadataValue = MetadataValue::try_from(self.namespace.as_str())
-            .map_err(|_| {
-                Error::InvalidArgument(format!("namespace {:?} is not ASCII", self.namespace))
-            })?;
+        let namespace: Option<AsciiMetadataValue> = self
+            .namespace
+            .as_ref()
+            .map(|namespace| {
+                MetadataValue::try_from(namespace.as_str()).map_err(|_| {
+                    Error::InvalidArgument(format!("namespace {namespace:?} is not ASCII"))
+                })
+            })
+            .transpose()?;
         let authorization = self
             .token
             .as_ref()
@@ -294,7 +304,7 @@ impl Client {
         ClientBuilder {
             endpoints: split_endpoints(endpoint.as_ref()).collect(),
             retry: RetryPolicy::default(),
-            namespace: "default".into(),
+            namespace: None,
             token: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: None,
@@ -302,7 +312,7 @@ impl Client {
         }
     }
 
-    /// Connects to `endpoint` in the `default` namespace.
+    /// Connects to `endpoint` without a token (a node with auth off: the `default` namespace).
     pub async fn connect(endpoint: impl AsRef<str>) -> Result<Self, Error> {
         Self::builder(endpoint).connect().await
     }

@@ -37,6 +37,14 @@ enum Command {
     Cluster(cli::cluster::ClusterArgs),
     /// Create a cluster CA and node certificates (for tests and small deployments).
     Cert(cli::cert::CertArgs),
+    /// Exchange an account's id and secret for a token, kept for later commands.
+    Login(cli::auth::LoginArgs),
+    /// Accounts of a namespace: create, list, delete, change a secret.
+    Account(cli::auth::AccountArgs),
+    /// Access rules of a namespace.
+    Rule(cli::auth::RuleArgs),
+    /// Tokens: the one in use, inspect, revoke, the verification key.
+    Token(cli::auth::TokenArgs),
 }
 
 #[derive(clap::Args)]
@@ -97,10 +105,20 @@ struct ServeArgs {
     /// every node. A single node without one creates DATA_DIR/secret.key.
     #[arg(long, env = "STRATA_SECRET_KEY_FILE")]
     secret_key_file: Option<PathBuf>,
-    /// File holding the admin token (for cross-namespace registry reads). A single node
-    /// without one creates DATA_DIR/admin.token.
-    #[arg(long, env = "STRATA_ADMIN_TOKEN_FILE")]
-    admin_token_file: Option<PathBuf>,
+    /// Whether every call needs a token. Unset: off for a single node (every caller acts as
+    /// an admin), on for a cluster.
+    #[arg(long, env = "STRATA_AUTH", value_enum)]
+    auth: Option<Switch>,
+    /// The platform's super-tenant namespace: its admin and service accounts act on every
+    /// namespace; the root account is made in it.
+    #[arg(long, env = "STRATA_SUPER_NAMESPACE", default_value = "micro")]
+    super_namespace: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Switch {
+    On,
+    Off,
 }
 
 fn main() -> std::process::ExitCode {
@@ -115,6 +133,11 @@ fn main() -> std::process::ExitCode {
                 // openraft logs every failed heartbeat to a down peer as an error; the transport logs
                 // those failures itself, throttled.
                 init_tracing("info,openraft=error,openraft::replication=off");
+                if let Err(status) =
+                    server::validate::name("--super-namespace", &args.super_namespace)
+                {
+                    anyhow::bail!("{}", status.message());
+                }
                 if args.max_value_bytes == 0 || args.max_value_bytes > 16 * 1024 * 1024 {
                     anyhow::bail!("--max-value-bytes must be between 1 and 16777216");
                 }
@@ -136,9 +159,26 @@ fn main() -> std::process::ExitCode {
                     snapshot_every_entries: args.snapshot_every_entries,
                     registry_max_nodes: args.registry_max_nodes,
                     secret_key_file: args.secret_key_file,
-                    admin_token_file: args.admin_token_file,
+                    auth: args.auth.map(|switch| switch == Switch::On),
+                    super_namespace: args.super_namespace,
                 })
                 .await
+            }
+            Command::Login(args) => {
+                init_tracing("warn");
+                cli::auth::login(args).await
+            }
+            Command::Account(args) => {
+                init_tracing("warn");
+                cli::auth::account(args).await
+            }
+            Command::Rule(args) => {
+                init_tracing("warn");
+                cli::auth::rule(args).await
+            }
+            Command::Token(args) => {
+                init_tracing("warn");
+                cli::auth::token(args).await
             }
             Command::Kv(args) => {
                 init_tracing("warn");

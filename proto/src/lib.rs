@@ -37,5 +37,12 @@ pub mod config {
     }
 }
 
+/// `strata.auth.v1`: accounts, rules and tokens.
+pub mod auth {
+    pub mod v1 {
+        tonic::include_proto!("strata.auth.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every Strata proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("strata_descriptor");

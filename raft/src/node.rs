@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
+use strata_auth::{AuthCommand, AuthResponse, AuthState};
 use strata_registry::{RegistryCommand, RegistryEvent, RegistryResponse, RegistryState};
 use strata_storage::kv::{KvCommand, KvResponse, KvState, RevisionEvents};
 use strata_storage::{Engine, LogStore};
@@ -375,6 +376,11 @@ impl RaftNode {
         self.state_machine.registry()
     }
 
+    /// Accounts, rules and keys as this node has applied them.
+    pub fn auth(&self) -> &AuthState {
+        self.state_machine.auth()
+    }
+
     /// Registry node leases this node keeps (it keeps them only while it leads); `None` while
     /// the table is busy (a sweep holds it while it proposes expiries), so as never to wait.
     pub fn registry_lease_count(&self) -> Option<usize> {
@@ -448,6 +454,14 @@ impl RaftNode {
     ) -> Result<RegistryResponse, WriteError> {
         match self.write(Command::Registry(command)).await? {
             Response::Registry(response) => Ok(response),
+            other => Err(WriteError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Proposes an auth command, like [`Self::write_kv`].
+    pub async fn write_auth(&self, command: AuthCommand) -> Result<AuthResponse, WriteError> {
+        match self.write(Command::Auth(command)).await? {
+            Response::Auth(response) => Ok(response),
             other => Err(WriteError::Unexpected(format!("{other:?}"))),
         }
     }
@@ -638,6 +652,13 @@ impl RaftNode {
             .wait_for(revision, self.op_timeout())
             .await
             .map_err(ReadError::Unavailable)
+    }
+
+    /// Whether this node believes it leads (it may have been deposed a moment ago).
+    pub fn is_leader(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.current_leader == Some(self.config.node_id)
     }
 
     /// Whether this node is in the cluster's membership as it knows it (a voter or a learner).

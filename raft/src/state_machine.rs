@@ -30,6 +30,7 @@ use openraft::{
     StoredMembership,
 };
 use serde::{Deserialize, Serialize};
+use strata_auth::AuthState;
 use strata_registry::{RegistryEvent, RegistryState};
 use strata_storage::kv::{KvState, RevisionEvents};
 use strata_storage::Engine;
@@ -66,6 +67,7 @@ pub struct StateMachine {
     /// after a snapshot install means any topic may have changed.
     notices: broadcast::Sender<Arc<(u64, Vec<Notice>)>>,
     registry: RegistryState,
+    auth: AuthState,
     /// (revision, registry and config events of it), after the command's batch is written; an
     /// empty list after a snapshot install means "read history from where you are".
     registry_events: broadcast::Sender<Arc<(u64, Vec<RegistryEvent>)>>,
@@ -129,6 +131,7 @@ impl StateMachine {
             kv,
             stream: StreamState::new(engine.clone()),
             registry: RegistryState::new(engine.clone(), history_retain_revisions),
+            auth: AuthState::new(engine.clone()).map_err(std::io::Error::other)?,
             registry_events,
             engine,
             events,
@@ -253,6 +256,7 @@ impl StateMachine {
             .map_err(std::io::Error::other)?;
         std::fs::remove_file(&marker)?;
         std::fs::File::open(&self.snapshot_dir)?.sync_all()?;
+        self.auth.reload().map_err(std::io::Error::other)?;
         self.load_revision()
             .map_err(|e| std::io::Error::other(e.to_string()))
     }
@@ -280,6 +284,10 @@ impl StateMachine {
 
     pub fn registry(&self) -> &RegistryState {
         &self.registry
+    }
+
+    pub fn auth(&self) -> &AuthState {
+        &self.auth
     }
 
     pub fn subscribe_registry(&self) -> broadcast::Receiver<Arc<(u64, Vec<RegistryEvent>)>> {

@@ -1,6 +1,7 @@
 //! The openraft type configuration and the replicated log payload.
 
 use serde::{Deserialize, Serialize};
+use strata_auth::{AuthCommand, AuthResponse};
 use strata_registry::{RegistryCommand, RegistryResponse};
 use strata_storage::kv::{KvCommand, KvResponse};
 use strata_stream::{StreamCommand, StreamResponse};
@@ -33,6 +34,8 @@ pub enum Command {
     /// Commands proposed together by the write batcher, each with its own time; applied one
     /// by one, each at a revision of its own (see `state_machine::apply`). Never nested.
     Batch(Vec<Request>),
+    /// Accounts, rules, tokens (never a plaintext secret: only hashes and digests).
+    Auth(AuthCommand),
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -44,6 +47,7 @@ pub enum Response {
     Registry(RegistryResponse),
     /// One answer per command of a `Command::Batch`, in order.
     Batch(Vec<Response>),
+    Auth(AuthResponse),
 }
 
 impl std::fmt::Display for Request {
@@ -63,6 +67,7 @@ impl std::fmt::Display for Request {
                 write!(f, "registry.{}@{}", command.kind(), self.time_ms)
             }
             Command::Batch(requests) => write!(f, "batch[{}]@{}", requests.len(), self.time_ms),
+            Command::Auth(command) => write!(f, "auth.{}@{}", command.kind(), self.time_ms),
         }
     }
 }

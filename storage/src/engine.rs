@@ -33,6 +33,8 @@ pub const CF_STREAM_META: &str = "stream_meta";
 pub const CF_REGISTRY: &str = "registry";
 /// Registry and config watch history: revision big-endian -> events of that revision.
 pub const CF_REGISTRY_HISTORY: &str = "registry_history";
+/// Accounts, rules, the token signing key, refresh tokens and revocations (see `strata-auth`).
+pub const CF_AUTH: &str = "auth";
 
 /// Column families that make up the state machine, in snapshot order. A snapshot names each
 /// family by its index here: append only.
@@ -46,6 +48,7 @@ pub const STATE_CFS: &[&str] = &[
     CF_STREAM_META,
     CF_REGISTRY,
     CF_REGISTRY_HISTORY,
+    CF_AUTH,
 ];
 
 const ALL_CFS: &[&str] = &[
@@ -60,6 +63,7 @@ const ALL_CFS: &[&str] = &[
     CF_STREAM_META,
     CF_REGISTRY,
     CF_REGISTRY_HISTORY,
+    CF_AUTH,
 ];
 
 /// A handle to the open database; cheap to clone.

@@ -17,6 +17,10 @@ pub struct ClusterArgs {
         global = true
     )]
     endpoint: Vec<String>,
+    /// Access token (a super-tenant admin's for membership changes). Unset: the one `strata
+    /// login` saved, if any.
+    #[arg(long, env = "STRATA_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
     /// Print JSON for scripts.
     #[arg(long, global = true)]
     json: bool,
@@ -48,7 +52,11 @@ enum ClusterCommand {
     },
 }
 
-async fn connect_one(endpoint: &str) -> anyhow::Result<ClusterClient<Channel>> {
+type Cluster = ClusterClient<
+    tonic::service::interceptor::InterceptedService<Channel, super::auth::BoxedInterceptor>,
+>;
+
+async fn connect_one(endpoint: &str, token: &Option<String>) -> anyhow::Result<Cluster> {
     let uri = if endpoint.contains("://") {
         endpoint.to_string()
     } else {
@@ -61,13 +69,16 @@ async fn connect_one(endpoint: &str) -> anyhow::Result<ClusterClient<Channel>> {
         .connect()
         .await
         .with_context(|| format!("connecting to {endpoint}"))?;
-    Ok(ClusterClient::new(channel))
+    Ok(ClusterClient::with_interceptor(
+        channel,
+        super::auth::interceptor(token.clone(), None)?,
+    ))
 }
 
-async fn connect(endpoints: &[String]) -> anyhow::Result<ClusterClient<Channel>> {
+async fn connect(endpoints: &[String], token: &Option<String>) -> anyhow::Result<Cluster> {
     let mut failures = Vec::new();
     for endpoint in endpoints {
-        match connect_one(endpoint).await {
+        match connect_one(endpoint, token).await {
             Ok(client) => return Ok(client),
             Err(error) => failures.push(format!("{error:#}")),
         }
@@ -87,12 +98,13 @@ enum Change {
 /// asked.
 async fn change_membership(
     endpoints: &[String],
+    token: &Option<String>,
     change: Change,
     peer_addr: &str,
 ) -> anyhow::Result<pb::MembershipResponse> {
     let mut failures = Vec::new();
     for endpoint in endpoints {
-        let mut client = match connect_one(endpoint).await {
+        let mut client = match connect_one(endpoint, token).await {
             Ok(client) => client,
             Err(error) => {
                 failures.push(format!("{error:#}"));
@@ -130,9 +142,13 @@ fn grpc_error(status: tonic::Status) -> anyhow::Error {
 }
 
 pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
+    let token = match &args.token {
+        Some(token) => Some(token.clone()),
+        None => super::auth::saved_token(&args.endpoint.join(",")).await?,
+    };
     let (what, node_id, response) = match args.command {
         ClusterCommand::Status => {
-            let status = connect(&args.endpoint)
+            let status = connect(&args.endpoint, &token)
                 .await?
                 .status(pb::StatusRequest {})
                 .await
@@ -144,17 +160,23 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         ClusterCommand::AddLearner { node_id, peer_addr } => (
             "added learner",
             node_id,
-            change_membership(&args.endpoint, Change::AddLearner(node_id), &peer_addr).await?,
+            change_membership(
+                &args.endpoint,
+                &token,
+                Change::AddLearner(node_id),
+                &peer_addr,
+            )
+            .await?,
         ),
         ClusterCommand::Promote { node_id } => (
             "promoted",
             node_id,
-            change_membership(&args.endpoint, Change::Promote(node_id), "").await?,
+            change_membership(&args.endpoint, &token, Change::Promote(node_id), "").await?,
         ),
         ClusterCommand::Remove { node_id } => (
             "removed",
             node_id,
-            change_membership(&args.endpoint, Change::Remove(node_id), "").await?,
+            change_membership(&args.endpoint, &token, Change::Remove(node_id), "").await?,
         ),
     };
     if args.json {

@@ -1,5 +1,6 @@
 //! Operator commands. They talk to a node through gRPC, like any other client.
 
+pub mod auth;
 pub mod cert;
 pub mod cluster;
 pub mod config;
@@ -20,15 +21,12 @@ pub struct ClientArgs {
         global = true
     )]
     pub endpoint: String,
-    #[arg(
-        long,
-        env = "STRATA_NAMESPACE",
-        default_value = "default",
-        global = true
-    )]
-    pub namespace: String,
-    /// Sent as `authorization: Bearer TOKEN`; the admin token allows namespace "*" (every
-    /// namespace) for registry reads and watches.
+    /// The namespace to act on. Unset: the token's (or `default` on a node without auth);
+    /// naming another needs a super-tenant admin's token.
+    #[arg(long, env = "STRATA_NAMESPACE", global = true)]
+    pub namespace: Option<String>,
+    /// Access token, sent as `authorization: Bearer TOKEN`. Unset: the one `strata login`
+    /// saved, if any.
     #[arg(long, env = "STRATA_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
     /// Print JSON for scripts.
@@ -37,11 +35,21 @@ pub struct ClientArgs {
 }
 
 impl ClientArgs {
+    /// `--token`, else the saved login's (refreshed when about to expire), else none.
+    pub async fn token(&self) -> anyhow::Result<Option<String>> {
+        match &self.token {
+            Some(token) => Ok(Some(token.clone())),
+            None => auth::saved_token(&self.endpoint).await,
+        }
+    }
+
     pub async fn connect(&self) -> anyhow::Result<strata_client::Client> {
-        let mut builder =
-            strata_client::Client::builder(self.endpoint.clone()).namespace(self.namespace.clone());
-        if let Some(token) = &self.token {
-            builder = builder.token(token.clone());
+        let mut builder = strata_client::Client::builder(self.endpoint.clone());
+        if let Some(namespace) = &self.namespace {
+            builder = builder.namespace(namespace.clone());
+        }
+        if let Some(token) = self.token().await? {
+            builder = builder.token(token);
         }
         Ok(builder
             .connect_timeout(Duration::from_secs(3))

@@ -1,10 +1,12 @@
 //! The server: starts Raft over the data directory, then serves gRPC (client API) and HTTP
 //! (health, readiness, metrics) until SIGINT or SIGTERM, then shuts down in order.
 
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod history;
 pub mod http;
+pub mod identity;
 pub mod kv;
 pub mod metrics;
 pub mod namespace;
@@ -21,13 +23,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use strata_proto::auth::v1::auth_server::AuthServer;
 use strata_proto::cluster::v1::cluster_server::ClusterServer;
 use strata_proto::config::v1::config_server::ConfigServer;
 use strata_proto::kv::v1::kv_server::KvServer;
 use strata_proto::registry::v1::registry_server::RegistryServer;
 use strata_proto::stream::v1::stream_server::StreamServer;
 use strata_raft::{tls, Bootstrap, PeerTransport, RaftNode, RaftNodeConfig};
-use tonic::service::interceptor::InterceptedService;
 
 /// Headroom above the value limit for the key, metadata and framing of one request.
 const REQUEST_OVERHEAD_BYTES: usize = 1024 * 1024;
@@ -55,7 +57,10 @@ pub struct ServeConfig {
     pub snapshot_every_entries: u64,
     pub registry_max_nodes: u64,
     pub secret_key_file: Option<PathBuf>,
-    pub admin_token_file: Option<PathBuf>,
+    /// Whether calls need tokens; `None`: off for a single node, on for a cluster.
+    pub auth: Option<bool>,
+    /// The platform's super-tenant namespace: its admins act on every namespace.
+    pub super_namespace: String,
 }
 
 impl ServeConfig {
@@ -80,35 +85,6 @@ impl ServeConfig {
             }
         };
         Ok(Some(Arc::new(secrets::SecretKey::load(&path)?)))
-    }
-
-    /// The admin token: the given file's first line, or in local mode DATA_DIR/admin.token
-    /// (created on first start).
-    fn admin_token(&self, single: bool) -> anyhow::Result<Option<String>> {
-        let path = match (&self.admin_token_file, single) {
-            (Some(path), _) => path.clone(),
-            (None, true) => {
-                let path = self.data_dir.join("admin.token");
-                if !path.exists() {
-                    std::fs::create_dir_all(&self.data_dir)?;
-                    write_new_token(&path)
-                        .with_context(|| format!("creating {}", path.display()))?;
-                }
-                path
-            }
-            (None, false) => return Ok(None),
-        };
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading the admin token file {}", path.display()))?;
-        let token = text.lines().next().unwrap_or("").trim().to_string();
-        if token.len() < 16 {
-            anyhow::bail!(
-                "the admin token in {} is shorter than 16 characters",
-                path.display()
-            );
-        }
-        tracing::info!(path = %path.display(), "admin token (for namespace \"*\") read");
-        Ok(Some(token))
     }
 
     fn bootstrap(&self) -> anyhow::Result<Bootstrap> {
@@ -142,25 +118,6 @@ impl ServeConfig {
     }
 }
 
-/// A random token (32 hex characters) in a new file readable by its owner only.
-fn write_new_token(path: &std::path::Path) -> std::io::Result<()> {
-    use ring::rand::SecureRandom;
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut bytes = [0u8; 16];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| std::io::Error::other("the system random source failed"))?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    writeln!(file, "{token}")?;
-    file.sync_all()
-}
-
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     strata_raft::failpoints::setup().map_err(anyhow::Error::msg)?;
     if strata_raft::failpoints::BUILT && std::env::var_os("FAILPOINTS").is_some() {
@@ -191,7 +148,6 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let bound_peer_addr = transport.local_addr();
     let single = bootstrap == Bootstrap::Single;
     let secret_key = config.secret_key(single)?;
-    let resolver = namespace::Resolver::new(config.admin_token(single)?);
     // Peers reach this node at the address the initial cluster gives it, else where it is bound.
     let advertised_peer_addr = match &bootstrap {
         Bootstrap::Cluster(members) => members[&config.node_id].clone(),
@@ -231,8 +187,33 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     }
 
     tokio::spawn(exit_on_fatal(node.clone()));
+    let auth_on = config.auth.unwrap_or(!single);
+    if auth_on {
+        tracing::info!(super_namespace = %config.super_namespace, "auth on: every call needs a token");
+    } else {
+        tracing::warn!(
+            "AUTH IS OFF: every caller acts as an admin of every namespace (local mode's \
+             default); start with --auth on to require tokens"
+        );
+        eprintln!(
+            "strata: auth is off: every caller acts as an admin (use --auth on to require tokens)"
+        );
+    }
+    let gate = Arc::new(identity::Gate::new(
+        node.clone(),
+        auth_on,
+        config.super_namespace.clone(),
+    ));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let sweeper = tokio::spawn(node.clone().run_expiry_sweeper(stopped.clone()));
+    if auth_on {
+        tokio::spawn(auth::bootstrap(
+            node.clone(),
+            config.super_namespace.clone(),
+            config.data_dir.clone(),
+            stopped.clone(),
+        ));
+    }
     let metrics = metrics::Metrics::new();
 
     // Both reflection versions: grpcurl and older tools still speak v1alpha.
@@ -280,19 +261,27 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     .max_decoding_message_size(config.max_value_bytes + REQUEST_OVERHEAD_BYTES)
     .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let cluster = ClusterServer::new(cluster::ClusterService::new(node.clone(), metrics.clone()));
+    let auth_service = AuthServer::new(auth::AuthService::new(
+        node.clone(),
+        gate.clone(),
+        metrics.clone(),
+    ));
     // Small responses must not wait for delayed ACKs (Nagle): a listener handed to tonic does not
     // get the server's nodelay setting, so set it on the incoming stream.
     let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
+    // One identity layer in front of every service (see identity.rs).
     let grpc = tonic::transport::Server::builder()
+        .layer(identity::GateLayer(gate))
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(InterceptedService::new(kv, resolver.clone()))
-        .add_service(InterceptedService::new(stream, resolver.clone()))
-        .add_service(InterceptedService::new(registry, resolver.clone()))
-        .add_service(InterceptedService::new(config_service, resolver))
+        .add_service(kv)
+        .add_service(stream)
+        .add_service(registry)
+        .add_service(config_service)
         .add_service(cluster)
+        .add_service(auth_service)
         .serve_with_incoming_shutdown(incoming, until(stopped.clone()));
     let http = http::serve(http_listener, node.clone(), metrics, until(stopped.clone()));
 

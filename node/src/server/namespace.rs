@@ -1,85 +1,52 @@
-//! Resolves the namespace of every request, in exactly one place. Today it comes from the
-//! `x-strata-namespace` header (default `default`); tokens will replace this without touching
-//! the services, which only ever read the [`Namespace`] extension.
+//! The namespace of every request, as the identity layer ([`super::identity`]) decided it: the
+//! caller's token's issuer, or one a super-tenant admin named in `x-strata-namespace`. Services
+//! only ever read it from here; no service looks at a header.
 //!
-//! The namespace `*` means "every namespace". Only an admin may ask for it (header
-//! `authorization: Bearer <admin token>`, the token from `--admin-token-file`), and only the
-//! registry's reads and watch accept it; every other call refuses it.
-
-use std::sync::Arc;
+//! The namespace `*` means "every namespace". Only a super-tenant admin may ask for it, and
+//! only the registry's reads and watch accept it; every other call refuses it.
 
 use tonic::{Request, Status};
 
-use super::validate;
+use strata_auth::Identity;
 
 pub const DEFAULT_NAMESPACE: &str = "default";
 /// Every namespace, for an admin's registry reads and watches.
 pub const ALL: &str = "*";
 
-/// The caller's namespace, validated (or [`ALL`] for an admin).
+/// Who is calling and for which namespace; set on every request by the identity layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Namespace(pub String);
-
-/// The tonic interceptor that sets [`Namespace`] on every request.
-#[derive(Clone)]
-pub struct Resolver {
-    admin_token: Option<Arc<str>>,
+pub struct Caller {
+    /// The verified account; `None` where auth is off or on the public calls (token exchange).
+    pub identity: Option<Identity>,
+    /// The namespace the call acts on (validated), or [`ALL`].
+    pub namespace: String,
+    /// A super-tenant admin (or auth is off): any namespace, cluster membership.
+    pub super_admin: bool,
+    /// The access token's id and expiry (unix seconds), when a bearer token was presented.
+    pub token: Option<(String, u64)>,
 }
 
-impl Resolver {
-    pub fn new(admin_token: Option<String>) -> Self {
-        Self {
-            admin_token: admin_token.map(Arc::from),
-        }
-    }
-
-    fn is_admin(&self, request: &Request<()>) -> Result<(), Status> {
-        let Some(expected) = &self.admin_token else {
-            return Err(Status::permission_denied(
-                "namespace \"*\" needs an admin token, and this node has none (--admin-token-file)",
-            ));
-        };
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                Status::unauthenticated(
-                    "namespace \"*\" needs the admin token: send authorization: Bearer <token>",
-                )
-            })?;
-        // Compared as digests, so the comparison's timing says nothing about the token.
-        let digest = |text: &str| ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-        if digest(presented.trim()).as_ref() != digest(expected).as_ref() {
-            return Err(Status::permission_denied("the admin token is not valid"));
-        }
-        Ok(())
+impl Caller {
+    /// May manage accounts and rules of `namespace`: a super admin, or an admin of it (a
+    /// `user` with scope `admin` or a `service` with scope `service`, as Micro decides).
+    pub fn may_administer(&self, namespace: &str) -> bool {
+        self.super_admin
+            || self
+                .identity
+                .as_ref()
+                .is_some_and(|who| who.issuer == namespace && who.is_admin_kind())
     }
 }
 
-impl tonic::service::Interceptor for Resolver {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let namespace = match request.metadata().get(strata_client::NAMESPACE_HEADER) {
-            None => DEFAULT_NAMESPACE.to_string(),
-            Some(value) => {
-                let text = value.to_str().map_err(|_| {
-                    Status::invalid_argument("x-strata-namespace is not printable ASCII")
-                })?;
-                if text == ALL {
-                    self.is_admin(&request)?;
-                } else {
-                    validate::name("namespace (x-strata-namespace)", text)?;
-                }
-                text.to_string()
-            }
-        };
-        request.extensions_mut().insert(Namespace(namespace));
-        Ok(request)
-    }
+/// The caller the identity layer put on the request.
+pub fn caller<T>(request: &Request<T>) -> Result<&Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .ok_or_else(|| Status::internal("identity layer missing from this service"))
 }
 
-/// The namespace the resolver put on the request; never [`ALL`].
+/// The namespace the call acts on; never [`ALL`].
 pub fn of<T>(request: &Request<T>) -> Result<String, Status> {
     match scope_of(request)? {
         Some(namespace) => Ok(namespace),
@@ -92,10 +59,6 @@ pub fn of<T>(request: &Request<T>) -> Result<String, Status> {
 
 /// The namespace, or `None` for every namespace (an admin's `*`).
 pub fn scope_of<T>(request: &Request<T>) -> Result<Option<String>, Status> {
-    let namespace = request
-        .extensions()
-        .get::<Namespace>()
-        .map(|n| n.0.clone())
-        .ok_or_else(|| Status::internal("namespace layer missing from this service"))?;
+    let namespace = caller(request)?.namespace.clone();
     Ok((namespace != ALL).then_some(namespace))
 }

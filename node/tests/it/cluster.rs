@@ -532,6 +532,8 @@ async fn a_node_with_a_certificate_from_another_ca_cannot_take_part() {
             "--tls-dir",
             rogue_tls,
             "--join",
+            "--auth",
+            "off",
         ]
         .iter()
         .map(|s| s.to_string())

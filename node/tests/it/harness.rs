@@ -183,6 +183,12 @@ impl Server {
             .arg(group)
             .args(args)
             .args(["--endpoint", &self.grpc])
+            // Never a login saved by whoever runs the tests; `strata login` in a test saves here.
+            .env(
+                "STRATA_TOKEN_FILE",
+                self.data_dir.with_file_name("token.json"),
+            )
+            .env_remove("STRATA_TOKEN")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -356,6 +362,10 @@ impl Cluster {
             self.tls_dir.to_str().unwrap().to_string(),
         ]);
         args.extend(self.extra_args.iter().cloned());
+        // Clusters have auth on by default; the tests that are not about it turn it off.
+        if !args.iter().any(|a| a == "--auth") {
+            args.extend(["--auth".to_string(), "off".to_string()]);
+        }
         Server::try_start_at(&self.data_dir(id), args)
     }
 
@@ -458,5 +468,141 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+/// Talking to a node's auth service as a test: root credentials, tokens, accounts.
+pub mod auth {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use strata_proto::auth::v1 as pb;
+    use strata_proto::auth::v1::auth_client::AuthClient;
+    use tonic::metadata::MetadataValue;
+
+    /// (namespace, id, secret) of the root account, from whichever data directory holds them
+    /// (the node whose bootstrap won), waiting up to 30 s for them to appear.
+    pub fn root_credentials(data_dirs: &[&Path]) -> (String, String, String) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for dir in data_dirs {
+                let path = dir.join("root.credentials");
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+                    assert_eq!(mode & 0o777, 0o600, "root.credentials must be owner-only");
+                    let field = |name: &str| {
+                        text.lines()
+                            .find_map(|l| l.strip_prefix(&format!("{name} = ")))
+                            .map(|v| v.trim_matches('"').to_string())
+                            .unwrap_or_else(|| panic!("no {name} in root.credentials"))
+                    };
+                    return (field("namespace"), field("id"), field("secret"));
+                }
+            }
+            assert!(Instant::now() < deadline, "no root.credentials after 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A raw auth client; `token` and `namespace` go in the headers when given.
+    pub async fn client(
+        grpc: &str,
+        token: Option<&str>,
+        namespace: Option<&str>,
+    ) -> AuthClient<
+        tonic::service::interceptor::InterceptedService<
+            tonic::transport::Channel,
+            impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone,
+        >,
+    > {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connecting to the auth service");
+        let token = token.map(|t| MetadataValue::try_from(format!("Bearer {t}")).unwrap());
+        let namespace = namespace.map(|n| MetadataValue::try_from(n).unwrap());
+        AuthClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+            if let Some(token) = &token {
+                request
+                    .metadata_mut()
+                    .insert("authorization", token.clone());
+            }
+            if let Some(namespace) = &namespace {
+                request
+                    .metadata_mut()
+                    .insert(strata_client::NAMESPACE_HEADER, namespace.clone());
+            }
+            Ok(request)
+        })
+    }
+
+    /// Exchanges id and secret for a token (access, refresh), retrying while auth starts.
+    pub async fn login(grpc: &str, namespace: &str, id: &str, secret: &str) -> pb::Token {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = client(grpc, None, None)
+                .await
+                .token(pb::TokenRequest {
+                    id: id.into(),
+                    secret: secret.into(),
+                    namespace: namespace.into(),
+                    ..Default::default()
+                })
+                .await;
+            match answer {
+                Ok(response) => return response.into_inner().token.unwrap(),
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(status) => panic!("login {namespace}/{id}: {status:?}"),
+            }
+        }
+    }
+
+    /// The root account's access token.
+    pub async fn root_token(grpc: &str, data_dirs: &[&Path]) -> String {
+        let (namespace, id, secret) = root_credentials(data_dirs);
+        login(grpc, &namespace, &id, &secret).await.access_token
+    }
+
+    /// Creates `namespace/id` (as `admin_token`'s account) with `scopes`; returns its secret.
+    pub async fn create_account(
+        grpc: &str,
+        admin_token: &str,
+        namespace: &str,
+        id: &str,
+        kind: &str,
+        scopes: &[&str],
+    ) -> String {
+        client(grpc, Some(admin_token), Some(namespace))
+            .await
+            .generate(pb::GenerateRequest {
+                id: id.into(),
+                r#type: kind.into(),
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|s| panic!("creating {namespace}/{id}: {s:?}"))
+            .into_inner()
+            .account
+            .unwrap()
+            .secret
+    }
+
+    /// A new account's access token.
+    pub async fn account_token(
+        grpc: &str,
+        admin_token: &str,
+        namespace: &str,
+        id: &str,
+        scopes: &[&str],
+    ) -> String {
+        let secret = create_account(grpc, admin_token, namespace, id, "user", scopes).await;
+        login(grpc, namespace, id, &secret).await.access_token
     }
 }

@@ -719,34 +719,46 @@ async fn namespaces_are_isolated_and_only_an_admin_sees_all() {
         .unwrap();
     assert_eq!(next_events(&mut watch_a, WAIT).await[0].2, "a2");
 
-    // Every namespace ("*") needs the admin token.
-    let all_without_token = server.client("*").await;
-    assert!(all_without_token
-        .registry()
-        .list_services(Consistency::Linearizable)
-        .await
-        .is_err());
-    let token = std::fs::read_to_string(server.data_dir.join("admin.token")).unwrap();
-    let wrong = Client::builder(server.grpc.clone())
+    // Every namespace ("*") needs a super-tenant admin: with auth off (this server) every
+    // caller is one; with auth on, only the root account's token and its like.
+    let secured = Server::start_with(&["--auth", "on"]);
+    let root = crate::harness::auth::root_token(&secured.grpc, &[&secured.data_dir]).await;
+    let tenant =
+        crate::harness::auth::account_token(&secured.grpc, &root, "team-a", "alice", &["admin"])
+            .await;
+    let denied = Client::builder(secured.grpc.clone())
         .namespace("*")
-        .token("not-the-token-at-all")
+        .token(tenant)
         .connect()
         .await
         .unwrap();
-    match wrong
-        .registry()
-        .list_services(Consistency::Linearizable)
-        .await
-    {
-        Err(Error::Status(status)) => assert_eq!(status.code(), tonic::Code::PermissionDenied),
-        other => panic!("expected PERMISSION_DENIED, got {other:?}"),
-    }
-    let admin = Client::builder(server.grpc.clone())
+    assert!(matches!(
+        denied
+            .registry()
+            .list_services(Consistency::Linearizable)
+            .await,
+        Err(Error::PermissionDenied(_))
+    ));
+    let no_token = secured.client("*").await;
+    assert!(matches!(
+        no_token
+            .registry()
+            .list_services(Consistency::Linearizable)
+            .await,
+        Err(Error::Unauthenticated(_))
+    ));
+    let secured_admin = Client::builder(secured.grpc.clone())
         .namespace("*")
-        .token(token.trim())
+        .token(root)
         .connect()
         .await
         .unwrap();
+    secured_admin
+        .registry()
+        .list_services(Consistency::Linearizable)
+        .await
+        .unwrap();
+    let admin = server.client("*").await;
     let everything: BTreeSet<(String, String)> = admin
         .registry()
         .list_services(Consistency::Linearizable)

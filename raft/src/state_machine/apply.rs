@@ -144,6 +144,11 @@ impl StateMachine {
                 registry_events = events;
                 Response::Registry(response)
             }
+            Some((Command::Auth(command), time_ms)) => Response::Auth(
+                self.auth
+                    .apply(&mut txn, time_ms, command)
+                    .map_err(write_error)?,
+            ),
             // The batcher never nests batches; one that arrives anyway changes nothing.
             Some((Command::Batch(_), _)) => Response::None,
         };

@@ -1,0 +1,509 @@
+//! The one identity layer: every gRPC call passes here before any service sees it. It
+//! authenticates the caller (`authorization: Bearer <jwt>`, or `Basic` with id and secret),
+//! decides the namespace the call acts on (the token's issuer; a super-tenant admin may name
+//! another with `x-strata-namespace`), checks the namespace's rules, and puts the [`Caller`]
+//! on the request. A refusal changes nothing: the call never reaches its service.
+//!
+//! With auth off (local mode's default) every call acts as a super admin in the namespace the
+//! header names (default `default`).
+
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use base64::Engine as _;
+use lru::LruCache;
+use strata_auth::{model, secret, token, AuthView, Claims, Decision, Identity, Resource};
+use strata_raft::RaftNode;
+use tonic::{Code, Status};
+
+use super::namespace::{Caller, ALL, DEFAULT_NAMESPACE};
+use super::{status, validate};
+
+/// Verified tokens kept (a hit costs a hash lookup instead of an RSA verification).
+const TOKEN_CACHE_ENTRIES: usize = 16_384;
+/// `Basic` credentials found correct, kept so that Argon2 runs once per credential.
+const BASIC_CACHE_ENTRIES: usize = 4_096;
+/// Secret checks (Argon2, tens of milliseconds of CPU each) running at once on this node.
+const HASHING_AT_ONCE: usize = 4;
+/// How long a call waits for a turn to have its secret checked.
+const HASHING_WAIT: Duration = Duration::from_secs(5);
+
+/// Calls that need no token: exchanging credentials for one, inspecting one, the public key,
+/// and server reflection.
+fn is_public(path: &str) -> bool {
+    matches!(
+        path,
+        "/strata.auth.v1.Auth/Token"
+            | "/strata.auth.v1.Auth/Inspect"
+            | "/strata.auth.v1.Auth/PublicKey"
+    ) || path.starts_with("/grpc.reflection.")
+}
+
+/// Cluster calls that change membership: super admins only.
+fn is_membership_change(path: &str) -> bool {
+    matches!(
+        path,
+        "/strata.cluster.v1.Cluster/AddLearner"
+            | "/strata.cluster.v1.Cluster/Promote"
+            | "/strata.cluster.v1.Cluster/Remove"
+    )
+}
+
+/// The rule resource of a gRPC path `/pkg.Service/Method`: `service:<service, lower
+/// case>:<Service>.<Method>` (Micro's shape: `/store.Store/Read` is `service:store:Store.Read`).
+pub fn resource_of(path: &str) -> Resource {
+    let trimmed = path.trim_start_matches('/');
+    let (service, method) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+    let short = service.rsplit('.').next().unwrap_or(service);
+    Resource::new(
+        "service",
+        &short.to_ascii_lowercase(),
+        &format!("{short}.{method}"),
+    )
+}
+
+pub fn unauthenticated(message: impl Into<String>) -> Status {
+    status::with_code(Code::Unauthenticated, "unauthenticated", message.into())
+}
+
+pub fn permission_denied(message: impl Into<String>) -> Status {
+    status::with_code(Code::PermissionDenied, "permission_denied", message.into())
+}
+
+#[derive(Clone)]
+struct Verified {
+    claims: Arc<Claims>,
+    identity: Identity,
+}
+
+pub struct Gate {
+    enabled: bool,
+    super_namespace: String,
+    node: RaftNode,
+    view: AuthView,
+    tokens: Mutex<LruCache<String, Verified>>,
+    /// SHA-256 of (namespace, id, secret) → the account generation it was correct for.
+    basic: Mutex<LruCache<[u8; 32], u64>>,
+    hashing: tokio::sync::Semaphore,
+}
+
+impl Gate {
+    pub fn new(node: RaftNode, enabled: bool, super_namespace: String) -> Self {
+        let view = node.auth().view().clone();
+        Self {
+            enabled,
+            super_namespace,
+            node,
+            view,
+            tokens: Mutex::new(LruCache::new(
+                NonZeroUsize::new(TOKEN_CACHE_ENTRIES).expect("non-zero"),
+            )),
+            basic: Mutex::new(LruCache::new(
+                NonZeroUsize::new(BASIC_CACHE_ENTRIES).expect("non-zero"),
+            )),
+            hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE),
+        }
+    }
+
+    pub fn view(&self) -> &AuthView {
+        &self.view
+    }
+
+    /// Whether `who` is a super-tenant admin: an admin kind of the super-tenant namespace.
+    pub fn is_super_admin(&self, who: &Identity) -> bool {
+        who.issuer == self.super_namespace && who.is_admin_kind()
+    }
+
+    /// Decides who calls `path` and for which namespace, or refuses the call.
+    pub async fn admit(&self, path: &str, headers: &http::HeaderMap) -> Result<Caller, Status> {
+        let named = named_namespace(headers)?;
+        if !self.enabled {
+            return Ok(Caller {
+                identity: None,
+                namespace: named.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+                super_admin: true,
+                token: None,
+            });
+        }
+        if is_public(path) {
+            return Ok(Caller {
+                identity: None,
+                namespace: named
+                    .filter(|n| n != ALL)
+                    .unwrap_or_else(|| self.super_namespace.clone()),
+                super_admin: false,
+                token: None,
+            });
+        }
+        let (identity, token) = match credentials(headers)? {
+            Credentials::None => {
+                return Err(unauthenticated(
+                    "this call needs an access token: send authorization: Bearer <token> \
+                     (`strata login` gets one)",
+                ))
+            }
+            Credentials::Bearer(jwt) => {
+                let verified = self.verify_bearer(&jwt)?;
+                let token = Some((verified.claims.jti.clone(), verified.claims.exp));
+                (verified.identity, token)
+            }
+            Credentials::Basic {
+                namespace,
+                id,
+                secret,
+            } => {
+                let namespace = namespace
+                    .or_else(|| named.clone().filter(|n| n != ALL))
+                    .unwrap_or_else(|| self.super_namespace.clone());
+                (self.verify_basic(&namespace, &id, &secret).await?, None)
+            }
+        };
+        let super_admin = self.is_super_admin(&identity);
+        let namespace = match named {
+            Some(named) if named != identity.issuer && !super_admin => {
+                return Err(permission_denied(format!(
+                    "namespace {named:?} is not this account's ({:?}); only admins of the \
+                     super-tenant {:?} act on other namespaces",
+                    identity.issuer, self.super_namespace
+                )))
+            }
+            Some(named) => named,
+            None => identity.issuer.clone(),
+        };
+        if is_membership_change(path) && !super_admin {
+            return Err(permission_denied(format!(
+                "cluster membership changes are for admins of the super-tenant {:?}",
+                self.super_namespace
+            )));
+        }
+        // A namespace's admins always reach its auth service, so no rule locks them out of
+        // fixing the rules; super admins are above every tenant's rules.
+        let admin_managing = path.starts_with("/strata.auth.v1.Auth/")
+            && identity.is_admin_kind()
+            && identity.issuer == namespace;
+        if !super_admin && !admin_managing {
+            let rules = self.view.rules(&namespace);
+            let call = resource_of(path);
+            if model::evaluate(
+                rules.as_deref().map(Vec::as_slice),
+                Some(&identity),
+                &namespace,
+                &call,
+            ) == Decision::Deny
+            {
+                return Err(permission_denied(format!(
+                    "the rules of namespace {namespace:?} do not let account {:?} call {call}",
+                    identity.id
+                )));
+            }
+        }
+        Ok(Caller {
+            identity: Some(identity),
+            namespace,
+            super_admin,
+            token,
+        })
+    }
+
+    /// The identity a bearer token stands for, if it is valid on this node now: signed by the
+    /// cluster's key, unexpired, not revoked, its account still there at the same generation.
+    pub fn verify_bearer(&self, jwt: &str) -> Result<IdentityOf, Status> {
+        let cached = self.lock_tokens().get(jwt).cloned();
+        let verified = match cached {
+            Some(verified) => verified,
+            None => {
+                let signer = self.view.signer().ok_or_else(|| {
+                    status::unavailable(
+                        "auth_not_ready",
+                        "auth is not initialised on this cluster yet; retry shortly".into(),
+                    )
+                })?;
+                let claims = signer.verify(jwt).map_err(|error| match error {
+                    strata_auth::AuthError::Expired => unauthenticated("the access token expired"),
+                    _ => unauthenticated("the access token is not valid here"),
+                })?;
+                let identity = claims
+                    .identity()
+                    .map_err(|_| unauthenticated("the access token is not valid here"))?;
+                let verified = Verified {
+                    claims: Arc::new(claims),
+                    identity,
+                };
+                self.lock_tokens().put(jwt.to_string(), verified.clone());
+                verified
+            }
+        };
+        let claims = &verified.claims;
+        if claims.exp.saturating_add(5) < token::now_s() {
+            self.lock_tokens().pop(jwt);
+            return Err(unauthenticated("the access token expired"));
+        }
+        if self.view.is_revoked(&claims.jti) {
+            return Err(unauthenticated("the access token was revoked"));
+        }
+        match self.view.account(&claims.iss, &claims.sub) {
+            None => Err(unauthenticated("the token's account no longer exists")),
+            Some(account) if account.generation != claims.gen => Err(unauthenticated(
+                "the token's account changed its secret since; get a new token",
+            )),
+            Some(_) => Ok(IdentityOf {
+                identity: verified.identity,
+                claims: verified.claims,
+            }),
+        }
+    }
+
+    /// Checks `id` and `secret` in `namespace` (Argon2 on a blocking thread, a few at a time;
+    /// a credential found correct is remembered while the account's generation holds).
+    pub async fn verify_basic(
+        &self,
+        namespace: &str,
+        id: &str,
+        secret: &str,
+    ) -> Result<Identity, Status> {
+        let wrong = || unauthenticated("wrong account id or secret");
+        let key = secret::digest(&format!("{namespace}\0{id}\0{secret}"));
+        let known = self.lock_basic().get(&key).copied();
+        let account = self
+            .node
+            .auth()
+            .account(namespace, id)
+            .map_err(status::storage)?
+            .ok_or_else(wrong)?;
+        if known != Some(account.generation) {
+            let _turn = tokio::time::timeout(HASHING_WAIT, self.hashing.acquire())
+                .await
+                .map_err(|_| {
+                    status::unavailable(
+                        "busy",
+                        "too many secret checks are waiting on this node; retry shortly".into(),
+                    )
+                })?
+                .map_err(|_| status::unavailable("shutting_down", "shutting down".into()))?;
+            let (secret, hash) = (secret.to_string(), account.secret_hash.clone());
+            let correct = tokio::task::spawn_blocking(move || secret::verify(&secret, &hash))
+                .await
+                .map_err(|e| Status::internal(format!("checking the secret: {e}")))?;
+            if !correct {
+                return Err(wrong());
+            }
+            self.lock_basic().put(key, account.generation);
+        }
+        Ok(Identity {
+            id: account.id,
+            name: account.name,
+            kind: account.kind,
+            scopes: account.scopes,
+            issuer: account.issuer,
+        })
+    }
+
+    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, LruCache<String, Verified>> {
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_basic(&self) -> std::sync::MutexGuard<'_, LruCache<[u8; 32], u64>> {
+        self.basic.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A verified bearer token's identity and claims.
+pub struct IdentityOf {
+    pub identity: Identity,
+    pub claims: Arc<Claims>,
+}
+
+enum Credentials {
+    None,
+    Bearer(String),
+    Basic {
+        namespace: Option<String>,
+        id: String,
+        secret: String,
+    },
+}
+
+fn credentials(headers: &http::HeaderMap) -> Result<Credentials, Status> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Ok(Credentials::None);
+    };
+    let malformed = || unauthenticated("the authorization header is malformed");
+    let text = value.to_str().map_err(|_| malformed())?.trim();
+    let (scheme, rest) = text.split_once(' ').ok_or_else(malformed)?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        if rest.is_empty() || rest.len() > token::MAX_TOKEN_CHARS {
+            return Err(malformed());
+        }
+        return Ok(Credentials::Bearer(rest.to_string()));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        if rest.len() > 4 * secret::MAX_SECRET_CHARS {
+            return Err(malformed());
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .map_err(|_| malformed())?;
+        let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
+        let (user, secret) = decoded.split_once(':').ok_or_else(malformed)?;
+        let (namespace, id) = match user.split_once('/') {
+            Some((namespace, id)) => (Some(namespace.to_string()), id.to_string()),
+            None => (None, user.to_string()),
+        };
+        if id.is_empty() || secret.is_empty() {
+            return Err(malformed());
+        }
+        return Ok(Credentials::Basic {
+            namespace,
+            id,
+            secret: secret.to_string(),
+        });
+    }
+    Err(unauthenticated(format!(
+        "unknown authorization scheme {scheme:?}: use Bearer or Basic"
+    )))
+}
+
+/// The namespace the `x-strata-namespace` header names, validated.
+fn named_namespace(headers: &http::HeaderMap) -> Result<Option<String>, Status> {
+    let Some(value) = headers.get(strata_client::NAMESPACE_HEADER) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| Status::invalid_argument("x-strata-namespace is not printable ASCII"))?;
+    if text != ALL {
+        validate::name("namespace (x-strata-namespace)", text)?;
+    }
+    Ok(Some(text.to_string()))
+}
+
+/// The tower layer that runs [`Gate::admit`] before every service.
+#[derive(Clone)]
+pub struct GateLayer(pub Arc<Gate>);
+
+impl<S> tower::Layer<S> for GateLayer {
+    type Service = GateService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GateService {
+            gate: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct GateService<S> {
+    gate: Arc<Gate>,
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for GateService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The service that was polled ready serves this call; its clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            match gate.admit(request.uri().path(), request.headers()).await {
+                Ok(caller) => {
+                    request.extensions_mut().insert(caller);
+                    inner.call(request).await
+                }
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_follow_micros_shape() {
+        assert_eq!(
+            resource_of("/strata.kv.v1.Kv/Put"),
+            Resource::new("service", "kv", "Kv.Put")
+        );
+        assert_eq!(
+            resource_of("/store.Store/Read"),
+            Resource::new("service", "store", "Store.Read")
+        );
+        assert_eq!(resource_of("/x"), Resource::new("service", "x", "x."));
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn credentials_parse_bearer_and_basic_and_refuse_the_rest() {
+        assert!(matches!(credentials(&headers(&[])), Ok(Credentials::None)));
+        assert!(matches!(
+            credentials(&headers(&[("authorization", "Bearer abc")])),
+            Ok(Credentials::Bearer(t)) if t == "abc"
+        ));
+        let basic = base64::engine::general_purpose::STANDARD.encode("acme/svc:s3cret:x");
+        match credentials(&headers(&[("authorization", &format!("Basic {basic}"))])) {
+            Ok(Credentials::Basic {
+                namespace,
+                id,
+                secret,
+            }) => {
+                assert_eq!(namespace.as_deref(), Some("acme"));
+                assert_eq!(id, "svc");
+                assert_eq!(secret, "s3cret:x");
+            }
+            _ => panic!("basic not parsed"),
+        }
+        for bad in ["Bearer", "Bearer ", "Digest x", "Basic !!!", "nonsense"] {
+            let error = credentials(&headers(&[("authorization", bad)]))
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert_eq!(error.code(), Code::Unauthenticated, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_valid_namespace_headers_pass() {
+        assert_eq!(named_namespace(&headers(&[])).unwrap(), None);
+        assert_eq!(
+            named_namespace(&headers(&[("x-strata-namespace", "acme")])).unwrap(),
+            Some("acme".into())
+        );
+        assert_eq!(
+            named_namespace(&headers(&[("x-strata-namespace", "*")])).unwrap(),
+            Some("*".into())
+        );
+        assert!(named_namespace(&headers(&[("x-strata-namespace", "a/b")])).is_err());
+    }
+}
