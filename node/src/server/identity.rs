@@ -89,6 +89,8 @@ pub struct Gate {
     /// SHA-256 of (namespace, id, secret) → the account generation it was correct for.
     basic: Mutex<LruCache<[u8; 32], u64>>,
     hashing: tokio::sync::Semaphore,
+    /// Server-streaming methods: their responses end when the token stops being valid.
+    streaming: std::collections::HashSet<String>,
 }
 
 impl Gate {
@@ -106,6 +108,7 @@ impl Gate {
                 NonZeroUsize::new(BASIC_CACHE_ENTRIES).expect("non-zero"),
             )),
             hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE),
+            streaming: super::expiring::streaming_methods(),
         }
     }
 
@@ -426,13 +429,27 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let gate = self.gate.clone();
         Box::pin(async move {
-            match gate.admit(request.uri().path(), request.headers()).await {
-                Ok(caller) => {
-                    request.extensions_mut().insert(caller);
-                    inner.call(request).await
+            let caller = match gate.admit(request.uri().path(), request.headers()).await {
+                Ok(caller) => caller,
+                Err(status) => return Ok(status.into_http()),
+            };
+            // A long-lived call lives no longer than its bearer token (see expiring.rs).
+            let bound = match (&caller.token, credentials(request.headers())) {
+                (Some((_, exp)), Ok(Credentials::Bearer(token)))
+                    if gate.streaming.contains(request.uri().path()) =>
+                {
+                    Some((token, *exp))
                 }
-                Err(status) => Ok(status.into_http()),
-            }
+                _ => None,
+            };
+            request.extensions_mut().insert(caller);
+            let response = inner.call(request).await?;
+            Ok(match bound {
+                Some((token, exp)) => response.map(|body| {
+                    tonic::body::Body::new(super::expiring::Expiring::new(body, gate, token, exp))
+                }),
+                None => response,
+            })
         })
     }
 }

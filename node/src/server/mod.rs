@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod expiring;
 pub mod history;
 pub mod http;
 pub mod identity;

@@ -695,3 +695,72 @@ async fn the_cli_logs_in_and_manages_accounts_rules_and_tokens() {
     let (ok, pem, _) = server.cli_in("token", &["key"], None);
     assert!(ok && pem.starts_with("-----BEGIN PUBLIC KEY-----"));
 }
+
+/// The first error a watch ends with, within `bound`.
+async fn watch_end(watch: &mut strata_client::WatchStream, bound: Duration) -> Option<Error> {
+    tokio::time::timeout(bound, async {
+        loop {
+            match watch.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => return Some(error),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the watch stayed open")
+}
+
+#[tokio::test]
+async fn long_lived_calls_end_when_their_token_expires_or_is_revoked() {
+    let server = Server::start_with(&["--auth", "on"]);
+    let root = root_token(&server.grpc, &[&server.data_dir]).await;
+    let secret = create_account(&server.grpc, &root, "acme", "w", "user", &[]).await;
+    let short = auth_client(&server.grpc, None, None)
+        .await
+        .token(pb::TokenRequest {
+            id: "w".into(),
+            secret: secret.clone(),
+            namespace: "acme".into(),
+            token_expiry: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token
+        .unwrap()
+        .access_token;
+    let client = sdk(&server.grpc, &short, None).await;
+    let started = Instant::now();
+    let mut watch = client.table("d", "t").watch("k", true, 0).await.unwrap();
+    let end = watch_end(&mut watch, Duration::from_secs(20)).await;
+    assert!(matches!(end, Some(Error::Unauthenticated(_))), "{end:?}");
+    // Not before the token's expiry plus the leeway every node allows (5 s).
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Revoked: the stream ends within a recheck or two.
+    let long = login(&server.grpc, "acme", "w", &secret).await.access_token;
+    let client = sdk(&server.grpc, &long, None).await;
+    let mut watch = client.table("d", "t").watch("k", true, 0).await.unwrap();
+    client.table("d", "t").put("k", "v").await.unwrap();
+    assert!(watch.next().await.unwrap().is_ok());
+    auth_client(&server.grpc, Some(&root), Some("acme"))
+        .await
+        .revoke(pb::RevokeRequest {
+            token: long.clone(),
+        })
+        .await
+        .unwrap();
+    let revoked_at = Instant::now();
+    let end = watch_end(&mut watch, Duration::from_secs(10)).await;
+    match end {
+        Some(Error::Unauthenticated(message)) => assert!(message.contains("revoked"), "{message}"),
+        other => panic!("expected UNAUTHENTICATED, got {other:?}"),
+    }
+    assert!(revoked_at.elapsed() < Duration::from_secs(4));
+}
