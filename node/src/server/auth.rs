@@ -205,10 +205,9 @@ fn chosen_or_generated(secret: String) -> Result<String, Status> {
     Ok(secret)
 }
 
-async fn hash(secret: String) -> Result<String, Status> {
-    tokio::task::spawn_blocking(move || secret::hash(&secret))
-        .await
-        .map_err(|e| Status::internal(format!("hashing: {e}")))?
+async fn hash(gate: &Gate, secret: String) -> Result<String, Status> {
+    gate.hashing(move || secret::hash(&secret))
+        .await?
         .map_err(|e| Status::internal(e.to_string()))
 }
 
@@ -354,7 +353,7 @@ impl pb::auth_server::Auth for AuthService {
                 scopes,
                 metadata,
                 issuer: namespace.clone(),
-                secret_hash: hash(secret.clone()).await?,
+                secret_hash: hash(&self.gate, secret.clone()).await?,
                 generation: 0,
                 created_ms: now_ms(),
             };
@@ -456,7 +455,7 @@ impl pb::auth_server::Auth for AuthService {
             self.propose(AuthCommand::SetSecret {
                 namespace: namespace.clone(),
                 id: req.id.clone(),
-                secret_hash: hash(secret.clone()).await?,
+                secret_hash: hash(&self.gate, secret.clone()).await?,
             })
             .await?;
             tracing::info!(namespace = %namespace, id = %req.id, "account secret changed");

@@ -27,8 +27,16 @@ use super::{status, validate};
 const TOKEN_CACHE_ENTRIES: usize = 16_384;
 /// `Basic` credentials found correct, kept so that Argon2 runs once per credential.
 const BASIC_CACHE_ENTRIES: usize = 4_096;
-/// Secret checks (Argon2, tens of milliseconds of CPU each) running at once on this node.
-const HASHING_AT_ONCE: usize = 4;
+/// Secret checks (Argon2, tens of milliseconds of CPU each) running at once: half the cores.
+fn hashing_at_once() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+/// A hash no secret matches, checked for unknown accounts.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| secret::hash("no account has this secret").unwrap_or_default())
+}
 /// How long a call waits for a turn to have its secret checked.
 const HASHING_WAIT: Duration = Duration::from_secs(5);
 
@@ -107,7 +115,7 @@ impl Gate {
             basic: Mutex::new(LruCache::new(
                 NonZeroUsize::new(BASIC_CACHE_ENTRIES).expect("non-zero"),
             )),
-            hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE),
+            hashing: tokio::sync::Semaphore::new(hashing_at_once()),
             streaming: super::expiring::streaming_methods(),
         }
     }
@@ -275,27 +283,27 @@ impl Gate {
             .node
             .auth()
             .account(namespace, id)
-            .map_err(status::storage)?
-            .ok_or_else(wrong)?;
-        if known != Some(account.generation) {
-            let _turn = tokio::time::timeout(HASHING_WAIT, self.hashing.acquire())
-                .await
-                .map_err(|_| {
-                    status::unavailable(
-                        "busy",
-                        "too many secret checks are waiting on this node; retry shortly".into(),
-                    )
-                })?
-                .map_err(|_| status::unavailable("shutting_down", "shutting down".into()))?;
-            let (secret, hash) = (secret.to_string(), account.secret_hash.clone());
-            let correct = tokio::task::spawn_blocking(move || secret::verify(&secret, &hash))
-                .await
-                .map_err(|e| Status::internal(format!("checking the secret: {e}")))?;
+            .map_err(status::storage)?;
+        let generation = account.as_ref().map(|a| a.generation);
+        if known.is_none() || known != generation {
+            // An unknown account costs a check too, so that timing does not tell which exist.
+            let hash = account.as_ref().map(|a| a.secret_hash.clone());
+            let secret = secret.to_string();
+            let correct = self
+                .hashing(move || match hash {
+                    Some(hash) => secret::verify(&secret, &hash),
+                    None => {
+                        secret::verify(&secret, dummy_hash());
+                        false
+                    }
+                })
+                .await?;
             if !correct {
                 return Err(wrong());
             }
-            self.lock_basic().put(key, account.generation);
         }
+        let account = account.ok_or_else(wrong)?;
+        self.lock_basic().put(key, account.generation);
         Ok(Identity {
             id: account.id,
             name: account.name,
@@ -303,6 +311,26 @@ impl Gate {
             scopes: account.scopes,
             issuer: account.issuer,
         })
+    }
+
+    /// Runs Argon2 work (checking or hashing a secret) on a blocking thread, at most half the
+    /// machine's cores at once, so that floods of logins cannot starve the node.
+    pub async fn hashing<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Status> {
+        let _turn = tokio::time::timeout(HASHING_WAIT, self.hashing.acquire())
+            .await
+            .map_err(|_| {
+                status::unavailable(
+                    "busy",
+                    "too many secret checks are waiting on this node; retry shortly".into(),
+                )
+            })?
+            .map_err(|_| status::unavailable("shutting_down", "shutting down".into()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| Status::internal(format!("checking a secret: {e}")))
     }
 
     fn lock_tokens(&self) -> std::sync::MutexGuard<'_, LruCache<String, Verified>> {

@@ -176,6 +176,14 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         unsafe_stale_reads,
         ..RaftNodeConfig::default()
     };
+    // The data directory holds the token signing key and sealed secrets: its owner's only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} owner-only", config.data_dir.display()))?;
+    }
     let node = RaftNode::start(&config.data_dir, raft_config, Arc::new(transport))
         .await
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;

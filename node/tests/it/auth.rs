@@ -540,6 +540,16 @@ async fn local_mode_without_auth_acts_as_admin_and_basic_credentials_work_with_i
         .await
         .unwrap();
     assert!(!open.data_dir.join("root.credentials").exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&open.data_dir)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o700,
+        "the data directory is its owner's only"
+    );
 
     // On: Basic id:secret (namespace/id) is accepted like a token, a wrong secret is not.
     let server = Server::start_with(&["--auth", "on"]);
