@@ -23,6 +23,7 @@ mod error;
 mod kv;
 pub mod registry;
 mod retry;
+mod session;
 pub mod stream;
 
 pub use error::Error;
@@ -66,8 +67,8 @@ type ConfigGrpc = strata_proto::config::v1::config_client::ConfigClient<
 pub struct NamespaceHeader {
     /// Sent only when the client names a namespace; otherwise the server uses the token's.
     namespace: Option<AsciiMetadataValue>,
-    /// `Bearer <token>`, when the client has one.
-    authorization: Option<AsciiMetadataValue>,
+    /// `Bearer <token>`, when the client has one (renewed in place by a login session).
+    authorization: session::Authorization,
 }
 
 impl tonic::service::Interceptor for NamespaceHeader {
@@ -80,10 +81,15 @@ impl tonic::service::Interceptor for NamespaceHeader {
                 .metadata_mut()
                 .insert(NAMESPACE_HEADER, namespace.clone());
         }
-        if let Some(authorization) = &self.authorization {
+        let authorization = self
+            .authorization
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(authorization) = authorization {
             request
                 .metadata_mut()
-                .insert("authorization", authorization.clone());
+                .insert("authorization", authorization);
         }
         Ok(request)
     }
@@ -102,6 +108,7 @@ pub struct ClientBuilder {
     endpoints: Vec<String>,
     namespace: Option<String>,
     token: Option<String>,
+    credentials: Option<session::Credentials>,
     connect_timeout: Duration,
     request_timeout: Option<Duration>,
     max_message_bytes: usize,
@@ -134,6 +141,33 @@ impl ClientBuilder {
         self
     }
 
+    /// Logs in as `namespace`/`id` with `secret` when connecting, and keeps the access token
+    /// fresh (renewed at four fifths of its life) for as long as the client lives. Replaces
+    /// [`Self::token`].
+    pub fn credentials(
+        mut self,
+        namespace: impl Into<String>,
+        id: impl Into<String>,
+        secret: impl Into<String>,
+    ) -> Self {
+        self.credentials = Some(session::Credentials {
+            namespace: namespace.into(),
+            id: id.into(),
+            secret: secret.into(),
+            lifetime_s: 0,
+        });
+        self
+    }
+
+    /// How long each access token of [`Self::credentials`] lives (default: the server's, 15
+    /// minutes; at most a day).
+    pub fn token_lifetime(mut self, lifetime: Duration) -> Self {
+        if let Some(credentials) = &mut self.credentials {
+            credentials.lifetime_s = lifetime.as_secs().max(1) as i64;
+        }
+        self
+    }
+
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -160,15 +194,12 @@ impl ClientBuilder {
                 })
             })
             .transpose()?;
-        let authorization = self
-            .token
-            .as_ref()
-            .map(|token| MetadataValue::try_from(format!("Bearer {token}")))
-            .transpose()
-            .map_err(|_| Error::InvalidArgument("the token is not printable ASCII".into()))?;
+        let authorization: session::Authorization = Arc::new(std::sync::RwLock::new(
+            self.token.as_deref().map(session::bearer).transpose()?,
+        ));
         let header = NamespaceHeader {
             namespace,
-            authorization,
+            authorization: authorization.clone(),
         };
         let mut channels = Vec::new();
         for name in &self.endpoints {
@@ -204,6 +235,26 @@ impl ClientBuilder {
                 message: failures.join("; "),
             });
         };
+        if let Some(credentials) = self.credentials.clone() {
+            // The preferred node first, then the others (dialled when needed).
+            let mut auth_channels = vec![channel.clone()];
+            auth_channels.extend(
+                channels
+                    .iter()
+                    .enumerate()
+                    .filter(|(index, _)| *index != preferred)
+                    .map(|(_, (_, endpoint))| endpoint.connect_lazy()),
+            );
+            let first = session::login(&auth_channels, &credentials, None).await?;
+            *authorization.write().unwrap_or_else(|e| e.into_inner()) =
+                Some(session::bearer(&first.access_token)?);
+            session::keep_fresh(
+                auth_channels,
+                credentials,
+                first,
+                Arc::downgrade(&authorization),
+            );
+        }
         let make = |channel: Channel| {
             proto::kv_client::KvClient::with_interceptor(channel, header.clone())
                 .max_decoding_message_size(self.max_message_bytes)
@@ -306,6 +357,7 @@ impl Client {
             retry: RetryPolicy::default(),
             namespace: None,
             token: None,
+            credentials: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: None,
             max_message_bytes: 32 * 1024 * 1024,

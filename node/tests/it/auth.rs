@@ -774,3 +774,34 @@ async fn long_lived_calls_end_when_their_token_expires_or_is_revoked() {
     }
     assert!(revoked_at.elapsed() < Duration::from_secs(4));
 }
+
+#[tokio::test]
+async fn the_sdk_logs_in_and_keeps_its_token_fresh() {
+    let server = Server::start_with(&["--auth", "on"]);
+    let root = root_token(&server.grpc, &[&server.data_dir]).await;
+    let secret = create_account(&server.grpc, &root, "acme", "app", "service", &["service"]).await;
+    let client = Client::builder(&server.grpc)
+        .credentials("acme", "app", &secret)
+        .token_lifetime(Duration::from_secs(2))
+        .request_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .unwrap();
+    // Ten seconds is past the first token's expiry and the 5 s leeway: it was renewed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut writes = 0;
+    while Instant::now() < deadline {
+        client
+            .table("d", "t")
+            .put("k", writes.to_string())
+            .await
+            .unwrap_or_else(|e| panic!("write {writes}: {e}"));
+        writes += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let wrong = Client::builder(&server.grpc)
+        .credentials("acme", "app", "not-the-secret-at-all")
+        .connect()
+        .await;
+    assert!(matches!(wrong, Err(Error::Unauthenticated(_))));
+}
