@@ -75,6 +75,18 @@ struct ViewInner {
     epoch: u64,
 }
 
+impl ViewInner {
+    fn remember(&mut self, account: &Account) {
+        self.accounts.insert(
+            (account.issuer.clone(), account.id.clone()),
+            AccountSummary {
+                kind: account.kind,
+                generation: account.generation,
+            },
+        );
+    }
+}
+
 /// The in-memory copy of what every call is checked against: the key, which accounts exist at
 /// which generation, each namespace's rules and the revoked tokens. Updated as entries apply
 /// and rebuilt from the column family at start and after a snapshot install. Cheap to clone.
@@ -200,13 +212,7 @@ impl AuthState {
             fresh.signer = Some(Arc::new(Signer::new(&key)));
         }
         for (_, account) in self.scan::<Account>(&[ACCOUNT])? {
-            fresh.accounts.insert(
-                (account.issuer.clone(), account.id.clone()),
-                AccountSummary {
-                    kind: account.kind,
-                    generation: account.generation,
-                },
-            );
+            fresh.remember(&account);
         }
         let mut rules: HashMap<String, Vec<Rule>> = HashMap::new();
         for (key, rule) in self.scan::<Rule>(&[RULE])? {
@@ -333,13 +339,7 @@ impl AuthState {
                     view_changes.push(Box::new(move |view| {
                         view.public_pem = Some(key.public_pem.clone());
                         view.signer = Some(Arc::new(Signer::new(&key)));
-                        view.accounts.insert(
-                            (root.issuer.clone(), root.id.clone()),
-                            AccountSummary {
-                                kind: root.kind,
-                                generation: root.generation,
-                            },
-                        );
+                        view.remember(&root);
                     }));
                     done
                 }
@@ -361,13 +361,7 @@ impl AuthState {
                     account.created_ms = time_ms;
                     self.put_account(batch, &account)?;
                     view_changes.push(Box::new(move |view| {
-                        view.accounts.insert(
-                            (account.issuer.clone(), account.id.clone()),
-                            AccountSummary {
-                                kind: account.kind,
-                                generation: account.generation,
-                            },
-                        );
+                        view.remember(&account);
                     }));
                     done
                 }
@@ -397,13 +391,7 @@ impl AuthState {
                     self.put_account(batch, &account)?;
                     self.drop_refresh_tokens(batch, namespace, id)?;
                     view_changes.push(Box::new(move |view| {
-                        view.accounts.insert(
-                            (account.issuer.clone(), account.id.clone()),
-                            AccountSummary {
-                                kind: account.kind,
-                                generation: account.generation,
-                            },
-                        );
+                        view.remember(&account);
                     }));
                     done
                 }

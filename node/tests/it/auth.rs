@@ -14,7 +14,7 @@ use tonic::metadata::MetadataValue;
 use tonic::Code;
 
 use crate::harness::auth::{
-    account_token, client as auth_client, create_account, login, root_token,
+    account_token, client as auth_client, create_account, login, root_token, short_token,
 };
 use crate::harness::{Cluster, Server};
 
@@ -387,21 +387,7 @@ async fn tokens_are_checked_alike_on_every_node_of_a_cluster() {
             .unwrap()
             .0
     };
-    let short = auth_client(first, None, None)
-        .await
-        .token(pb::TokenRequest {
-            id: "svc".into(),
-            secret: secret.clone(),
-            namespace: "acme".into(),
-            token_expiry: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token
-        .unwrap()
-        .access_token;
+    let short = short_token(first, "acme", "svc", &secret, 1).await;
     for endpoint in &endpoints {
         for (name, bad) in [
             ("tampered", with_issuer(&token.access_token, "micro")),
@@ -726,21 +712,7 @@ async fn long_lived_calls_end_when_their_token_expires_or_is_revoked() {
     let server = Server::start_with(&["--auth", "on"]);
     let root = root_token(&server.grpc, &[&server.data_dir]).await;
     let secret = create_account(&server.grpc, &root, "acme", "w", "user", &[]).await;
-    let short = auth_client(&server.grpc, None, None)
-        .await
-        .token(pb::TokenRequest {
-            id: "w".into(),
-            secret: secret.clone(),
-            namespace: "acme".into(),
-            token_expiry: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token
-        .unwrap()
-        .access_token;
+    let short = short_token(&server.grpc, "acme", "w", &secret, 1).await;
     let client = sdk(&server.grpc, &short, None).await;
     let started = Instant::now();
     let mut watch = client.table("d", "t").watch("k", true, 0).await.unwrap();

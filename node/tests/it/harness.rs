@@ -563,6 +563,31 @@ pub mod auth {
         }
     }
 
+    /// An access token of `namespace/id` that lives `ttl_s` seconds.
+    pub async fn short_token(
+        grpc: &str,
+        namespace: &str,
+        id: &str,
+        secret: &str,
+        ttl_s: i64,
+    ) -> String {
+        client(grpc, None, None)
+            .await
+            .token(pb::TokenRequest {
+                id: id.into(),
+                secret: secret.into(),
+                namespace: namespace.into(),
+                token_expiry: ttl_s,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|s| panic!("token for {namespace}/{id}: {s:?}"))
+            .into_inner()
+            .token
+            .unwrap()
+            .access_token
+    }
+
     /// The root account's access token.
     pub async fn root_token(grpc: &str, data_dirs: &[&Path]) -> String {
         let (namespace, id, secret) = root_credentials(data_dirs);
