@@ -112,7 +112,7 @@ IC=1=127.0.0.1:39511,2=127.0.0.1:39512,3=127.0.0.1:39513
 three=""
 for i in 1 2 3; do
   STRATA_LOG=warn $S serve --data-dir "$D/strata3-$i" --node-id $i --client-addr 127.0.0.1:3950$i \
-    --http-addr 127.0.0.1:3960$i --peer-addr 127.0.0.1:3951$i --initial-cluster $IC --tls-dir "$D/tls" --auth off \
+    --http-addr 127.0.0.1:3960$i --peer-addr 127.0.0.1:3951$i --initial-cluster $IC --tls-dir "$D/tls" --auth off --client-tls off \
     > "$OUT/strata3-$i.log" 2>&1 &
   pids+=($!); three="$three $!"
 done

@@ -14,7 +14,7 @@ for i in 1 2 3; do $S cert node --tls-dir $T/tls --node-id $i >/dev/null; done
 IC=1=127.0.0.1:38711,2=127.0.0.1:38712,3=127.0.0.1:38713
 for i in 1 2 3; do
   STRATA_LOG=warn $S serve --data-dir $T/n$i --node-id $i --client-addr 127.0.0.1:3870$i --http-addr 127.0.0.1:3880$i \
-    --peer-addr 127.0.0.1:3871$i --initial-cluster $IC --tls-dir $T/tls --auth off > $T/n$i.log 2>&1 &
+    --peer-addr 127.0.0.1:3871$i --initial-cluster $IC --tls-dir $T/tls --auth off --client-tls off > $T/n$i.log 2>&1 &
   eval P$i=$!
 done
 trap 'kill $P1 $P2 $P3 2>/dev/null; wait' EXIT

@@ -13,7 +13,7 @@ SP=$!
 IC=1=127.0.0.1:38511,2=127.0.0.1:38512,3=127.0.0.1:38513
 for i in 1 2 3; do
   STRATA_LOG=warn $S serve --data-dir $T/n$i --node-id $i --client-addr 127.0.0.1:3850$i --http-addr 127.0.0.1:3860$i \
-    --peer-addr 127.0.0.1:3851$i --initial-cluster $IC --tls-dir $T/tls --auth off > $T/n$i.log 2>&1 &
+    --peer-addr 127.0.0.1:3851$i --initial-cluster $IC --tls-dir $T/tls --auth off --client-tls off > $T/n$i.log 2>&1 &
   eval P$i=$!
 done
 sleep 4

@@ -109,6 +109,10 @@ pub struct ClientBuilder {
     namespace: Option<String>,
     token: Option<String>,
     credentials: Option<session::Credentials>,
+    /// PEM of the CA that signed the nodes' certificates: connect with TLS.
+    ca: Option<Vec<u8>>,
+    /// PEM certificate and key this client presents (nodes started with --client-ca-file).
+    identity: Option<(Vec<u8>, Vec<u8>)>,
     connect_timeout: Duration,
     request_timeout: Option<Duration>,
     max_message_bytes: usize,
@@ -168,6 +172,24 @@ impl ClientBuilder {
         self
     }
 
+    /// Connects with TLS, trusting nodes whose certificate this CA (PEM) signed, for the name
+    /// or address dialled (`strata cert node --name HOST`).
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca = Some(pem.into());
+        self
+    }
+
+    /// A client certificate and key (PEM), for nodes that require one (`--client-ca-file`);
+    /// used with [`Self::ca_pem`].
+    pub fn client_identity(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.identity = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -203,15 +225,26 @@ impl ClientBuilder {
         };
         let mut channels = Vec::new();
         for name in &self.endpoints {
+            let scheme = if self.ca.is_some() { "https" } else { "http" };
             let uri = if name.contains("://") {
                 name.clone()
             } else {
-                format!("http://{name}")
+                format!("{scheme}://{name}")
             };
             let mut endpoint = Endpoint::from_shared(uri)
                 .map_err(|e| Error::InvalidArgument(format!("endpoint {name:?}: {e}")))?
                 .connect_timeout(self.connect_timeout)
                 .tcp_nodelay(true);
+            if let Some(ca) = &self.ca {
+                let mut tls = tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca.clone()));
+                if let Some((cert, key)) = &self.identity {
+                    tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+                }
+                endpoint = endpoint
+                    .tls_config(tls)
+                    .map_err(|e| Error::InvalidArgument(format!("TLS for {name:?}: {e}")))?;
+            }
             if let Some(timeout) = self.request_timeout {
                 endpoint = endpoint.timeout(timeout);
             }
@@ -358,6 +391,8 @@ impl Client {
             namespace: None,
             token: None,
             credentials: None,
+            ca: None,
+            identity: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: None,
             max_message_bytes: 32 * 1024 * 1024,

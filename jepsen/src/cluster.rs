@@ -188,8 +188,8 @@ impl Cluster {
             })
             .arg("--tls-dir")
             .arg(self.dir.join("tls"))
-            // The clients carry no tokens yet (issue 15 leaves the chaos suite with auth off).
-            .args(["--auth", "off"])
+            // The clients carry no tokens nor CA yet (issue 15 leaves the chaos suite without).
+            .args(["--auth", "off", "--client-tls", "off"])
             .arg("--data-dir")
             .arg(self.dir.join(format!("data-{id}")))
             .env(

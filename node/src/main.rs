@@ -105,6 +105,13 @@ struct ServeArgs {
     /// every node. A single node without one creates DATA_DIR/secret.key.
     #[arg(long, env = "STRATA_SECRET_KEY_FILE")]
     secret_key_file: Option<PathBuf>,
+    /// TLS on the client port with this node's certificate from --tls-dir (`strata cert node
+    /// --name HOST` adds the names clients dial). Unset: on when --tls-dir is given.
+    #[arg(long, env = "STRATA_CLIENT_TLS", value_enum)]
+    client_tls: Option<Switch>,
+    /// With client TLS: only clients with a certificate signed by this CA (PEM) may connect.
+    #[arg(long, env = "STRATA_CLIENT_CA_FILE")]
+    client_ca_file: Option<PathBuf>,
     /// Whether every call needs a token. Unset: off for a single node (every caller acts as
     /// an admin), on for a cluster.
     #[arg(long, env = "STRATA_AUTH", value_enum)]
@@ -160,6 +167,8 @@ fn main() -> std::process::ExitCode {
                     registry_max_nodes: args.registry_max_nodes,
                     secret_key_file: args.secret_key_file,
                     auth: args.auth.map(|switch| switch == Switch::On),
+                    client_tls: args.client_tls.map(|switch| switch == Switch::On),
+                    client_ca_file: args.client_ca_file,
                     super_namespace: args.super_namespace,
                 })
                 .await

@@ -58,7 +58,10 @@ fn save(saved: &Saved) -> anyhow::Result<PathBuf> {
 
 /// The saved login's access token, refreshed first (through `endpoints`) when it expires
 /// within a minute.
-pub async fn saved_token(endpoints: &str) -> anyhow::Result<Option<String>> {
+pub async fn saved_token(
+    endpoints: &str,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<Option<String>> {
     let Some(path) = token_file() else {
         return Ok(None);
     };
@@ -69,7 +72,7 @@ pub async fn saved_token(endpoints: &str) -> anyhow::Result<Option<String>> {
         .with_context(|| format!("reading the saved login {}", path.display()))?;
     let now = strata_auth::token::now_s() as i64;
     if saved.expiry - now < 60 {
-        let token = connect_to(endpoints, None, None)
+        let token = connect_to(endpoints, ca, None, None)
             .await?
             .token(pb::TokenRequest {
                 refresh_token: saved.refresh_token.clone(),
@@ -129,11 +132,18 @@ pub fn interceptor(
 }
 
 async fn connect(args: &ClientArgs, token: Option<String>) -> anyhow::Result<Auth> {
-    connect_to(&args.endpoint, args.namespace.as_deref(), token).await
+    connect_to(
+        &args.endpoint,
+        args.ca_file.as_deref(),
+        args.namespace.as_deref(),
+        token,
+    )
+    .await
 }
 
 async fn connect_to(
     endpoints: &str,
+    ca: Option<&std::path::Path>,
     namespace: Option<&str>,
     token: Option<String>,
 ) -> anyhow::Result<Auth> {
@@ -142,14 +152,7 @@ async fn connect_to(
         .map(str::trim)
         .find(|e| !e.is_empty())
         .context("no endpoint")?;
-    let uri = if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
-    };
-    let channel = tonic::transport::Endpoint::from_shared(uri)?
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .timeout(std::time::Duration::from_secs(30))
+    let channel = super::endpoint(endpoint, ca)?
         .connect()
         .await
         .with_context(|| format!("connecting to {endpoint}"))?;

@@ -21,6 +21,9 @@ pub struct ClusterArgs {
     /// login` saved, if any.
     #[arg(long, env = "STRATA_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// CA certificate (PEM) when the client port serves TLS (`tls/ca.pem`).
+    #[arg(long, env = "STRATA_CA_FILE", global = true)]
+    ca_file: Option<std::path::PathBuf>,
     /// Print JSON for scripts.
     #[arg(long, global = true)]
     json: bool,
@@ -56,29 +59,27 @@ type Cluster = ClusterClient<
     tonic::service::interceptor::InterceptedService<Channel, super::auth::BoxedInterceptor>,
 >;
 
-async fn connect_one(endpoint: &str, token: &Option<String>) -> anyhow::Result<Cluster> {
-    let uri = if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
-    };
-    let channel = tonic::transport::Endpoint::from_shared(uri)
-        .with_context(|| format!("endpoint {endpoint:?}"))?
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .timeout(std::time::Duration::from_secs(30))
+async fn connect_one(endpoint: &str, access: &Access) -> anyhow::Result<Cluster> {
+    let channel = super::endpoint(endpoint, access.ca.as_deref())?
         .connect()
         .await
         .with_context(|| format!("connecting to {endpoint}"))?;
     Ok(ClusterClient::with_interceptor(
         channel,
-        super::auth::interceptor(token.clone(), None)?,
+        super::auth::interceptor(access.token.clone(), None)?,
     ))
 }
 
-async fn connect(endpoints: &[String], token: &Option<String>) -> anyhow::Result<Cluster> {
+/// The token and CA a cluster command talks with.
+struct Access {
+    token: Option<String>,
+    ca: Option<std::path::PathBuf>,
+}
+
+async fn connect(endpoints: &[String], access: &Access) -> anyhow::Result<Cluster> {
     let mut failures = Vec::new();
     for endpoint in endpoints {
-        match connect_one(endpoint, token).await {
+        match connect_one(endpoint, access).await {
             Ok(client) => return Ok(client),
             Err(error) => failures.push(format!("{error:#}")),
         }
@@ -98,13 +99,13 @@ enum Change {
 /// asked.
 async fn change_membership(
     endpoints: &[String],
-    token: &Option<String>,
+    access: &Access,
     change: Change,
     peer_addr: &str,
 ) -> anyhow::Result<pb::MembershipResponse> {
     let mut failures = Vec::new();
     for endpoint in endpoints {
-        let mut client = match connect_one(endpoint, token).await {
+        let mut client = match connect_one(endpoint, access).await {
             Ok(client) => client,
             Err(error) => {
                 failures.push(format!("{error:#}"));
@@ -144,11 +145,15 @@ fn grpc_error(status: tonic::Status) -> anyhow::Error {
 pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let token = match &args.token {
         Some(token) => Some(token.clone()),
-        None => super::auth::saved_token(&args.endpoint.join(",")).await?,
+        None => super::auth::saved_token(&args.endpoint.join(","), args.ca_file.as_deref()).await?,
+    };
+    let access = Access {
+        token,
+        ca: args.ca_file.clone(),
     };
     let (what, node_id, response) = match args.command {
         ClusterCommand::Status => {
-            let status = connect(&args.endpoint, &token)
+            let status = connect(&args.endpoint, &access)
                 .await?
                 .status(pb::StatusRequest {})
                 .await
@@ -162,7 +167,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             node_id,
             change_membership(
                 &args.endpoint,
-                &token,
+                &access,
                 Change::AddLearner(node_id),
                 &peer_addr,
             )
@@ -171,12 +176,12 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         ClusterCommand::Promote { node_id } => (
             "promoted",
             node_id,
-            change_membership(&args.endpoint, &token, Change::Promote(node_id), "").await?,
+            change_membership(&args.endpoint, &access, Change::Promote(node_id), "").await?,
         ),
         ClusterCommand::Remove { node_id } => (
             "removed",
             node_id,
-            change_membership(&args.endpoint, &token, Change::Remove(node_id), "").await?,
+            change_membership(&args.endpoint, &access, Change::Remove(node_id), "").await?,
         ),
     };
     if args.json {

@@ -29,9 +29,38 @@ pub struct ClientArgs {
     /// saved, if any.
     #[arg(long, env = "STRATA_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificate (PEM) of a cluster whose client port serves TLS (`tls/ca.pem`).
+    #[arg(long, env = "STRATA_CA_FILE", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Print JSON for scripts.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+/// A gRPC endpoint for `name` (`host:port` or a URI), with TLS trusting `ca` when given.
+pub fn endpoint(
+    name: &str,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<tonic::transport::Endpoint> {
+    use anyhow::Context;
+    let scheme = if ca.is_some() { "https" } else { "http" };
+    let uri = if name.contains("://") {
+        name.to_string()
+    } else {
+        format!("{scheme}://{name}")
+    };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(uri)
+        .with_context(|| format!("endpoint {name:?}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(30));
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        endpoint = endpoint.tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+        )?;
+    }
+    Ok(endpoint)
 }
 
 impl ClientArgs {
@@ -39,7 +68,7 @@ impl ClientArgs {
     pub async fn token(&self) -> anyhow::Result<Option<String>> {
         match &self.token {
             Some(token) => Ok(Some(token.clone())),
-            None => auth::saved_token(&self.endpoint).await,
+            None => auth::saved_token(&self.endpoint, self.ca_file.as_deref()).await,
         }
     }
 
@@ -50,6 +79,11 @@ impl ClientArgs {
         }
         if let Some(token) = self.token().await? {
             builder = builder.token(token);
+        }
+        if let Some(ca) = &self.ca_file {
+            use anyhow::Context;
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            builder = builder.ca_pem(pem);
         }
         Ok(builder
             .connect_timeout(Duration::from_secs(3))

@@ -58,6 +58,10 @@ pub struct ServeConfig {
     pub snapshot_every_entries: u64,
     pub registry_max_nodes: u64,
     pub secret_key_file: Option<PathBuf>,
+    /// TLS on the client port; `None`: on when there is a TLS directory.
+    pub client_tls: Option<bool>,
+    /// Client certificates required, signed by this CA.
+    pub client_ca_file: Option<PathBuf>,
     /// Whether calls need tokens; `None`: off for a single node, on for a cluster.
     pub auth: Option<bool>,
     /// The platform's super-tenant namespace: its admins act on every namespace.
@@ -86,6 +90,33 @@ impl ServeConfig {
             }
         };
         Ok(Some(Arc::new(secrets::SecretKey::load(&path)?)))
+    }
+
+    /// The client port's TLS settings, when it serves TLS.
+    fn client_tls(&self) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+        let on = self.client_tls.unwrap_or(self.tls_dir.is_some());
+        if !on {
+            if self.client_ca_file.is_some() {
+                anyhow::bail!("--client-ca-file needs client TLS (--client-tls on)");
+            }
+            return Ok(None);
+        }
+        let dir = self.tls_dir.as_ref().context(
+            "--client-tls on needs --tls-dir with this node's certificate (strata cert node)",
+        )?;
+        let read = |path: PathBuf| {
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+        };
+        let identity = tonic::transport::Identity::from_pem(
+            read(tls::node_cert_path(dir, self.node_id))?,
+            read(tls::node_key_path(dir, self.node_id))?,
+        );
+        let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.client_ca_file {
+            config =
+                config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca.clone())?));
+        }
+        Ok(Some(config))
     }
 
     fn bootstrap(&self) -> anyhow::Result<Bootstrap> {
@@ -133,6 +164,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let bootstrap = config.bootstrap()?;
+    let client_tls = config.client_tls()?;
     let transport = match &config.tls_dir {
         Some(dir) => {
             let material = tls::TlsMaterial::load(dir, config.node_id).with_context(|| {
@@ -280,8 +312,17 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = client_tls {
+        builder = builder
+            .tls_config(tls)
+            .context("the client port's TLS settings")?;
+        tracing::info!("client port serves TLS");
+    } else if !single {
+        tracing::warn!("the client port of this cluster node serves plaintext (--client-tls off)");
+    }
     // One identity layer in front of every service (see identity.rs).
-    let grpc = tonic::transport::Server::builder()
+    let grpc = builder
         .layer(identity::GateLayer(gate))
         .add_service(reflection)
         .add_service(reflection_alpha)

@@ -534,6 +534,8 @@ async fn a_node_with_a_certificate_from_another_ca_cannot_take_part() {
             "--join",
             "--auth",
             "off",
+            "--client-tls",
+            "off",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -70,7 +70,9 @@ impl Server {
             .args(&extra_args)
             .env(
                 "STRATA_LOG",
-                "warn,openraft=error,openraft::replication=off",
+                // STRATA_TEST_NODE_LOG: another filter for the nodes, to look into a test.
+                std::env::var("STRATA_TEST_NODE_LOG")
+                    .unwrap_or_else(|_| "warn,openraft=error,openraft::replication=off".into()),
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -337,6 +339,8 @@ impl Cluster {
             self.tls_dir.to_str().unwrap(),
             "--node-id",
             &id.to_string(),
+            "--name",
+            "127.0.0.1",
         ]);
     }
 
@@ -365,6 +369,10 @@ impl Cluster {
         // Clusters have auth on by default; the tests that are not about it turn it off.
         if !args.iter().any(|a| a == "--auth") {
             args.extend(["--auth".to_string(), "off".to_string()]);
+        }
+        // Likewise TLS on the client port (on wherever there is a --tls-dir).
+        if !args.iter().any(|a| a == "--client-tls") {
+            args.extend(["--client-tls".to_string(), "off".to_string()]);
         }
         Server::try_start_at(&self.data_dir(id), args)
     }

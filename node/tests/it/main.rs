@@ -13,3 +13,4 @@ mod ops;
 mod registry;
 mod stall;
 mod stream;
+mod tls;
