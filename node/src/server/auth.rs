@@ -63,6 +63,12 @@ impl AuthService {
     }
 
     fn signer(&self) -> Result<Arc<strata_auth::Signer>, Status> {
+        if !self.gate.enabled() {
+            return Err(Status::failed_precondition(
+                "auth is off on this node: every caller already acts as an admin \
+                 (start it with --auth on for accounts and tokens)",
+            ));
+        }
         self.gate.view().signer().ok_or_else(not_ready)
     }
 
@@ -237,6 +243,7 @@ impl pb::auth_server::Auth for AuthService {
                 s => s as u64,
             };
             let wrong = || unauthenticated("wrong account id or secret");
+            self.signer()?;
             self.current().await?;
             let auth = self.node.auth();
             if !req.refresh_token.is_empty() {
@@ -267,18 +274,21 @@ impl pb::auth_server::Auth for AuthService {
                     "give an account id (or name) and its secret, or a refresh token".into(),
                 ));
             }
-            let account = if req.id.is_empty() {
+            // Unknown ids and names cost a secret check too (see Gate::verify_basic), so that
+            // timing does not tell which accounts exist.
+            let id = if req.id.is_empty() {
                 auth.account_by_name(&namespace, &req.name)
+                    .map_err(status::storage)?
+                    .map(|account| account.id)
+                    .unwrap_or_default()
             } else {
-                auth.account(&namespace, &req.id)
-            }
-            .map_err(status::storage)?
-            .ok_or_else(wrong)?;
-            let identity = self
-                .gate
-                .verify_basic(&namespace, &account.id, &req.secret)
-                .await?;
-            debug_assert_eq!(identity.id, account.id);
+                req.id.clone()
+            };
+            let identity = self.gate.verify_basic(&namespace, &id, &req.secret).await?;
+            let account = auth
+                .account(&namespace, &identity.id)
+                .map_err(status::storage)?
+                .ok_or_else(wrong)?;
             let token = self.tokens_for(&account, ttl_s, None).await?;
             Ok(pb::TokenResponse { token: Some(token) })
         })

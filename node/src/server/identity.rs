@@ -120,6 +120,11 @@ impl Gate {
         }
     }
 
+    /// Whether calls need tokens here.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     pub fn view(&self) -> &AuthView {
         &self.view
     }

@@ -526,6 +526,17 @@ async fn local_mode_without_auth_acts_as_admin_and_basic_credentials_work_with_i
         .await
         .unwrap();
     assert!(!open.data_dir.join("root.credentials").exists());
+    let no_tokens = auth_client(&open.grpc, None, None)
+        .await
+        .token(pb::TokenRequest {
+            id: "root".into(),
+            secret: "whatever-it-is".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_tokens.code(), Code::FailedPrecondition);
+    assert!(no_tokens.message().contains("auth is off"), "{no_tokens:?}");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&open.data_dir)
         .unwrap()
