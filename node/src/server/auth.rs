@@ -710,3 +710,33 @@ fn announce(data_dir: &std::path::Path, namespace: &str, id: &str, secret: &str)
     );
     tracing::info!(path = %path.display(), "auth initialised; root credentials written");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        /// The auth service's own validators answer any input with a verdict, never a panic.
+        #[test]
+        fn auth_validators_take_any_input(
+            values in proptest::collection::vec(".{0,80}", 0..40),
+            text in ".{0,300}",
+        ) {
+            let verdicts = [
+                scopes(values).err(),
+                resource_part("f", &text).err(),
+                chosen_or_generated(text.clone()).err(),
+            ];
+            for refusal in verdicts.into_iter().flatten() {
+                prop_assert_eq!(refusal.code(), Code::InvalidArgument);
+            }
+            // Parsers that answer with an Option: any input gives an answer.
+            let _ = AccountKind::parse(&text);
+            if let Some(resource) = strata_auth::Resource::parse(&text) {
+                prop_assert_eq!(resource.to_string(), text);
+            }
+        }
+    }
+}

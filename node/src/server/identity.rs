@@ -543,6 +543,31 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+        /// Any header value is parsed or refused with UNAUTHENTICATED / INVALID_ARGUMENT,
+        /// never a panic.
+        #[test]
+        fn credentials_and_namespaces_take_any_header(
+            value in proptest::collection::vec(32u8..127, 0..2000),
+            scheme in proptest::sample::select(vec!["Bearer ", "Basic ", "basic ", "", "Digest "]),
+        ) {
+            let mut raw = scheme.as_bytes().to_vec();
+            raw.extend(&value);
+            if let Ok(header) = http::HeaderValue::from_bytes(&raw) {
+                let mut map = http::HeaderMap::new();
+                map.insert(http::header::AUTHORIZATION, header.clone());
+                map.insert(strata_client::NAMESPACE_HEADER, header);
+                if let Err(status) = credentials(&map) {
+                    proptest::prop_assert_eq!(status.code(), Code::Unauthenticated);
+                }
+                if let Err(status) = named_namespace(&map) {
+                    proptest::prop_assert_eq!(status.code(), Code::InvalidArgument);
+                }
+            }
+        }
+    }
+
     #[test]
     fn only_valid_namespace_headers_pass() {
         assert_eq!(named_namespace(&headers(&[])).unwrap(), None);

@@ -167,6 +167,43 @@ pub fn invalid(message: String) -> Status {
 }
 
 #[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        /// Every validator answers any input with a verdict: no panic, and a refusal is always
+        /// INVALID_ARGUMENT (validators have nothing to write; the handlers call them before
+        /// anything is proposed).
+        #[test]
+        fn validators_take_any_input(
+            text in ".{0,300}",
+            bytes in proptest::collection::vec(any::<u8>(), 0..5000),
+            map in proptest::collection::hash_map(".{0,40}", ".{0,80}", 0..40),
+            numbers in (any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>(), any::<i32>()),
+        ) {
+            let (ttl, at, now, limit, enumeration_value) = numbers;
+            let verdicts = [
+                name("f", &text).err(),
+                scope_name("f", &text).err(),
+                key("f", &bytes).err(),
+                key_or_prefix("f", &bytes).err(),
+                value("f", &bytes, 1024).err(),
+                metadata(&map).err(),
+                expiry(ttl, at, now).err(),
+                list_limit(limit).err(),
+                enumeration::<strata_proto::kv::v1::Consistency>("f", enumeration_value).err(),
+                host_port("f", &text).err(),
+            ];
+            for refusal in verdicts.into_iter().flatten() {
+                prop_assert_eq!(refusal.code(), tonic::Code::InvalidArgument);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     #[test]
     fn host_port_needs_a_host_and_a_real_port() {
