@@ -21,7 +21,7 @@ use strata_storage::kv::StateTxn;
 use strata_storage::{keys, Engine, StorageError};
 
 use crate::command::{AuthCommand, AuthRefusal, AuthResponse};
-use crate::model::{Account, AccountKind, Rule};
+use crate::model::{Account, Rule};
 use crate::token::{KeyMaterial, Signer};
 
 const KEY: u8 = b'K';
@@ -60,7 +60,6 @@ pub struct RefreshRecord {
 /// What the gate needs of an account.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountSummary {
-    pub kind: AccountKind,
     pub generation: u64,
 }
 
@@ -68,22 +67,23 @@ pub struct AccountSummary {
 struct ViewInner {
     signer: Option<Arc<Signer>>,
     public_pem: Option<String>,
-    accounts: HashMap<(String, String), AccountSummary>,
+    /// Namespace → account id → summary (looked up by `&str`, without building a key).
+    accounts: HashMap<String, HashMap<String, AccountSummary>>,
     rules: HashMap<String, Arc<Vec<Rule>>>,
     revoked: HashMap<String, u64>,
-    /// Bumped on every change, so that caches built on the view know when to drop.
-    epoch: u64,
 }
 
 impl ViewInner {
     fn remember(&mut self, account: &Account) {
-        self.accounts.insert(
-            (account.issuer.clone(), account.id.clone()),
-            AccountSummary {
-                kind: account.kind,
-                generation: account.generation,
-            },
-        );
+        self.accounts
+            .entry(account.issuer.clone())
+            .or_default()
+            .insert(
+                account.id.clone(),
+                AccountSummary {
+                    generation: account.generation,
+                },
+            );
     }
 }
 
@@ -101,9 +101,7 @@ impl AuthView {
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, ViewInner> {
-        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        inner.epoch += 1;
-        inner
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The signer, once the cluster has a key.
@@ -116,10 +114,7 @@ impl AuthView {
     }
 
     pub fn account(&self, namespace: &str, id: &str) -> Option<AccountSummary> {
-        self.read()
-            .accounts
-            .get(&(namespace.to_string(), id.to_string()))
-            .cloned()
+        self.read().accounts.get(namespace)?.get(id).cloned()
     }
 
     /// The namespace's rules (`None`: it has none of its own).
@@ -129,11 +124,6 @@ impl AuthView {
 
     pub fn is_revoked(&self, jti: &str) -> bool {
         self.read().revoked.contains_key(jti)
-    }
-
-    /// Changes with every update of the view.
-    pub fn epoch(&self) -> u64 {
-        self.read().epoch
     }
 }
 
@@ -228,9 +218,7 @@ impl AuthState {
                 .map_err(|_| StorageError::Corrupt("jti is not UTF-8".into()))?;
             fresh.revoked.insert(jti, read_u64(&expires_s)?);
         }
-        let mut view = self.view.write();
-        fresh.epoch = view.epoch + 1;
-        *view = fresh;
+        *self.view.write() = fresh;
         Ok(())
     }
 
@@ -266,10 +254,6 @@ impl AuthState {
             .into_iter()
             .map(|(key, value)| Ok((key, decode(&value)?)))
             .collect()
-    }
-
-    pub fn key_material(&self) -> Result<Option<KeyMaterial>, StorageError> {
-        self.get(&[KEY])
     }
 
     pub fn account(&self, namespace: &str, id: &str) -> Result<Option<Account>, StorageError> {
@@ -372,9 +356,14 @@ impl AuthState {
                     batch.delete_cf(cf, key2(ACCOUNT, namespace, id));
                     batch.delete_cf(cf, key2(NAME, namespace, &account.name));
                     self.drop_refresh_tokens(batch, namespace, id)?;
-                    let key = (namespace.clone(), id.clone());
+                    let (namespace, id) = (namespace.clone(), id.clone());
                     view_changes.push(Box::new(move |view| {
-                        view.accounts.remove(&key);
+                        if let Some(accounts) = view.accounts.get_mut(&namespace) {
+                            accounts.remove(&id);
+                            if accounts.is_empty() {
+                                view.accounts.remove(&namespace);
+                            }
+                        }
                     }));
                     done
                 }
@@ -573,7 +562,7 @@ fn read_u64(bytes: &[u8]) -> Result<u64, StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Access, Resource};
+    use crate::model::{Access, AccountKind, Resource};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
     use std::sync::OnceLock;
@@ -628,7 +617,10 @@ mod tests {
             let mut accounts: Vec<_> = inner
                 .accounts
                 .iter()
-                .map(|(k, v)| (k.clone(), v.generation))
+                .flat_map(|(ns, ids)| {
+                    ids.iter()
+                        .map(move |(id, v)| ((ns.clone(), id.clone()), v.generation))
+                })
                 .collect();
             accounts.sort();
             let mut revoked: Vec<_> = inner.revoked.clone().into_iter().collect();

@@ -94,8 +94,9 @@ pub struct Gate {
     node: RaftNode,
     view: AuthView,
     tokens: Mutex<LruCache<String, Verified>>,
-    /// SHA-256 of (namespace, id, secret) → the account generation it was correct for.
-    basic: Mutex<LruCache<[u8; 32], u64>>,
+    /// SHA-256 of (namespace, id, secret) → the account generation it was correct for, and
+    /// the account as it was then.
+    basic: Mutex<LruCache<[u8; 32], (u64, Identity)>>,
     hashing: tokio::sync::Semaphore,
     /// Server-streaming methods: their responses end when the token stops being valid.
     streaming: std::collections::HashSet<String>,
@@ -283,39 +284,45 @@ impl Gate {
     ) -> Result<Identity, Status> {
         let wrong = || unauthenticated("wrong account id or secret");
         let key = secret::digest(&format!("{namespace}\0{id}\0{secret}"));
-        let known = self.lock_basic().get(&key).copied();
+        let known = self.lock_basic().get(&key).cloned();
+        // Known and its account unchanged since (the view, no disk read): the same answer.
+        if let Some((generation, identity)) = known {
+            if self
+                .view
+                .account(namespace, id)
+                .is_some_and(|account| account.generation == generation)
+            {
+                return Ok(identity);
+            }
+        }
         let account = self
             .node
             .auth()
             .account(namespace, id)
             .map_err(status::storage)?;
-        let generation = account.as_ref().map(|a| a.generation);
-        if known.is_none() || known != generation {
-            // An unknown account costs a check too, so that timing does not tell which exist.
-            let hash = account.as_ref().map(|a| a.secret_hash.clone());
-            let secret = secret.to_string();
-            let correct = self
-                .hashing(move || match hash {
-                    Some(hash) => secret::verify(&secret, &hash),
-                    None => {
-                        secret::verify(&secret, dummy_hash());
-                        false
-                    }
-                })
-                .await?;
-            if !correct {
-                return Err(wrong());
-            }
-        }
-        let account = account.ok_or_else(wrong)?;
-        self.lock_basic().put(key, account.generation);
-        Ok(Identity {
+        // An unknown account costs a check too, so that timing does not tell which exist.
+        let hash = account.as_ref().map(|a| a.secret_hash.clone());
+        let secret = secret.to_string();
+        let correct = self
+            .hashing(move || match hash {
+                Some(hash) => secret::verify(&secret, &hash),
+                None => {
+                    secret::verify(&secret, dummy_hash());
+                    false
+                }
+            })
+            .await?;
+        let account = account.filter(|_| correct).ok_or_else(wrong)?;
+        let identity = Identity {
             id: account.id,
             name: account.name,
             kind: account.kind,
             scopes: account.scopes,
             issuer: account.issuer,
-        })
+        };
+        self.lock_basic()
+            .put(key, (account.generation, identity.clone()));
+        Ok(identity)
     }
 
     /// Runs Argon2 work (checking or hashing a secret) on a blocking thread, at most half the
@@ -342,7 +349,7 @@ impl Gate {
         self.tokens.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_basic(&self) -> std::sync::MutexGuard<'_, LruCache<[u8; 32], u64>> {
+    fn lock_basic(&self) -> std::sync::MutexGuard<'_, LruCache<[u8; 32], (u64, Identity)>> {
         self.basic.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -467,11 +474,12 @@ where
                 Err(status) => return Ok(status.into_http()),
             };
             // A long-lived call lives no longer than its bearer token (see expiring.rs).
-            let bound = match (&caller.token, credentials(request.headers())) {
-                (Some((_, exp)), Ok(Credentials::Bearer(token)))
-                    if gate.streaming.contains(request.uri().path()) =>
-                {
-                    Some((token, *exp))
+            let bound = match &caller.token {
+                Some((_, exp)) if gate.streaming.contains(request.uri().path()) => {
+                    match credentials(request.headers()) {
+                        Ok(Credentials::Bearer(token)) => Some((token, *exp)),
+                        _ => None,
+                    }
                 }
                 _ => None,
             };

@@ -688,7 +688,7 @@ async fn the_cli_logs_in_and_manages_accounts_rules_and_tokens() {
     assert!(ok, "{stderr}");
     let (ok, _, stderr) = server.cli_in("kv", &["put", "k", "v"], None);
     assert!(
-        !ok && stderr.contains("PermissionDenied") || stderr.contains("permission denied"),
+        !ok && (stderr.contains("PermissionDenied") || stderr.contains("permission denied")),
         "{stderr}"
     );
     let (ok, stdout, _) = server.cli_in("token", &["inspect"], None);
