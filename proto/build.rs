@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "proto/strata/registry/v1/registry.proto",
     "proto/strata/config/v1/config.proto",
     "proto/strata/auth/v1/auth.proto",
+    "proto/strata/namespace/v1/namespace.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -5,6 +5,9 @@ pub const ERROR_CODE_HEADER: &str = "x-strata-error";
 pub const CURRENT_REVISION_HEADER: &str = "x-strata-current-revision";
 pub const OLDEST_REVISION_HEADER: &str = "x-strata-oldest-revision";
 pub const LEADER_HEADER: &str = "x-strata-leader";
+/// On RESOURCE_EXHAUSTED `quota_exceeded`: which quota (`keys`, `bytes`, `topics`,
+/// `stream_bytes`, `nodes`, `requests_per_second`).
+pub const QUOTA_HEADER: &str = "x-strata-quota";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -51,6 +54,10 @@ pub enum Error {
     /// The token is valid but its account may not do this (namespace, scope or rule).
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// The namespace is at a limit (`quota` names it); nothing was applied. A request rate
+    /// passes with time; the others need usage freed or the limit raised by an admin.
+    #[error("quota {quota} exceeded: {message}")]
+    QuotaExceeded { quota: String, message: String },
     #[error("{0}")]
     Status(tonic::Status),
 }
@@ -88,6 +95,10 @@ impl From<tonic::Status> for Error {
             (Code::Cancelled, None) if message.contains("Timeout expired") => {
                 Error::Timeout { message }
             }
+            (Code::ResourceExhausted, Some("quota_exceeded")) => Error::QuotaExceeded {
+                quota: header(QUOTA_HEADER).unwrap_or_default(),
+                message,
+            },
             (Code::Unavailable, _) => Error::Unavailable {
                 message,
                 leader: header(LEADER_HEADER),

@@ -32,6 +32,7 @@ pub use error::Error;
 pub mod error_headers {
     pub use crate::error::{
         CURRENT_REVISION_HEADER, ERROR_CODE_HEADER, LEADER_HEADER, OLDEST_REVISION_HEADER,
+        QUOTA_HEADER,
     };
 }
 pub use kv::{Consistency, List, ListPage, Put, PutResult, Table, Txn, TxnResult, WatchStream};

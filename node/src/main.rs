@@ -45,6 +45,8 @@ enum Command {
     Rule(cli::auth::RuleArgs),
     /// Tokens: the one in use, inspect, revoke, the verification key.
     Token(cli::auth::TokenArgs),
+    /// Namespaces: usage and limits (quotas).
+    Ns(cli::ns::NsArgs),
 }
 
 #[derive(clap::Args)]
@@ -188,6 +190,10 @@ fn main() -> std::process::ExitCode {
             Command::Token(args) => {
                 init_tracing("warn");
                 cli::auth::token(args).await
+            }
+            Command::Ns(args) => {
+                init_tracing("warn");
+                cli::ns::run(args).await
             }
             Command::Kv(args) => {
                 init_tracing("warn");

@@ -44,5 +44,12 @@ pub mod auth {
     }
 }
 
+/// `strata.namespace.v1`: usage and limits (quotas) per namespace.
+pub mod namespace {
+    pub mod v1 {
+        tonic::include_proto!("strata.namespace.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every Strata proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("strata_descriptor");

@@ -12,6 +12,7 @@ use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPoli
 use strata_auth::{AuthCommand, AuthResponse, AuthState};
 use strata_registry::{RegistryCommand, RegistryEvent, RegistryResponse, RegistryState};
 use strata_storage::kv::{KvCommand, KvResponse, KvState, RevisionEvents};
+use strata_storage::quota::{Exceeded, QuotaCommand, QuotaResponse, QuotaState};
 use strata_storage::{Engine, LogStore};
 use strata_stream::{Notice, StreamCommand, StreamResponse, StreamState};
 use tokio::sync::broadcast;
@@ -119,6 +120,9 @@ pub enum WriteError {
     Fatal(String),
     #[error("unexpected raft response: {0}")]
     Unexpected(String),
+    /// Nothing was done: the write would have taken its namespace past a limit.
+    #[error("{0}")]
+    QuotaExceeded(Exceeded),
 }
 
 #[derive(Clone, Debug, thiserror::Error)]
@@ -381,6 +385,11 @@ impl RaftNode {
         self.state_machine.auth()
     }
 
+    /// Usage and limits per namespace, as applied here.
+    pub fn quota(&self) -> &QuotaState {
+        self.state_machine.quota()
+    }
+
     /// Registry node leases this node keeps (it keeps them only while it leads); `None` while
     /// the table is busy (a sweep holds it while it proposes expiries), so as never to wait.
     pub fn registry_lease_count(&self) -> Option<usize> {
@@ -462,6 +471,14 @@ impl RaftNode {
     pub async fn write_auth(&self, command: AuthCommand) -> Result<AuthResponse, WriteError> {
         match self.write(Command::Auth(command)).await? {
             Response::Auth(response) => Ok(response),
+            other => Err(WriteError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Proposes a change of limits, like [`Self::write_kv`].
+    pub async fn write_quota(&self, command: QuotaCommand) -> Result<QuotaResponse, WriteError> {
+        match self.write(Command::Quota(command)).await? {
+            Response::Quota(response) => Ok(response),
             other => Err(WriteError::Unexpected(format!("{other:?}"))),
         }
     }
@@ -561,6 +578,9 @@ impl RaftNode {
 /// Maps the outcome of a routed write.
 fn write_outcome(outcome: Result<LeaderReply, RouteError>) -> Result<Response, WriteError> {
     match outcome {
+        Ok(LeaderReply::Written(Response::QuotaExceeded(exceeded))) => {
+            Err(WriteError::QuotaExceeded(exceeded))
+        }
         Ok(LeaderReply::Written(response)) => Ok(response),
         Ok(other) => Err(WriteError::Unexpected(format!("{other:?}"))),
         Err(RouteError::Leader(LeaderError::NotLeader { leader_id })) => {

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use strata_auth::AuthState;
 use strata_registry::{RegistryEvent, RegistryState};
 use strata_storage::kv::{KvState, RevisionEvents};
+use strata_storage::quota::{QuotaState, Usage};
 use strata_storage::Engine;
 use strata_stream::{Notice, StreamState};
 use tokio::sync::broadcast;
@@ -40,6 +41,8 @@ use tokio::sync::broadcast;
 use crate::types::{Response, TypeConfig};
 
 mod apply;
+#[cfg(test)]
+mod quota_tests;
 
 pub(crate) use apply::Revisions;
 
@@ -68,6 +71,7 @@ pub struct StateMachine {
     notices: broadcast::Sender<Arc<(u64, Vec<Notice>)>>,
     registry: RegistryState,
     auth: AuthState,
+    quota: QuotaState,
     /// (revision, registry and config events of it), after the command's batch is written; an
     /// empty list after a snapshot install means "read history from where you are".
     registry_events: broadcast::Sender<Arc<(u64, Vec<RegistryEvent>)>>,
@@ -132,6 +136,7 @@ impl StateMachine {
             stream: StreamState::new(engine.clone()),
             registry: RegistryState::new(engine.clone(), history_retain_revisions),
             auth: AuthState::new(engine.clone()).map_err(std::io::Error::other)?,
+            quota: QuotaState::new(engine.clone()).map_err(std::io::Error::other)?,
             registry_events,
             engine,
             events,
@@ -166,10 +171,41 @@ impl StateMachine {
                 machine.import(&mut file, true)?;
             }
         }
+        machine.count_usage()?;
         machine
             .load_revision()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(machine)
+    }
+
+    /// Recounts every namespace's usage from the state where it was never counted (data
+    /// written before quotas existed, or a snapshot from such a node). The count depends on
+    /// the state alone, so every replica at the same applied index stores the same numbers.
+    fn count_usage(&self) -> std::io::Result<()> {
+        if self.quota.is_counted().map_err(std::io::Error::other)? {
+            return Ok(());
+        }
+        let counts = self.recount_usage().map_err(std::io::Error::other)?;
+        tracing::info!(
+            namespaces = counts.len(),
+            "counted every namespace's usage for quotas"
+        );
+        self.quota
+            .store_recount(&counts)
+            .map_err(std::io::Error::other)
+    }
+
+    /// Every namespace's usage, counted from the stored state itself (what the stored usage
+    /// must always equal).
+    pub fn recount_usage(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, Usage>, strata_storage::StorageError> {
+        let mut counts = std::collections::BTreeMap::new();
+        self.kv.recount_usage(&mut counts)?;
+        self.stream.recount_usage(&mut counts)?;
+        self.registry.recount_usage(&mut counts)?;
+        counts.retain(|_, usage: &mut Usage| !usage.is_zero());
+        Ok(counts)
     }
 
     fn read_stored_meta(&self) -> std::io::Result<Option<StoredMeta>> {
@@ -257,6 +293,8 @@ impl StateMachine {
         std::fs::remove_file(&marker)?;
         std::fs::File::open(&self.snapshot_dir)?.sync_all()?;
         self.auth.reload().map_err(std::io::Error::other)?;
+        self.quota.reload().map_err(std::io::Error::other)?;
+        self.count_usage()?;
         self.load_revision()
             .map_err(|e| std::io::Error::other(e.to_string()))
     }
@@ -288,6 +326,10 @@ impl StateMachine {
 
     pub fn auth(&self) -> &AuthState {
         &self.auth
+    }
+
+    pub fn quota(&self) -> &QuotaState {
+        &self.quota
     }
 
     pub fn subscribe_registry(&self) -> broadcast::Receiver<Arc<(u64, Vec<RegistryEvent>)>> {

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use strata_auth::{AuthCommand, AuthResponse};
 use strata_registry::{RegistryCommand, RegistryResponse};
 use strata_storage::kv::{KvCommand, KvResponse};
+use strata_storage::quota::{Exceeded, QuotaCommand, QuotaResponse};
 use strata_stream::{StreamCommand, StreamResponse};
 
 openraft::declare_raft_types!(
@@ -36,6 +37,8 @@ pub enum Command {
     Batch(Vec<Request>),
     /// Accounts, rules, tokens (never a plaintext secret: only hashes and digests).
     Auth(AuthCommand),
+    /// Namespace limits.
+    Quota(QuotaCommand),
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -48,6 +51,9 @@ pub enum Response {
     /// One answer per command of a `Command::Batch`, in order.
     Batch(Vec<Response>),
     Auth(AuthResponse),
+    Quota(QuotaResponse),
+    /// The command would have taken a namespace past a limit; nothing of it was applied.
+    QuotaExceeded(Exceeded),
 }
 
 impl std::fmt::Display for Request {
@@ -68,6 +74,7 @@ impl std::fmt::Display for Request {
             }
             Command::Batch(requests) => write!(f, "batch[{}]@{}", requests.len(), self.time_ms),
             Command::Auth(command) => write!(f, "auth.{}@{}", command.kind(), self.time_ms),
+            Command::Quota(_) => write!(f, "quota.set_limits@{}", self.time_ms),
         }
     }
 }

@@ -11,12 +11,13 @@
 //! Apply reads no clock, and node liveness is not its business: a node stays until it is
 //! deregistered or the leader proposes its expiry.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rocksdb::{Direction, IteratorMode, ReadOptions};
 use serde_json::Value;
 use strata_storage::engine::{CF_REGISTRY, CF_REGISTRY_HISTORY};
 use strata_storage::kv::StateTxn;
+use strata_storage::quota::{Quota, Usage};
 use strata_storage::{keys, Engine, StorageError};
 
 use crate::command::*;
@@ -75,6 +76,8 @@ pub struct RegistryState {
 struct Overlay {
     values: HashMap<Vec<u8>, Option<Vec<u8>>>,
     events: Vec<RegistryEvent>,
+    /// Usage changes: (namespace, quota, amount).
+    usage: Vec<(String, Quota, i64)>,
 }
 
 fn version_key(namespace: &str, service: &str, version: &str) -> Vec<u8> {
@@ -235,6 +238,9 @@ impl RegistryState {
         if matches!(response, RegistryResponse::Failed(_)) {
             return Ok((response, Vec::new()));
         }
+        for (namespace, quota, change) in &overlay.usage {
+            txn.add_usage(namespace, *quota, *change);
+        }
         let cf = self.engine.cf(CF_REGISTRY);
         let batch = txn.batch_mut();
         for (key, value) in &overlay.values {
@@ -292,9 +298,18 @@ impl RegistryState {
         let vkey = version_key(namespace, service, version);
         let current = self.load::<VersionRecord>(overlay, &vkey)?;
         let info_changed = current.as_ref().is_none_or(|v| &v.info != info);
+        // A node id given twice counts once, as its last occurrence (the server refuses such
+        // requests; a replica must still never count a node twice).
+        let mut seen = std::collections::HashSet::new();
+        let mut unique: Vec<&NodeInfo> = nodes
+            .iter()
+            .rev()
+            .filter(|node| seen.insert(node.id.as_str()))
+            .collect();
+        unique.reverse();
         let mut added = 0;
         let mut changes = Vec::new();
-        for node in nodes {
+        for node in unique {
             let key = node_key(namespace, service, version, &node.id);
             let old = self.load::<NodeRecord>(overlay, &key)?;
             let same = old.as_ref().is_some_and(|old| {
@@ -332,6 +347,9 @@ impl RegistryState {
             mod_revision: revision,
         };
         overlay.values.insert(vkey, Some(record::encode(&record)));
+        overlay
+            .usage
+            .push((namespace.clone(), Quota::Nodes, added as i64));
         let (mut created, mut updated) = (0, 0);
         for (key, node, old) in changes {
             let change = if old.is_some() {
@@ -422,6 +440,7 @@ impl RegistryState {
             StorageError::Corrupt(format!("node of {service}/{version} without its version"))
         })?;
         overlay.values.insert(key, None);
+        overlay.usage.push((namespace.clone(), Quota::Nodes, -1));
         overlay.events.push(RegistryEvent::Node(NodeEvent {
             namespace: namespace.clone(),
             service: service.clone(),
@@ -534,6 +553,19 @@ impl RegistryState {
         document: Option<String>,
     ) {
         let storage_key = config_key(namespace, key);
+        let size = |text: Option<&String>| text.map_or(0, |text| (key.len() + text.len()) as i64);
+        let count = |text: Option<&String>| i64::from(text.is_some());
+        let before = current.as_ref().map(|c| &c.document);
+        overlay.usage.push((
+            namespace.to_string(),
+            Quota::Keys,
+            count(document.as_ref()) - count(before),
+        ));
+        overlay.usage.push((
+            namespace.to_string(),
+            Quota::Bytes,
+            size(document.as_ref()) - size(before),
+        ));
         let stored = document.as_ref().map(|text| {
             record::encode(&ConfigRecord {
                 document: text.clone(),
@@ -708,6 +740,31 @@ impl RegistryState {
         };
         let services = self.services_in(namespace, service, Some(&snapshot))?;
         Ok((revision, services))
+    }
+
+    /// Counts every registered node, and every config document (as a key, and its key and
+    /// text as bytes), into `usage` by namespace: the recount stored usage must match.
+    pub fn recount_usage(&self, usage: &mut BTreeMap<String, Usage>) -> Result<(), StorageError> {
+        for item in self.scan(&[NODE]) {
+            let (key, _) = item?;
+            let names = decode_names(&key, 4)?;
+            usage
+                .entry(names[0].clone())
+                .or_default()
+                .add(Quota::Nodes, 1);
+        }
+        for item in self.scan(&[CONFIG]) {
+            let (key, value) = item?;
+            let names = decode_names(&key, 2)?;
+            let stored: ConfigRecord = record::decode(&value)?;
+            let counts = usage.entry(names[0].clone()).or_default();
+            counts.add(Quota::Keys, 1);
+            counts.add(
+                Quota::Bytes,
+                (names[1].len() + stored.document.len()) as u64,
+            );
+        }
+        Ok(())
     }
 
     /// Every node's lease parameters, for the leader.

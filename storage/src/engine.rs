@@ -35,6 +35,8 @@ pub const CF_REGISTRY: &str = "registry";
 pub const CF_REGISTRY_HISTORY: &str = "registry_history";
 /// Accounts, rules, the token signing key, refresh tokens and revocations (see `strata-auth`).
 pub const CF_AUTH: &str = "auth";
+/// Usage and limits per namespace (see `quota`).
+pub const CF_QUOTA: &str = "quota";
 
 /// Column families that make up the state machine, in snapshot order. A snapshot names each
 /// family by its index here: append only.
@@ -49,6 +51,7 @@ pub const STATE_CFS: &[&str] = &[
     CF_REGISTRY,
     CF_REGISTRY_HISTORY,
     CF_AUTH,
+    CF_QUOTA,
 ];
 
 const ALL_CFS: &[&str] = &[
@@ -64,6 +67,7 @@ const ALL_CFS: &[&str] = &[
     CF_REGISTRY,
     CF_REGISTRY_HISTORY,
     CF_AUTH,
+    CF_QUOTA,
 ];
 
 /// A handle to the open database; cheap to clone.

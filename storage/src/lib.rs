@@ -10,6 +10,7 @@ pub mod engine;
 pub mod keys;
 pub mod kv;
 pub mod log;
+pub mod quota;
 
 pub use engine::Engine;
 pub use log::LogStore;

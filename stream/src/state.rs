@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use rocksdb::{ReadOptions, WriteBatch};
 use strata_storage::engine::{CF_STREAM_META, CF_STREAM_MSG};
 use strata_storage::kv::StateTxn;
+use strata_storage::quota::{Quota, Usage};
 use strata_storage::{keys, Engine, StorageError};
 
 use crate::command::*;
@@ -142,6 +143,8 @@ struct Apply<'a> {
     batch: &'a mut WriteBatch,
     time_ms: u64,
     topics: BTreeMap<(String, String), Option<Topic>>,
+    /// Each topic's stored bytes before this command (`None`: absent), for quota usage.
+    originals: HashMap<(String, String), Option<u64>>,
     groups: BTreeMap<GroupId, Option<GroupRecord>>,
     pending: BTreeMap<GroupId, BTreeMap<u64, PendingChange>>,
     appended: HashMap<Vec<u8>, Message>,
@@ -211,6 +214,7 @@ impl StreamState {
             batch: txn.batch_mut(),
             time_ms,
             topics: BTreeMap::new(),
+            originals: HashMap::new(),
             groups: BTreeMap::new(),
             pending: BTreeMap::new(),
             appended: HashMap::new(),
@@ -336,7 +340,10 @@ impl StreamState {
                 StreamResponse::Deleted { revision }
             }
         };
-        let notices = apply.finish()?;
+        let (notices, usage) = apply.finish()?;
+        for (namespace, quota, change) in usage {
+            txn.add_usage(&namespace, quota, change);
+        }
         Ok((response, notices))
     }
 
@@ -491,6 +498,27 @@ impl StreamState {
             }
         }
         Ok(held)
+    }
+
+    /// Counts every topic, and the bytes of every stored message, into `usage` by namespace:
+    /// from the messages themselves, the recount stored usage must match.
+    pub fn recount_usage(&self, usage: &mut BTreeMap<String, Usage>) -> Result<(), StorageError> {
+        let topic_prefix = vec![TOPIC];
+        for item in self.prefix_scan(CF_STREAM_META, topic_prefix) {
+            let (key, _) = item?;
+            let (ns, _) = keys::decode_segment(&key[1..])?;
+            usage.entry(name_of(ns)?).or_default().add(Quota::Topics, 1);
+        }
+        for item in self.scan(CF_STREAM_MSG, Vec::new(), None) {
+            let (key, value) = item?;
+            let (ns, _) = keys::decode_segment(&key)?;
+            let message: Message = record::decode(&value)?;
+            usage
+                .entry(name_of(ns)?)
+                .or_default()
+                .add(Quota::StreamBytes, message.size());
+        }
+        Ok(())
     }
 
     /// Topics of `namespace` after `after`, up to `limit`, in name order.
@@ -698,6 +726,8 @@ impl Apply<'_> {
             return Ok(cached.clone());
         }
         let stored = self.state.topic(ns, topic)?;
+        self.originals
+            .insert(id.clone(), stored.as_ref().map(|t| t.bytes));
         self.topics.insert(id, stored.clone());
         Ok(stored)
     }
@@ -1317,15 +1347,25 @@ impl Apply<'_> {
         Ok(())
     }
 
-    /// Writes what the command changed; returns the notices.
-    fn finish(self) -> Result<Vec<Notice>, StorageError> {
+    /// Writes what the command changed; returns the notices and the usage changes.
+    fn finish(self) -> Result<(Vec<Notice>, Vec<UsageChange>), StorageError> {
         let cf = self.state.engine.cf(CF_STREAM_META);
+        let mut usage = Vec::new();
         for ((ns, topic), value) in &self.topics {
             let key = topic_key(ns, topic);
             match value {
                 Some(value) => self.batch.put_cf(cf, key, record::encode(value)),
                 None => self.batch.delete_cf(cf, key),
             }
+            let before = match self.originals.get(&(ns.clone(), topic.clone())) {
+                Some(before) => *before,
+                None => self.state.topic(ns, topic)?.map(|t| t.bytes),
+            };
+            let after = value.as_ref().map(|t| t.bytes);
+            let count = |bytes: Option<u64>| i64::from(bytes.is_some());
+            usage.push((ns.clone(), Quota::Topics, count(after) - count(before)));
+            let bytes = after.unwrap_or(0) as i64 - before.unwrap_or(0) as i64;
+            usage.push((ns.clone(), Quota::StreamBytes, bytes));
         }
         let mut notices = self.notices;
         let mut groups = self.groups;
@@ -1382,9 +1422,12 @@ impl Apply<'_> {
                 });
             }
         }
-        Ok(notices.into_iter().collect())
+        Ok((notices.into_iter().collect(), usage))
     }
 }
+
+/// A namespace's usage change: (namespace, quota, amount).
+type UsageChange = (String, Quota, i64);
 
 /// One group's place, for the metrics ([`StreamState::groups_progress`]).
 pub struct GroupProgress {

@@ -147,17 +147,8 @@ async fn connect_to(
     namespace: Option<&str>,
     token: Option<String>,
 ) -> anyhow::Result<Auth> {
-    let endpoint = endpoints
-        .split(',')
-        .map(str::trim)
-        .find(|e| !e.is_empty())
-        .context("no endpoint")?;
-    let channel = super::endpoint(endpoint, ca)?
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {endpoint}"))?;
     Ok(AuthClient::with_interceptor(
-        channel,
+        super::channel(endpoints, ca).await?,
         interceptor(token, namespace)?,
     ))
 }

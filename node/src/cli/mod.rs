@@ -5,6 +5,7 @@ pub mod cert;
 pub mod cluster;
 pub mod config;
 pub mod kv;
+pub mod ns;
 pub mod registry;
 pub mod stream;
 
@@ -61,6 +62,23 @@ pub fn endpoint(
         )?;
     }
     Ok(endpoint)
+}
+
+/// A channel to the first of comma-separated `endpoints`.
+pub async fn channel(
+    endpoints: &str,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<tonic::transport::Channel> {
+    use anyhow::Context;
+    let first = endpoints
+        .split(',')
+        .map(str::trim)
+        .find(|e| !e.is_empty())
+        .context("no endpoint")?;
+    endpoint(first, ca)?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {first}"))
 }
 
 impl ClientArgs {

@@ -1,8 +1,9 @@
 //! Long-lived calls (watch, consume, subscribe: every server-streaming method) live no longer
-//! than the token that opened them: the identity layer wraps their response body in
-//! [`Expiring`], which ends the stream with UNAUTHENTICATED when the token expires, and
-//! re-checks it every second, so that a revoked token, a deleted account or a changed secret
-//! ends the stream too. The service underneath never knows.
+//! than the credential that opened them: the identity layer wraps their response body in
+//! [`Expiring`], which ends the stream with UNAUTHENTICATED when a bearer token expires, and
+//! re-checks the credential every second, so that a revoked token, a deleted account or a
+//! changed secret ends the stream too (a stream opened with `Basic` id and secret ends when
+//! its account is deleted or its secret changes). The service underneath never knows.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -45,29 +46,64 @@ pub fn streaming_methods() -> HashSet<String> {
     paths
 }
 
-/// A response body that ends with UNAUTHENTICATED once its bearer token stops being valid.
+/// What a stream was opened with, and is checked against while it lasts.
+pub enum Bound {
+    /// A bearer token expiring at `exp` (unix seconds).
+    Bearer { token: String, exp: u64 },
+    /// `Basic` id and secret of an account, correct at this generation of it.
+    Account {
+        namespace: String,
+        id: String,
+        generation: u64,
+    },
+}
+
+/// A response body that ends with UNAUTHENTICATED once its credential stops being valid.
 pub struct Expiring {
     inner: tonic::body::Body,
     gate: Arc<Gate>,
-    token: String,
-    expiry: Pin<Box<tokio::time::Sleep>>,
+    bound: Bound,
+    expiry: Option<Pin<Box<tokio::time::Sleep>>>,
     recheck: tokio::time::Interval,
     done: bool,
 }
 
 impl Expiring {
-    /// Wraps `inner` for the bearer `token` that expires at `exp` (unix seconds).
-    pub fn new(inner: tonic::body::Body, gate: Arc<Gate>, token: String, exp: u64) -> Self {
-        let left = (exp + LEEWAY_S).saturating_sub(strata_auth::token::now_s());
+    /// Wraps `inner` for as long as `bound` stays valid.
+    pub fn new(inner: tonic::body::Body, gate: Arc<Gate>, bound: Bound) -> Self {
+        let expiry = match &bound {
+            Bound::Bearer { exp, .. } => {
+                let left = (exp + LEEWAY_S).saturating_sub(strata_auth::token::now_s());
+                Some(Box::pin(tokio::time::sleep(Duration::from_secs(left))))
+            }
+            Bound::Account { .. } => None,
+        };
         let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self {
             inner,
             gate,
-            token,
-            expiry: Box::pin(tokio::time::sleep(Duration::from_secs(left))),
+            bound,
+            expiry,
             recheck,
             done: false,
+        }
+    }
+
+    /// Whether the credential still holds on this node.
+    fn still_valid(&self) -> Result<(), Status> {
+        match &self.bound {
+            Bound::Bearer { token, .. } => self.gate.verify_bearer(token).map(|_| ()),
+            Bound::Account {
+                namespace,
+                id,
+                generation,
+            } => match self.gate.view().account(namespace, id) {
+                Some(account) if account.generation == *generation => Ok(()),
+                _ => Err(unauthenticated(
+                    "the account was deleted or its secret changed; open the stream again",
+                )),
+            },
         }
     }
 
@@ -92,13 +128,15 @@ impl Body for Expiring {
         if self.done {
             return Poll::Ready(None);
         }
-        if self.expiry.as_mut().poll(cx).is_ready() {
-            return self.end(unauthenticated(
-                "the access token expired; open the stream again with a fresh token",
-            ));
+        if let Some(expiry) = self.expiry.as_mut() {
+            if expiry.as_mut().poll(cx).is_ready() {
+                return self.end(unauthenticated(
+                    "the access token expired; open the stream again with a fresh token",
+                ));
+            }
         }
         while self.recheck.poll_tick(cx).is_ready() {
-            if let Err(status) = self.gate.verify_bearer(&self.token) {
+            if let Err(status) = self.still_valid() {
                 return self.end(status);
             }
         }

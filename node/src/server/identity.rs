@@ -12,7 +12,7 @@ use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use lru::LruCache;
@@ -20,7 +20,12 @@ use strata_auth::{model, secret, token, AuthView, Claims, Decision, Identity, Re
 use strata_raft::RaftNode;
 use tonic::{Code, Status};
 
+use strata_storage::quota::Quota;
+
+use super::expiring::Bound;
+use super::metrics::Metrics;
 use super::namespace::{Caller, ALL, DEFAULT_NAMESPACE};
+use super::rate::{self, RateLimiter};
 use super::{status, validate};
 
 /// Verified tokens kept (a hit costs a hash lookup instead of an RSA verification).
@@ -51,14 +56,16 @@ fn is_public(path: &str) -> bool {
     ) || path.starts_with("/grpc.reflection.")
 }
 
-/// Cluster calls that change membership: super admins only.
-fn is_membership_change(path: &str) -> bool {
-    matches!(
-        path,
+/// Calls for super admins only: cluster membership changes and namespace limits. Returns what
+/// the refusal names.
+fn super_admin_only(path: &str) -> Option<&'static str> {
+    match path {
         "/strata.cluster.v1.Cluster/AddLearner"
-            | "/strata.cluster.v1.Cluster/Promote"
-            | "/strata.cluster.v1.Cluster/Remove"
-    )
+        | "/strata.cluster.v1.Cluster/Promote"
+        | "/strata.cluster.v1.Cluster/Remove" => Some("cluster membership changes"),
+        "/strata.namespace.v1.Namespaces/SetLimits" => Some("namespace limits"),
+        _ => None,
+    }
 }
 
 /// The rule resource of a gRPC path `/pkg.Service/Method`: `service:<service, lower
@@ -100,10 +107,12 @@ pub struct Gate {
     hashing: tokio::sync::Semaphore,
     /// Server-streaming methods: their responses end when the token stops being valid.
     streaming: std::collections::HashSet<String>,
+    rates: RateLimiter,
+    metrics: Metrics,
 }
 
 impl Gate {
-    pub fn new(node: RaftNode, enabled: bool, super_namespace: String) -> Self {
+    pub fn new(node: RaftNode, enabled: bool, super_namespace: String, metrics: Metrics) -> Self {
         let view = node.auth().view().clone();
         Self {
             enabled,
@@ -118,7 +127,48 @@ impl Gate {
             )),
             hashing: tokio::sync::Semaphore::new(hashing_at_once()),
             streaming: super::expiring::streaming_methods(),
+            rates: RateLimiter::default(),
+            metrics,
         }
+    }
+
+    /// What an admitted streaming call must stay valid against: its bearer token, or the
+    /// account its `Basic` secret was checked for (at that account's generation now).
+    fn bound_of(&self, caller: &Caller, headers: &http::HeaderMap) -> Option<Bound> {
+        match (credentials(headers), &caller.token, &caller.identity) {
+            (Ok(Credentials::Bearer(token)), Some((_, exp)), _) => {
+                Some(Bound::Bearer { token, exp: *exp })
+            }
+            (Ok(Credentials::Basic { .. }), None, Some(identity)) => Some(Bound::Account {
+                namespace: identity.issuer.clone(),
+                id: identity.id.clone(),
+                generation: caller.basic_generation?,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Counts the call against its namespace's `requests_per_second` quota on this node.
+    pub fn within_rate(&self, path: &str, caller: &Caller) -> Result<(), Status> {
+        if !rate::counted(path) || caller.namespace == ALL {
+            return Ok(());
+        }
+        let limit = self
+            .node
+            .quota()
+            .limit(&caller.namespace, Quota::RequestsPerSecond);
+        if limit == 0 || self.rates.admit(&caller.namespace, limit, Instant::now()) {
+            return Ok(());
+        }
+        self.metrics.quota_refused(Quota::RequestsPerSecond.name());
+        Err(status::quota_exceeded(
+            Quota::RequestsPerSecond,
+            format!(
+                "quota requests_per_second of namespace {:?} exceeded: limit {limit} calls per \
+                 second on this node; retry later",
+                caller.namespace
+            ),
+        ))
     }
 
     /// Whether calls need tokens here.
@@ -144,6 +194,7 @@ impl Gate {
                 namespace: named.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
                 super_admin: true,
                 token: None,
+                basic_generation: None,
             });
         }
         if is_public(path) {
@@ -154,9 +205,10 @@ impl Gate {
                     .unwrap_or_else(|| self.super_namespace.clone()),
                 super_admin: false,
                 token: None,
+                basic_generation: None,
             });
         }
-        let (identity, token) = match credentials(headers)? {
+        let (identity, token, basic_generation) = match credentials(headers)? {
             Credentials::None => {
                 return Err(unauthenticated(
                     "this call needs an access token: send authorization: Bearer <token> \
@@ -166,7 +218,7 @@ impl Gate {
             Credentials::Bearer(jwt) => {
                 let verified = self.verify_bearer(&jwt)?;
                 let token = Some((verified.claims.jti.clone(), verified.claims.exp));
-                (verified.identity, token)
+                (verified.identity, token, None)
             }
             Credentials::Basic {
                 namespace,
@@ -176,7 +228,8 @@ impl Gate {
                 let namespace = namespace
                     .or_else(|| named.clone().filter(|n| n != ALL))
                     .unwrap_or_else(|| self.super_namespace.clone());
-                (self.verify_basic(&namespace, &id, &secret).await?, None)
+                let (identity, generation) = self.verify_basic_at(&namespace, &id, &secret).await?;
+                (identity, None, Some(generation))
             }
         };
         let super_admin = self.is_super_admin(&identity);
@@ -191,9 +244,9 @@ impl Gate {
             Some(named) => named,
             None => identity.issuer.clone(),
         };
-        if is_membership_change(path) && !super_admin {
+        if let Some(what) = super_admin_only(path).filter(|_| !super_admin) {
             return Err(permission_denied(format!(
-                "cluster membership changes are for admins of the super-tenant {:?}",
+                "{what} are for admins of the super-tenant {:?}",
                 self.super_namespace
             )));
         }
@@ -223,6 +276,7 @@ impl Gate {
             namespace,
             super_admin,
             token,
+            basic_generation,
         })
     }
 
@@ -282,6 +336,16 @@ impl Gate {
         id: &str,
         secret: &str,
     ) -> Result<Identity, Status> {
+        Ok(self.verify_basic_at(namespace, id, secret).await?.0)
+    }
+
+    /// [`Self::verify_basic`], with the account generation the secret was correct for.
+    async fn verify_basic_at(
+        &self,
+        namespace: &str,
+        id: &str,
+        secret: &str,
+    ) -> Result<(Identity, u64), Status> {
         let wrong = || unauthenticated("wrong account id or secret");
         let key = secret::digest(&format!("{namespace}\0{id}\0{secret}"));
         let known = self.lock_basic().get(&key).cloned();
@@ -292,7 +356,7 @@ impl Gate {
                 .account(namespace, id)
                 .is_some_and(|account| account.generation == generation)
             {
-                return Ok(identity);
+                return Ok((identity, generation));
             }
         }
         let account = self
@@ -322,7 +386,7 @@ impl Gate {
         };
         self.lock_basic()
             .put(key, (account.generation, identity.clone()));
-        Ok(identity)
+        Ok((identity, account.generation))
     }
 
     /// Runs Argon2 work (checking or hashing a secret) on a blocking thread, at most half the
@@ -469,25 +533,25 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let gate = self.gate.clone();
         Box::pin(async move {
-            let caller = match gate.admit(request.uri().path(), request.headers()).await {
+            let path = request.uri().path();
+            let caller = match gate.admit(path, request.headers()).await {
                 Ok(caller) => caller,
                 Err(status) => return Ok(status.into_http()),
             };
-            // A long-lived call lives no longer than its bearer token (see expiring.rs).
-            let bound = match &caller.token {
-                Some((_, exp)) if gate.streaming.contains(request.uri().path()) => {
-                    match credentials(request.headers()) {
-                        Ok(Credentials::Bearer(token)) => Some((token, *exp)),
-                        _ => None,
-                    }
-                }
-                _ => None,
+            if let Err(status) = gate.within_rate(path, &caller) {
+                return Ok(status.into_http());
+            }
+            // A long-lived call lives no longer than its credential (see expiring.rs).
+            let bound = if gate.streaming.contains(request.uri().path()) {
+                gate.bound_of(&caller, request.headers())
+            } else {
+                None
             };
             request.extensions_mut().insert(caller);
             let response = inner.call(request).await?;
             Ok(match bound {
-                Some((token, exp)) => response.map(|body| {
-                    tonic::body::Body::new(super::expiring::Expiring::new(body, gate, token, exp))
+                Some(bound) => response.map(|body| {
+                    tonic::body::Body::new(super::expiring::Expiring::new(body, gate, bound))
                 }),
                 None => response,
             })

@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use strata_storage::quota::Quota;
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
@@ -16,10 +18,15 @@ pub struct Metrics {
     registrations: IntCounterVec,
     leases: prometheus::IntGauge,
     groups: IntGaugeVec,
+    usage: IntGaugeVec,
+    limits: IntGaugeVec,
+    quota_refusals: IntCounterVec,
 }
 
 /// Consumer groups reported per scrape, at most (in key order).
 const MAX_GROUPS_REPORTED: usize = 1_000;
+/// Namespaces whose usage and limits are reported per scrape, at most (in name order).
+const MAX_NAMESPACES_REPORTED: usize = 1_000;
 
 impl Metrics {
     pub fn new() -> Self {
@@ -71,8 +78,37 @@ impl Metrics {
             &["namespace", "topic", "group", "field"],
         )
         .expect("valid metric");
+        let usage = IntGaugeVec::new(
+            Opts::new(
+                "strata_namespace_usage",
+                "What each namespace holds, per quota (keys, bytes, topics, stream_bytes, \
+                 nodes), from this node's applied state; at most 1,000 namespaces, by name",
+            ),
+            &["namespace", "quota"],
+        )
+        .expect("valid metric");
+        let limits = IntGaugeVec::new(
+            Opts::new(
+                "strata_namespace_limit",
+                "The limits in force per namespace and quota (only those set; \"*\": the \
+                 defaults)",
+            ),
+            &["namespace", "quota"],
+        )
+        .expect("valid metric");
+        let quota_refusals = IntCounterVec::new(
+            Opts::new(
+                "strata_quota_refusals_total",
+                "Calls refused on this node with RESOURCE_EXHAUSTED, by quota",
+            ),
+            &["quota"],
+        )
+        .expect("valid metric");
         for metric in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(usage.clone()),
+            Box::new(limits.clone()),
+            Box::new(quota_refusals.clone()),
             Box::new(latency.clone()),
             Box::new(raft.clone()),
             Box::new(registrations.clone()),
@@ -89,7 +125,15 @@ impl Metrics {
             registrations,
             leases,
             groups,
+            usage,
+            limits,
+            quota_refusals,
         }
+    }
+
+    /// Counts a call refused for `quota`.
+    pub fn quota_refused(&self, quota: &str) {
+        self.quota_refusals.with_label_values(&[quota]).inc();
     }
 
     /// Counts one successful registration: a keepalive, or one written through the log.
@@ -109,6 +153,14 @@ impl Metrics {
         let code = result
             .as_ref()
             .map_or_else(tonic::Status::code, |_| tonic::Code::Ok);
+        if let Err(status) = &result {
+            if let Some(quota) = status
+                .metadata()
+                .get(strata_client::error_headers::QUOTA_HEADER)
+            {
+                self.quota_refused(quota.to_str().unwrap_or("unknown"));
+            }
+        }
         self.observe(method, code, started);
         result.map(tonic::Response::new)
     }
@@ -176,6 +228,23 @@ impl Metrics {
             }
             Ok(Err(error)) => tracing::warn!(%error, "reading group progress for the metrics"),
             Err(error) => tracing::warn!(%error, "the group progress reader failed"),
+        }
+        self.usage.reset();
+        self.limits.reset();
+        for entry in node.quota().all().into_iter().take(MAX_NAMESPACES_REPORTED) {
+            for quota in Quota::COUNTED {
+                self.usage
+                    .with_label_values(&[&entry.namespace, quota.name()])
+                    .set(entry.usage.get(quota).min(i64::MAX as u64) as i64);
+            }
+            for quota in Quota::ALL {
+                let limit = entry.effective.get(quota);
+                if limit > 0 {
+                    self.limits
+                        .with_label_values(&[&entry.namespace, quota.name()])
+                        .set(limit.min(i64::MAX as u64) as i64);
+                }
+            }
         }
         let mut out = Vec::new();
         prometheus::TextEncoder::new()

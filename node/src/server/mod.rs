@@ -11,6 +11,8 @@ pub mod identity;
 pub mod kv;
 pub mod metrics;
 pub mod namespace;
+pub mod namespaces;
+pub mod rate;
 pub mod registry;
 pub mod secrets;
 pub mod status;
@@ -28,6 +30,7 @@ use strata_proto::auth::v1::auth_server::AuthServer;
 use strata_proto::cluster::v1::cluster_server::ClusterServer;
 use strata_proto::config::v1::config_server::ConfigServer;
 use strata_proto::kv::v1::kv_server::KvServer;
+use strata_proto::namespace::v1::namespaces_server::NamespacesServer;
 use strata_proto::registry::v1::registry_server::RegistryServer;
 use strata_proto::stream::v1::stream_server::StreamServer;
 use strata_raft::{tls, Bootstrap, PeerTransport, RaftNode, RaftNodeConfig};
@@ -240,10 +243,12 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             "strata: auth is off: every caller acts as an admin (use --auth on to require tokens)"
         );
     }
+    let metrics = metrics::Metrics::new();
     let gate = Arc::new(identity::Gate::new(
         node.clone(),
         auth_on,
         config.super_namespace.clone(),
+        metrics.clone(),
     ));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let sweeper = tokio::spawn(node.clone().run_expiry_sweeper(stopped.clone()));
@@ -255,7 +260,6 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             stopped.clone(),
         ));
     }
-    let metrics = metrics::Metrics::new();
 
     // Both reflection versions: grpcurl and older tools still speak v1alpha.
     let reflection = tonic_reflection::server::Builder::configure()
@@ -307,6 +311,10 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         gate.clone(),
         metrics.clone(),
     ));
+    let namespaces = NamespacesServer::new(namespaces::NamespacesService::new(
+        node.clone(),
+        metrics.clone(),
+    ));
     // Small responses must not wait for delayed ACKs (Nagle): a listener handed to tonic does not
     // get the server's nodelay setting, so set it on the incoming stream.
     let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
@@ -332,6 +340,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .add_service(config_service)
         .add_service(cluster)
         .add_service(auth_service)
+        .add_service(namespaces)
         .serve_with_incoming_shutdown(incoming, until(stopped.clone()));
     let http = http::serve(http_listener, node.clone(), metrics, until(stopped.clone()));
 

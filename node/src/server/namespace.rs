@@ -24,6 +24,8 @@ pub struct Caller {
     pub super_admin: bool,
     /// The access token's id and expiry (unix seconds), when a bearer token was presented.
     pub token: Option<(String, u64)>,
+    /// The account's generation its `Basic` secret was found correct for, when one was sent.
+    pub basic_generation: Option<u64>,
 }
 
 impl Caller {

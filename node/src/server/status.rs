@@ -5,6 +5,7 @@ use strata_client::error_headers::*;
 use strata_raft::node::ReadError;
 use strata_raft::WriteError;
 use strata_storage::kv::KvFailure;
+use strata_storage::quota::Quota;
 use strata_storage::StorageError;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
@@ -78,7 +79,18 @@ pub fn write(error: WriteError) -> Status {
             &[],
         ),
         WriteError::Unexpected(message) => with(Code::Internal, "internal", message, &[]),
+        WriteError::QuotaExceeded(exceeded) => quota_exceeded(exceeded.quota, exceeded.to_string()),
     }
+}
+
+/// RESOURCE_EXHAUSTED `quota_exceeded`, naming the quota in `x-strata-quota`.
+pub fn quota_exceeded(quota: Quota, message: String) -> Status {
+    with(
+        Code::ResourceExhausted,
+        "quota_exceeded",
+        message,
+        &[(QUOTA_HEADER, quota.name().to_string())],
+    )
 }
 
 pub fn read(error: ReadError) -> Status {

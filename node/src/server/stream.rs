@@ -1339,9 +1339,11 @@ impl GroupSession {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
-                Err(error @ (WriteError::Fatal(_) | WriteError::Unexpected(_))) => {
-                    return Err(status::write(error))
-                }
+                Err(
+                    error @ (WriteError::Fatal(_)
+                    | WriteError::Unexpected(_)
+                    | WriteError::QuotaExceeded(_)),
+                ) => return Err(status::write(error)),
                 Err(error) if Instant::now() >= give_up => return Err(status::write(error)),
                 Err(error) => {
                     tracing::debug!(%error, "group step failed; retrying");

@@ -164,6 +164,7 @@ async fn every_rpc_refuses_missing_bad_and_foreign_credentials() {
         "/strata.cluster.v1.Cluster/AddLearner",
         "/strata.cluster.v1.Cluster/Promote",
         "/strata.cluster.v1.Cluster/Remove",
+        "/strata.namespace.v1.Namespaces/SetLimits",
     ] {
         assert_eq!(
             raw_call(&server.grpc, path, &[("authorization", &bearer(&a))]).await,
@@ -756,6 +757,58 @@ async fn long_lived_calls_end_when_their_token_expires_or_is_revoked() {
         other => panic!("expected UNAUTHENTICATED, got {other:?}"),
     }
     assert!(revoked_at.elapsed() < Duration::from_secs(4));
+
+    // Opened with Basic id and secret: the stream ends when its account's secret changes.
+    use base64::Engine;
+    use strata_proto::kv::v1 as kv;
+    let basic = MetadataValue::try_from(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("acme/w:{secret}"))
+    ))
+    .unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw =
+        kv::kv_client::KvClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", basic.clone());
+            Ok(r)
+        });
+    let mut stream = raw
+        .watch(kv::WatchRequest {
+            database: "d".into(),
+            table: "t".into(),
+            key: b"k".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    auth_client(&server.grpc, Some(&root), Some("acme"))
+        .await
+        .change_secret(pb::ChangeSecretRequest {
+            id: "w".into(),
+            old_secret: secret.clone(),
+            new_secret: "a-brand-new-secret-42".into(),
+        })
+        .await
+        .unwrap();
+    let changed_at = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    })
+    .await
+    .expect("the Basic stream stayed open after its secret changed");
+    assert_eq!(end.map(|s| s.code()), Some(Code::Unauthenticated));
+    assert!(changed_at.elapsed() < Duration::from_secs(4));
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ mod durability;
 mod harness;
 mod kv;
 mod ops;
+mod quota;
 mod registry;
 mod stall;
 mod stream;

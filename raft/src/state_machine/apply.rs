@@ -15,7 +15,10 @@
 use std::sync::Arc;
 
 use openraft::{EntryPayload, LogId, StorageError, StorageIOError, StoredMembership};
-use strata_storage::kv::{RevisionEvents, StateTxn};
+use strata_registry::RegistryCommand;
+use strata_storage::kv::{KvCommand, RevisionEvents, StateTxn};
+use strata_storage::quota::Quota;
+use strata_stream::StreamCommand;
 
 use super::StateMachine;
 use crate::types::{Command, Request, Response, TypeConfig};
@@ -149,9 +152,24 @@ impl StateMachine {
                     .apply(&mut txn, time_ms, command)
                     .map_err(write_error)?,
             ),
+            Some((Command::Quota(command), _)) => {
+                Response::Quota(self.quota.apply(&mut txn, command))
+            }
             // The batcher never nests batches; one that arrives anyway changes nothing.
             Some((Command::Batch(_), _)) => Response::None,
         };
+        let mut response = response;
+        if let Some(exceeded) =
+            request.and_then(|r| self.quota.check(&txn, checked_quotas(&r.command)))
+        {
+            // Refused whole: drop everything the command wrote; only the entry's progress and
+            // the revision it consumed are written.
+            txn = StateTxn::new(revision);
+            notices.clear();
+            registry_events.clear();
+            response = Response::QuotaExceeded(exceeded);
+        }
+        let usage = self.quota.stage(&mut txn).map_err(write_error)?;
         if let Some(Meta::Membership(stored)) = &what {
             let bytes = bincode::serialize(stored).map_err(write_error)?;
             txn.put_meta(super::META_MEMBERSHIP, &bytes);
@@ -175,6 +193,7 @@ impl StateMachine {
         crate::failpoints::crash_point("apply-before-commit");
         crate::failpoints::error_point("apply-error").map_err(write_error)?;
         let events = self.kv.commit(txn).map_err(write_error)?;
+        self.quota.publish(usage);
         self.revisions.set(revision);
         if !events.is_empty() {
             // No receivers is fine: nobody is watching.
@@ -191,6 +210,29 @@ impl StateMachine {
             let _ = self.notices.send(Arc::new((revision, notices)));
         }
         Ok(response)
+    }
+}
+
+/// The quotas a command is refused for when it would take its namespace past them: growth a
+/// client asked for. What the system does on its own (expiry, retention, deletions, a group's
+/// dead-lettering) is counted but never refused, so that it can always make progress.
+pub(super) fn checked_quotas(command: &Command) -> &'static [Quota] {
+    match command {
+        Command::Kv(KvCommand::Put { .. } | KvCommand::Delete { .. } | KvCommand::Txn { .. }) => {
+            &[Quota::Keys, Quota::Bytes]
+        }
+        Command::Stream(StreamCommand::Publish { .. }) => &[Quota::Topics, Quota::StreamBytes],
+        Command::Stream(StreamCommand::PutTopic { .. }) => &[Quota::Topics],
+        // The step that creates a group (and its topic, if absent); later steps carry acks,
+        // which must never be refused.
+        Command::Stream(StreamCommand::Group { settle, claim, .. })
+            if settle.is_empty() && *claim == 0 =>
+        {
+            &[Quota::Topics]
+        }
+        Command::Registry(RegistryCommand::Register { .. }) => &[Quota::Nodes],
+        Command::Registry(RegistryCommand::ConfigSet { .. }) => &[Quota::Keys, Quota::Bytes],
+        _ => &[],
     }
 }
 

@@ -12,6 +12,7 @@ use super::command::*;
 use super::record::{self, Event, EventKind, Record, RevisionEvents};
 use super::SUBSYSTEM_KV;
 use crate::engine::{Engine, CF_KV, CF_KV_CATALOG, CF_KV_EXPIRY, CF_KV_HISTORY, CF_SM_META};
+use crate::quota::{record_bytes, Delta, Limits, Quota, TxnQuota, Usage};
 use crate::{keys, StorageError};
 
 /// Default number of revisions of watch history kept behind the newest.
@@ -37,6 +38,7 @@ pub struct StateTxn {
     catalog_delta: BTreeMap<Vec<u8>, i64>,
     events: Vec<Event>,
     meta: Vec<(Vec<u8>, Vec<u8>)>,
+    quota: TxnQuota,
 }
 
 impl StateTxn {
@@ -48,7 +50,35 @@ impl StateTxn {
             catalog_delta: BTreeMap::new(),
             events: Vec::new(),
             meta: Vec::new(),
+            quota: TxnQuota::default(),
         }
+    }
+
+    /// Counts `change` against `namespace`'s usage of `quota` (see [`crate::quota`]).
+    pub fn add_usage(&mut self, namespace: &str, quota: Quota, change: i64) {
+        self.quota.add(namespace, quota, change);
+    }
+
+    /// How this entry's changes so far move each namespace's usage.
+    pub fn usage_deltas(&self) -> &BTreeMap<String, Delta> {
+        &self.quota.deltas
+    }
+
+    /// Replaces `namespace`'s limits (a `QuotaCommand`).
+    pub fn set_limits(&mut self, namespace: &str, limits: Limits) {
+        self.quota.limits = Some((namespace.to_string(), limits));
+    }
+
+    pub(crate) fn take_quota_changes(
+        &mut self,
+    ) -> (BTreeMap<String, Delta>, Option<(String, Limits)>) {
+        let quota = std::mem::take(&mut self.quota);
+        (quota.deltas, quota.limits)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn into_batch(self) -> WriteBatch {
+        self.batch
     }
 
     /// The log index this entry applies at.
@@ -294,6 +324,14 @@ impl KvState {
             version: current.as_ref().map_or(1, |c| c.version + 1),
             expires_at_ms,
         };
+        let bytes = record_bytes(&put.key, &record.value, &record.metadata) as i64;
+        let freed = current.as_ref().map_or(0, |old| {
+            record_bytes(&put.key, &old.value, &old.metadata) as i64
+        });
+        txn.add_usage(&scope.namespace, Quota::Bytes, bytes - freed);
+        if current.is_none() {
+            txn.add_usage(&scope.namespace, Quota::Keys, 1);
+        }
         let expiry_cf = self.engine.cf(CF_KV_EXPIRY);
         match &current {
             Some(old) if old.expires_at_ms != 0 => {
@@ -388,6 +426,9 @@ impl KvState {
             );
         }
         *txn.catalog_delta.entry(catalog_key(scope)).or_default() -= 1;
+        let bytes = record_bytes(key, &record.value, &record.metadata) as i64;
+        txn.add_usage(&scope.namespace, Quota::Keys, -1);
+        txn.add_usage(&scope.namespace, Quota::Bytes, -bytes);
         txn.events.push(Event {
             kind: EventKind::Delete as i32,
             namespace: scope.namespace.clone(),
@@ -615,6 +656,24 @@ impl KvState {
 
     pub fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.engine.db().get_cf(self.engine.cf(CF_SM_META), key)?)
+    }
+
+    /// Counts every stored record into `usage` by namespace (keys, and bytes as the `bytes`
+    /// quota counts them), from the records themselves: the recount stored usage must match.
+    pub fn recount_usage(&self, usage: &mut BTreeMap<String, Usage>) -> Result<(), StorageError> {
+        let db = self.engine.db();
+        for item in db.iterator_cf(self.engine.cf(CF_KV), IteratorMode::Start) {
+            let (storage_key, bytes) = item?;
+            let (scope, key) = decode_record_key(&storage_key)?;
+            let record: Record = record::decode(&bytes)?;
+            let counts = usage.entry(scope.namespace).or_default();
+            counts.add(Quota::Keys, 1);
+            counts.add(
+                Quota::Bytes,
+                record_bytes(&key, &record.value, &record.metadata),
+            );
+        }
+        Ok(())
     }
 
     fn read_record(&self, storage_key: &[u8]) -> Result<Option<Record>, StorageError> {
