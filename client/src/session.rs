@@ -33,9 +33,32 @@ pub(crate) fn bearer(token: &str) -> Result<AsciiMetadataValue, Error> {
         .map_err(|_| Error::InvalidArgument("the token is not printable ASCII".into()))
 }
 
+/// How long a login keeps trying while every node answers UNAVAILABLE (a cluster still
+/// starting: no leader yet, or auth not yet initialised where the client asked).
+const LOGIN_PATIENCE: Duration = Duration::from_secs(10);
+
 /// One exchange: the refresh token when given, else id and secret; on each channel in turn
-/// until one answers.
+/// until one answers, and again with backoff (within [`LOGIN_PATIENCE`]) while every node is
+/// unavailable.
 pub(crate) async fn login(
+    channels: &[Channel],
+    credentials: &Credentials,
+    refresh: Option<&str>,
+) -> Result<pb::Token, Error> {
+    let deadline = tokio::time::Instant::now() + LOGIN_PATIENCE;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match login_once(channels, credentials, refresh).await {
+            Err(Error::Unavailable { .. }) if tokio::time::Instant::now() + backoff < deadline => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn login_once(
     channels: &[Channel],
     credentials: &Credentials,
     refresh: Option<&str>,

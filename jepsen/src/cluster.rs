@@ -24,8 +24,111 @@ pub struct Node {
     armed: bool,
 }
 
+/// How clients reach a cluster with auth and client TLS on: its CA and the root account
+/// (from the bootstrap's `root.credentials`).
+#[derive(Clone)]
+pub struct Access {
+    ca_pem: Vec<u8>,
+    ca_file: PathBuf,
+    /// Where `strata login` keeps the CLI's token (`STRATA_TOKEN_FILE`).
+    token_file: PathBuf,
+    namespace: String,
+    id: String,
+    secret: String,
+}
+
+/// A client builder for `endpoints`, with the CA and the root's credentials when the cluster
+/// has auth on (the SDK exchanges them for a token and renews it).
+pub fn client(access: Option<&Access>, endpoints: &str) -> strata_client::ClientBuilder {
+    let builder = strata_client::Client::builder(endpoints);
+    match access {
+        Some(access) => builder.ca_pem(access.ca_pem.clone()).credentials(
+            access.namespace.clone(),
+            access.id.clone(),
+            access.secret.clone(),
+        ),
+        None => builder,
+    }
+}
+
+impl Access {
+    /// Reads the root's credentials from whichever data directory the bootstrap wrote them
+    /// to (waiting up to 30 s), and logs the CLI in with them.
+    fn establish(binary: &Path, dir: &Path, ids: &[u64], endpoints: &str) -> anyhow::Result<Self> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let text = loop {
+            let found = ids.iter().find_map(|id| {
+                std::fs::read_to_string(dir.join(format!("data-{id}/root.credentials"))).ok()
+            });
+            match found {
+                Some(text) => break text,
+                None if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
+                None => bail!("no root.credentials in any data directory after 30 s"),
+            }
+        };
+        let field = |name: &str| -> anyhow::Result<String> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} = ")))
+                .map(|v| v.trim_matches('"').to_string())
+                .with_context(|| format!("no {name} in root.credentials"))
+        };
+        let ca_file = dir.join("tls").join("ca.pem");
+        let access = Self {
+            ca_pem: std::fs::read(&ca_file).context("reading the cluster CA")?,
+            ca_file,
+            token_file: dir.join("token.json"),
+            namespace: field("namespace")?,
+            id: field("id")?,
+            secret: field("secret")?,
+        };
+        // The CLI (membership changes, status) uses a saved login, renewed when it runs out.
+        let mut attempts = 0;
+        loop {
+            let output = access
+                .cli(binary)
+                .args([
+                    "login",
+                    "--namespace",
+                    &access.namespace,
+                    "--id",
+                    &access.id,
+                ])
+                .args(["--endpoint", endpoints])
+                .env("STRATA_SECRET", &access.secret)
+                .output()?;
+            if output.status.success() {
+                return Ok(access);
+            }
+            attempts += 1;
+            if attempts >= 50 {
+                bail!(
+                    "strata login: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// A `strata` command that trusts the cluster CA and uses the saved login.
+    fn cli(&self, binary: &Path) -> Command {
+        let mut command = Command::new(binary);
+        command
+            .env("STRATA_CA_FILE", &self.ca_file)
+            .env("STRATA_TOKEN_FILE", &self.token_file)
+            .env_remove("STRATA_TOKEN");
+        command
+    }
+}
+
 pub struct Cluster {
     binary: PathBuf,
+    /// With auth and client TLS on: how clients get in.
+    pub access: Option<Access>,
+    /// Auth and client TLS on (the default; `--insecure` turns both off).
+    secure: bool,
     /// A deliberately broken server mode to run (see `--broken`).
     broken: Option<String>,
     dir: PathBuf,
@@ -72,12 +175,18 @@ impl Cluster {
         size: u64,
         broken: Option<String>,
         net: Option<crate::net::Network>,
+        secure: bool,
     ) -> anyhow::Result<Self> {
         let tls = dir.join("tls");
         let tls_str = tls.to_str().context("run directory is not UTF-8")?;
         run(binary, &["cert", "init", "--tls-dir", tls_str])?;
         let mut nodes = BTreeMap::new();
         for id in 1..=size {
+            // The client port's certificate names the address clients dial.
+            let host = match &net {
+                Some(crate::net::Network::Namespaces(net)) => net.address(id),
+                _ => "127.0.0.1".to_string(),
+            };
             run(
                 binary,
                 &[
@@ -87,6 +196,8 @@ impl Cluster {
                     tls_str,
                     "--node-id",
                     &id.to_string(),
+                    "--name",
+                    &host,
                 ],
             )?;
             // In a namespace of its own a node has its address and every port to itself.
@@ -129,6 +240,8 @@ impl Cluster {
             .join(",");
         let mut cluster = Self {
             binary: binary.to_owned(),
+            access: None,
+            secure,
             broken,
             dir: dir.to_owned(),
             initial,
@@ -141,7 +254,19 @@ impl Cluster {
         for id in 1..=size {
             cluster.spawn(id)?;
         }
+        if secure {
+            let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+            cluster.access = Some(Access::establish(binary, dir, &ids, &cluster.endpoints())?);
+        }
         Ok(cluster)
+    }
+
+    /// A `strata` command with the cluster's CA and login, when it has them.
+    fn cli(&self) -> Command {
+        match &self.access {
+            Some(access) => access.cli(&self.binary),
+            None => Command::new(&self.binary),
+        }
     }
 
     /// Starts (or restarts) node `id` on its data directory and ports.
@@ -188,8 +313,12 @@ impl Cluster {
             })
             .arg("--tls-dir")
             .arg(self.dir.join("tls"))
-            // The clients carry no tokens nor CA yet (issue 15 leaves the chaos suite without).
-            .args(["--auth", "off", "--client-tls", "off"])
+            // A cluster's defaults are auth and client TLS on.
+            .args(if self.secure {
+                vec![]
+            } else {
+                vec!["--auth", "off", "--client-tls", "off"]
+            })
             .arg("--data-dir")
             .arg(self.dir.join(format!("data-{id}")))
             .env(
@@ -284,7 +413,8 @@ impl Cluster {
             .filter(|n| n.id != except)
             .map(|n| n.grpc.as_str())
             .collect();
-        let output = Command::new(&self.binary)
+        let output = self
+            .cli()
             .arg("cluster")
             .args(args)
             .args(["--json", "--endpoint", &endpoints.join(",")])
@@ -429,7 +559,8 @@ impl Cluster {
 
     /// The leader as node `via` reports it (0: none known or no answer).
     pub fn leader(&self, via: u64) -> u64 {
-        let output = Command::new(&self.binary)
+        let output = self
+            .cli()
             .args([
                 "cluster",
                 "status",

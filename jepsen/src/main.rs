@@ -21,7 +21,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use serde::Serialize;
 use serde_json::json;
-use strata_client::{Client, Consistency, Error, List, Put, RetryPolicy, Txn};
+use strata_client::{Consistency, Error, List, Put, RetryPolicy, Txn};
 
 #[derive(Parser, Debug)]
 #[command(name = "strata-jepsen", about = "Chaos suite for Strata")]
@@ -84,6 +84,10 @@ struct Args {
     /// The strata binary (default: next to this one).
     #[arg(long)]
     strata: Option<PathBuf>,
+    /// Run the cluster with auth and client TLS off (a cluster's defaults are on: clients
+    /// then log in as the root account and trust the cluster CA).
+    #[arg(long)]
+    insecure: bool,
 }
 
 /// A seeded generator (SplitMix64): the schedule must replay from `--seed` alone.
@@ -295,7 +299,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             net::Network::Proxy(proxy::Proxy::start(args.nodes).await?)
         };
         let net = Some(net);
-        match cluster::Cluster::start(&strata, &dir, args.nodes, args.broken.clone(), net) {
+        match cluster::Cluster::start(
+            &strata,
+            &dir,
+            args.nodes,
+            args.broken.clone(),
+            net,
+            !args.insecure,
+        ) {
             Ok(cluster) => break cluster,
             Err(error) if attempt < 3 => {
                 println!("strata-jepsen: the cluster did not start ({error:#}); trying again");
@@ -305,12 +316,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
     };
     let endpoints = cluster.endpoints();
+    let access = cluster.access.clone();
     let started = Instant::now();
     let deadline = started + args.time_limit;
     let history: Arc<Mutex<Vec<Record>>> = Arc::default();
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let consumer = if args.workload == "stream" {
-        let client = Client::builder(&endpoints)
+        let client = cluster::client(access.as_ref(), &endpoints)
             .request_timeout(Duration::from_secs(3))
             .connect()
             .await?;
@@ -325,7 +337,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         // the others in order.
         let mut own = nodes.clone();
         own.rotate_left(process % nodes.len());
-        let client = Client::builder(own.join(","))
+        let client = cluster::client(access.as_ref(), &own.join(","))
             .request_timeout(Duration::from_secs(3))
             .retry_policy(RetryPolicy::none())
             .connect()
@@ -540,7 +552,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 
     // Recovery: how long until a write goes through again.
     let healed = Instant::now();
-    let client = Client::builder(&endpoints)
+    let client = cluster::client(access.as_ref(), &endpoints)
         .request_timeout(Duration::from_secs(3))
         .connect()
         .await?;
@@ -565,7 +577,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         "set" => check_set(&table, &history).await?,
         "registry" => {
             let nodes: Vec<String> = endpoints.split(',').map(str::to_string).collect();
-            registry::check(&client, &nodes, &history).await?
+            registry::check(&client, &nodes, access.as_ref(), &history).await?
         }
         "stream" => {
             draining.store(true, std::sync::atomic::Ordering::SeqCst);

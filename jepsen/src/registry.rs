@@ -201,6 +201,7 @@ async fn replay(client: &Client, revision: u64) -> anyhow::Result<Snapshot> {
 pub async fn check(
     client: &Client,
     endpoints: &[String],
+    access: Option<&crate::cluster::Access>,
     history: &[Record],
 ) -> anyhow::Result<Verdict> {
     let mut anomalies = Vec::new();
@@ -258,7 +259,7 @@ pub async fn check(
 
     // 2. Every node converges to the same state, and its watch history rebuilds it.
     for endpoint in endpoints {
-        let node = Client::builder(endpoint.as_str())
+        let node = crate::cluster::client(access, endpoint.as_str())
             .request_timeout(Duration::from_secs(5))
             .connect()
             .await?;

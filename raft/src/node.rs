@@ -854,8 +854,12 @@ impl RaftNode {
 
     async fn run_as_leader_unbounded(&self, op: LeaderOp) -> Result<LeaderReply, LeaderError> {
         match op {
-            LeaderOp::Write(request) if self.config.unsafe_ack_before_commit => {
-                // The broken mode (see RaftNodeConfig): propose, and answer without waiting.
+            LeaderOp::Write(request)
+                if self.config.unsafe_ack_before_commit
+                    && matches!(request.command, Command::Kv(_)) =>
+            {
+                // The broken mode (see RaftNodeConfig): propose a key-value write, and answer
+                // without waiting (other writes, logins among them, go through as usual).
                 let _pending = self
                     .raft
                     .client_write_ff(request)
