@@ -72,8 +72,17 @@ pub async fn consume(client: Client, draining: Arc<AtomicBool>) -> anyhow::Resul
     let mut subscription: Option<strata_client::stream::Subscription> = None;
     // Streams the SDK opened again by itself, over the subscriptions ended.
     let mut moved = 0;
+    // Acks in flight: each waits for its commit, but they run together (and share log
+    // entries), as a real consumer's would; the group's max_in_flight bounds them.
+    let mut acks = tokio::task::JoinSet::new();
+    let mut last_look: Option<Instant> = None;
     loop {
-        if draining.load(Ordering::SeqCst) {
+        while acks.try_join_next().is_some() {}
+        // While draining, look at the group's progress every quarter second, not per message.
+        let look = draining.load(Ordering::SeqCst)
+            && last_look.is_none_or(|at| at.elapsed() >= Duration::from_millis(250));
+        if look {
+            last_look = Some(Instant::now());
             let since = *drain_started.get_or_insert_with(Instant::now);
             if let Ok(info) = topic.info().await {
                 let done = info.groups.iter().any(|g| {
@@ -124,7 +133,9 @@ pub async fn consume(client: Client, draining: Arc<AtomicBool>) -> anyhow::Resul
                     String::from_utf8_lossy(&message.payload).into_owned(),
                 );
                 // An ack that fails is a lost ack: the message comes again (at least once).
-                let _ = delivery.ack().await;
+                acks.spawn(async move {
+                    let _ = delivery.ack().await;
+                });
             }
             Ok(Some(Err(_)) | None) => {
                 moved += subscription.take().map_or(0, |s| s.resubscribed() as u32);
