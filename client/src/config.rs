@@ -208,16 +208,31 @@ impl Config {
             path: path.into(),
             start_revision,
             secrets,
-            progress_interval_ms: 0,
+            progress_interval_ms: crate::watch::PROGRESS.as_millis() as u32,
         };
-        let stream = self
-            .endpoints
-            .call(Safety::Read, |mut client| {
-                let request = request.clone();
-                async move { client.watch(request).await }
-            })
-            .await?;
-        Ok(ConfigWatch { inner: stream })
+        let inner = crate::watch::open(
+            self.endpoints.clone(),
+            request,
+            |mut client, request| async move { client.watch(request).await },
+        )
+        .await?;
+        Ok(ConfigWatch { inner })
+    }
+}
+
+impl crate::watch::Request for proto::WatchRequest {
+    fn resume_after(&mut self, revision: u64) {
+        self.start_revision = revision + 1;
+    }
+
+    fn progress_ms(&self) -> u32 {
+        self.progress_interval_ms
+    }
+}
+
+impl crate::watch::Response for proto::WatchResponse {
+    fn seen_up_to(&self) -> Option<u64> {
+        Some(self.revision)
     }
 }
 
@@ -231,7 +246,7 @@ fn parse(text: &str) -> Result<Value, Error> {
 
 /// Changes of one watched value (progress messages are skipped).
 pub struct ConfigWatch {
-    inner: tonic::Streaming<proto::WatchResponse>,
+    inner: crate::watch::Resumable<proto::WatchResponse>,
 }
 
 impl Stream for ConfigWatch {
@@ -251,7 +266,7 @@ impl Stream for ConfigWatch {
                     });
                     return Poll::Ready(Some(change));
                 }
-                Poll::Ready(Some(Err(status))) => return Poll::Ready(Some(Err(status.into()))),
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             }

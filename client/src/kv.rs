@@ -399,25 +399,44 @@ impl Table {
             key: key.into(),
             prefix,
             start_revision,
-            progress_interval_ms: 0,
+            progress_interval_ms: crate::watch::PROGRESS.as_millis() as u32,
         };
-        let stream = self.kv.current().watch(request).await?.into_inner();
-        Ok(WatchStream { inner: stream })
+        let inner = crate::watch::open(self.kv.clone(), request, |mut kv, request| async move {
+            kv.watch(request).await
+        })
+        .await?;
+        Ok(WatchStream { inner })
+    }
+}
+
+impl crate::watch::Request for proto::WatchRequest {
+    fn resume_after(&mut self, revision: u64) {
+        self.start_revision = revision + 1;
+    }
+
+    fn progress_ms(&self) -> u32 {
+        self.progress_interval_ms
+    }
+}
+
+impl crate::watch::Response for proto::WatchResponse {
+    fn seen_up_to(&self) -> Option<u64> {
+        Some(self.revision)
     }
 }
 
 /// Watch responses: each item holds every matching event of one revision, or none (a progress
 /// notification saying the watcher has seen everything up to `revision`).
+/// A broken or silent stream is opened again on the next endpoint from the revision after the
+/// last one delivered (see `watch.rs`), for up to a minute.
 pub struct WatchStream {
-    inner: tonic::Streaming<proto::WatchResponse>,
+    inner: crate::watch::Resumable<proto::WatchResponse>,
 }
 
 impl Stream for WatchStream {
     type Item = Result<proto::WatchResponse, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.inner)
-            .poll_next(cx)
-            .map(|item| item.map(|r| r.map_err(Error::from)))
+        Pin::new(&mut self.inner).poll_next(cx)
     }
 }

@@ -25,6 +25,7 @@ pub mod registry;
 mod retry;
 mod session;
 pub mod stream;
+mod watch;
 
 pub use error::Error;
 

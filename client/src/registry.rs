@@ -197,30 +197,45 @@ impl Registry {
                 .progress_interval
                 .map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
         };
-        let stream = self
-            .endpoints
-            .call(Safety::Read, |mut client| {
-                let request = request.clone();
-                async move { client.watch(request).await }
-            })
-            .await?;
-        Ok(RegistryWatch { inner: stream })
+        let inner = crate::watch::open(
+            self.endpoints.clone(),
+            request,
+            |mut client, request| async move { client.watch(request).await },
+        )
+        .await?;
+        Ok(RegistryWatch { inner })
+    }
+}
+
+impl crate::watch::Request for proto::WatchRequest {
+    fn resume_after(&mut self, revision: u64) {
+        self.start_revision = revision + 1;
+        self.initial_snapshot = false;
+    }
+
+    fn progress_ms(&self) -> u32 {
+        self.progress_interval_ms
+    }
+}
+
+impl crate::watch::Response for proto::WatchResponse {
+    /// A snapshot's parts say nothing until its last one.
+    fn seen_up_to(&self) -> Option<u64> {
+        (!self.snapshot || self.snapshot_complete).then_some(self.revision)
     }
 }
 
 /// Watch responses: the events of one revision, a part of the initial snapshot, or a progress
 /// message (no events) saying everything up to `revision` was examined.
 pub struct RegistryWatch {
-    inner: tonic::Streaming<proto::WatchResponse>,
+    inner: crate::watch::Resumable<proto::WatchResponse>,
 }
 
 impl Stream for RegistryWatch {
     type Item = Result<proto::WatchResponse, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.inner)
-            .poll_next(cx)
-            .map(|item| item.map(|r| r.map_err(Error::from)))
+        Pin::new(&mut self.inner).poll_next(cx)
     }
 }
 

@@ -91,12 +91,6 @@ impl<C: Clone> Endpoints<C> {
         self.request_timeout
     }
 
-    /// The preferred endpoint's client (for streams, which are not retried).
-    pub(crate) fn current(&self) -> C {
-        let index = self.preferred.load(Ordering::Relaxed) % self.channels.len();
-        self.channels[index].1.clone()
-    }
-
     /// The preferred endpoint's index and client: for a stream that moves itself on failure.
     pub(crate) fn current_indexed(&self) -> (usize, C) {
         let index = self.preferred.load(Ordering::Relaxed) % self.channels.len();

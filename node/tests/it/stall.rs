@@ -123,3 +123,64 @@ async fn a_group_consumer_on_a_removed_node_moves_on_instead_of_stalling() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A watch served by a node that freezes (SIGSTOP: no error, no end, just silence) moves to
+/// another node by itself once three progress intervals pass without a word, resuming after the
+/// last revision it delivered: every write is seen once, in order, before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_on_a_frozen_node_moves_on_and_misses_nothing() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    let victim = (1..=3).find(|id| *id != leader).expect("a follower");
+    let mut endpoints = vec![cluster.node(victim).grpc.clone()];
+    endpoints.extend(
+        (1..=3)
+            .filter(|id| *id != victim)
+            .map(|id| cluster.node(id).grpc.clone()),
+    );
+    let watcher = connect(&endpoints).await;
+    let mut watch = watcher.table("db", "t").watch("k", true, 0).await.unwrap();
+    let writer = connect(&[cluster.node(leader).grpc.clone()]).await;
+    let table = writer.table("db", "t");
+    let mut seen: Vec<(u64, Vec<u8>)> = Vec::new();
+    for i in 0..10 {
+        table.put(format!("k{i:02}"), "v").await.unwrap();
+    }
+    take_until(&mut seen, 10, &mut watch).await;
+    cluster.node(victim).signal("STOP");
+    for i in 10..20 {
+        table.put(format!("k{i:02}"), "v").await.unwrap();
+    }
+    take_until(&mut seen, 20, &mut watch).await;
+    cluster.node(victim).signal("CONT");
+    let keys: Vec<Vec<u8>> = seen.iter().map(|(_, key)| key.clone()).collect();
+    let expected: Vec<Vec<u8>> = (0..20).map(|i| format!("k{i:02}").into_bytes()).collect();
+    assert_eq!(keys, expected, "every write once, in order");
+    assert!(
+        seen.windows(2).all(|w| w[0].0 < w[1].0),
+        "revisions only grow"
+    );
+}
+
+/// Reads `watch` until `seen` holds `count` events (within 40 s).
+async fn take_until(
+    seen: &mut Vec<(u64, Vec<u8>)>,
+    count: usize,
+    watch: &mut strata_client::WatchStream,
+) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while seen.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let item = tokio::time::timeout(left, watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {count} events arrived", seen.len()))
+            .expect("the watch ended")
+            .expect("the watch failed");
+        for event in item.events {
+            seen.push((
+                item.revision,
+                event.record.expect("a put has its record").key,
+            ));
+        }
+    }
+}
