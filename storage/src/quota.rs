@@ -92,9 +92,44 @@ impl std::fmt::Display for Quota {
     }
 }
 
-/// What a namespace holds, per counted quota.
+/// What a namespace holds, per counted quota. Stored as a list, so that quotas added later
+/// read older records (as zero).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(from = "Vec<u64>", into = "Vec<u64>")]
 pub struct Usage([u64; 5]);
+
+/// The first values of `list` into an array of zeros (a list from an older or newer format).
+fn padded<const N: usize>(list: Vec<u64>) -> [u64; N] {
+    let mut values = [0; N];
+    for (slot, value) in values.iter_mut().zip(list) {
+        *slot = value;
+    }
+    values
+}
+
+impl From<Vec<u64>> for Usage {
+    fn from(list: Vec<u64>) -> Self {
+        Usage(padded(list))
+    }
+}
+
+impl From<Usage> for Vec<u64> {
+    fn from(usage: Usage) -> Self {
+        usage.0.to_vec()
+    }
+}
+
+impl From<Vec<u64>> for Limits {
+    fn from(list: Vec<u64>) -> Self {
+        Limits(padded(list))
+    }
+}
+
+impl From<Limits> for Vec<u64> {
+    fn from(limits: Limits) -> Self {
+        limits.0.to_vec()
+    }
+}
 
 impl Usage {
     /// The count of a counted quota (0 for the request rate, which is not counted).
@@ -140,8 +175,9 @@ impl Delta {
     }
 }
 
-/// A namespace's limits; 0 means no limit.
+/// A namespace's limits; 0 means no limit. Stored as a list, like [`Usage`].
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(from = "Vec<u64>", into = "Vec<u64>")]
 pub struct Limits([u64; 6]);
 
 impl Limits {
@@ -515,6 +551,21 @@ mod tests {
         let staged = state.stage(&mut txn).unwrap();
         state.engine.db().write(txn.into_batch()).unwrap();
         state.publish(staged);
+    }
+
+    #[test]
+    fn stored_counts_read_back_across_formats() {
+        let mut usage = Usage::default();
+        usage.add(Quota::Nodes, 3);
+        let bytes = bincode::serialize(&usage).unwrap();
+        assert_eq!(bincode::deserialize::<Usage>(&bytes).unwrap(), usage);
+        // A record with fewer quotas (older) or more (newer) still reads.
+        let older = bincode::serialize(&vec![7u64, 8]).unwrap();
+        let read: Usage = bincode::deserialize(&older).unwrap();
+        assert_eq!((read.get(Quota::Keys), read.get(Quota::Nodes)), (7, 0));
+        let newer = bincode::serialize(&vec![1u64; 9]).unwrap();
+        let read: Limits = bincode::deserialize(&newer).unwrap();
+        assert_eq!(read.get(Quota::RequestsPerSecond), 1);
     }
 
     #[test]

@@ -226,8 +226,11 @@ pub async fn run(args: NsArgs) -> anyhow::Result<()> {
                 );
             }
             let page = client.usage(request).await.map_err(status)?.into_inner();
-            if let Some(entry) = page.namespaces.iter().find(|e| e.namespace == namespace) {
-                print(entry, json);
+            match page.namespaces.iter().find(|e| e.namespace == namespace) {
+                Some(entry) => print(entry, json),
+                // Only the defaults can be absent: no namespace `*` has been given limits.
+                None if json => println!("{}", serde_json::json!({"namespace": namespace})),
+                None => println!("namespace {namespace}: no limits set"),
             }
         }
     }
