@@ -4,11 +4,15 @@
 # system, against the commit before it, in the same run (this machine is shared and noisy).
 #
 #   git worktree add /tmp/base <commit>
-#   (cd /tmp/base && CARGO_TARGET_DIR=$PWD/../main/target cargo build --profile release \
+#   (cd /tmp/base && CARGO_TARGET_DIR=/path/to/this/target cargo build --profile release \
 #      -p strata-node -p strata-bench) && cp target/release/strata /tmp/strata-base
+#   # The shared target dir now holds the base's workspace crates, newer than this tree's
+#   # sources: touch them, or cargo takes the stale ones (seen: "cannot find `quota`").
+#   find */src */benches proto/proto -name '*.rs' -o -name '*.proto' | xargs touch
 #   cargo build --profile release -p strata-node -p strata-bench
 #   BASE=/tmp/strata-base bench/ab.sh                       # kv-put and kv-get, 64 clients
 #   BASE=/tmp/strata-base CLIENTS=1 WORKLOADS="kv-put" bench/ab.sh
+# Sharing the target dir reuses RocksDB's compiled C++ (25 minutes here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
