@@ -122,6 +122,11 @@ struct ServeArgs {
     /// namespace; the root account is made in it.
     #[arg(long, env = "STRATA_SUPER_NAMESPACE", default_value = "micro")]
     super_namespace: String,
+    /// Most long-lived calls (watch, consume, subscribe) open on this node at once; more get
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "STRATA_MAX_STREAMS", default_value_t = server::DEFAULT_MAX_STREAMS,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_streams: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -172,6 +177,7 @@ fn main() -> std::process::ExitCode {
                     client_tls: args.client_tls.map(|switch| switch == Switch::On),
                     client_ca_file: args.client_ca_file,
                     super_namespace: args.super_namespace,
+                    max_streams: args.max_streams as usize,
                 })
                 .await
             }

@@ -161,3 +161,36 @@ impl Body for Expiring {
         SizeHint::default()
     }
 }
+
+/// A response body that holds its call's place among the node's long-lived calls until the
+/// body is dropped (the call ended or the client went away).
+pub struct Holding {
+    inner: tonic::body::Body,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Holding {
+    pub fn new(inner: tonic::body::Body, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+        Self { inner, _slot: slot }
+    }
+}
+
+impl Body for Holding {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -109,10 +109,19 @@ pub struct Gate {
     streaming: std::collections::HashSet<String>,
     rates: RateLimiter,
     metrics: Metrics,
+    /// One permit per open long-lived call on this node.
+    streams: Arc<tokio::sync::Semaphore>,
+    max_streams: usize,
 }
 
 impl Gate {
-    pub fn new(node: RaftNode, enabled: bool, super_namespace: String, metrics: Metrics) -> Self {
+    pub fn new(
+        node: RaftNode,
+        enabled: bool,
+        super_namespace: String,
+        metrics: Metrics,
+        max_streams: usize,
+    ) -> Self {
         let view = node.auth().view().clone();
         Self {
             enabled,
@@ -129,7 +138,24 @@ impl Gate {
             streaming: super::expiring::streaming_methods(),
             rates: RateLimiter::default(),
             metrics,
+            streams: Arc::new(tokio::sync::Semaphore::new(max_streams)),
+            max_streams,
         }
+    }
+
+    /// A place for one more long-lived call on this node, or RESOURCE_EXHAUSTED.
+    fn stream_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.streams.clone().try_acquire_owned().map_err(|_| {
+            status::with_code(
+                Code::ResourceExhausted,
+                "too_many_streams",
+                format!(
+                    "this node has {} long-lived calls (watch, consume, subscribe) open, its \
+                     limit (--max-streams); close one or use another node",
+                    self.max_streams
+                ),
+            )
+        })
     }
 
     /// What an admitted streaming call must stay valid against: its bearer token, or the
@@ -541,18 +567,29 @@ where
             if let Err(status) = gate.within_rate(path, &caller) {
                 return Ok(status.into_http());
             }
+            let streaming = gate.streaming.contains(request.uri().path());
+            // Long-lived calls hold a place for as long as their response lasts.
+            let slot = match streaming.then(|| gate.stream_slot()).transpose() {
+                Ok(slot) => slot,
+                Err(status) => return Ok(status.into_http()),
+            };
             // A long-lived call lives no longer than its credential (see expiring.rs).
-            let bound = if gate.streaming.contains(request.uri().path()) {
+            let bound = if streaming {
                 gate.bound_of(&caller, request.headers())
             } else {
                 None
             };
             request.extensions_mut().insert(caller);
             let response = inner.call(request).await?;
-            Ok(match bound {
+            let response = match bound {
                 Some(bound) => response.map(|body| {
                     tonic::body::Body::new(super::expiring::Expiring::new(body, gate, bound))
                 }),
+                None => response,
+            };
+            Ok(match slot {
+                Some(slot) => response
+                    .map(|body| tonic::body::Body::new(super::expiring::Holding::new(body, slot))),
                 None => response,
             })
         })

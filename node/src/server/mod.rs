@@ -69,7 +69,15 @@ pub struct ServeConfig {
     pub auth: Option<bool>,
     /// The platform's super-tenant namespace: its admins act on every namespace.
     pub super_namespace: String,
+    /// Long-lived calls open at once on this node.
+    pub max_streams: usize,
 }
+
+/// Long-lived calls open at once on a node, by default. An idle one costs about 16 KiB; one
+/// whose reader stopped holds up to its bounded buffer.
+pub const DEFAULT_MAX_STREAMS: u64 = 10_000;
+/// Calls in flight on one client connection (HTTP/2 streams); a client waits for a free one.
+const MAX_STREAMS_PER_CONNECTION: u32 = 1_000;
 
 impl ServeConfig {
     /// The secret key: the given file, or in local mode DATA_DIR/secret.key (created on first
@@ -249,6 +257,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         auth_on,
         config.super_namespace.clone(),
         metrics.clone(),
+        config.max_streams,
     ));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let sweeper = tokio::spawn(node.clone().run_expiry_sweeper(stopped.clone()));
@@ -320,7 +329,8 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder =
+        tonic::transport::Server::builder().max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
     if let Some(tls) = client_tls {
         builder = builder
             .tls_config(tls)

@@ -167,3 +167,43 @@ async fn bad_input_is_refused_and_changes_nothing() {
     );
     assert_eq!(client.databases().await.unwrap(), ["db"]);
 }
+
+/// Long-lived calls are bounded per node: past `--max-streams` a new watch or subscription
+/// gets RESOURCE_EXHAUSTED, and a place frees as soon as a call ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_lived_calls_are_bounded_per_node() {
+    let server = Server::start_with(&["--max-streams", "3"]);
+    let client = server.client("bounded").await;
+    let table = client.table("db", "t");
+    let mut open = Vec::new();
+    for i in 0..3 {
+        open.push(table.watch(format!("k{i}"), false, 0).await.unwrap());
+    }
+    let refused = table
+        .watch("k9", false, 0)
+        .await
+        .err()
+        .expect("a fourth watch opened");
+    match &refused {
+        Error::Status(status) => {
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+            assert!(status.message().contains("--max-streams"), "{status:?}");
+        }
+        other => panic!("expected RESOURCE_EXHAUSTED, got {other:?}"),
+    }
+    // Other calls are not affected.
+    table.put("k0", "v").await.unwrap();
+    // Ending one call frees its place.
+    open.pop();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match table.watch("k9", false, 0).await {
+            Ok(_) => break,
+            Err(error) if std::time::Instant::now() < deadline => {
+                let _ = error;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("no place freed after a watch ended: {error:?}"),
+        }
+    }
+}
