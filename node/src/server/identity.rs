@@ -159,7 +159,7 @@ impl Gate {
     }
 
     /// What an admitted streaming call must stay valid against: its bearer token, or the
-    /// account its `Basic` secret was checked for (at that account's generation now).
+    /// account its `Basic` secret was checked for (at the generation it was checked against).
     fn bound_of(&self, caller: &Caller, headers: &http::HeaderMap) -> Option<Bound> {
         match (credentials(headers), &caller.token, &caller.identity) {
             (Ok(Credentials::Bearer(token)), Some((_, exp)), _) => {
