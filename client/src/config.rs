@@ -220,21 +220,7 @@ impl Config {
     }
 }
 
-impl crate::watch::Request for proto::WatchRequest {
-    fn resume_after(&mut self, revision: u64) {
-        self.start_revision = revision + 1;
-    }
-
-    fn progress_ms(&self) -> u32 {
-        self.progress_interval_ms
-    }
-}
-
-impl crate::watch::Response for proto::WatchResponse {
-    fn seen_up_to(&self) -> Option<u64> {
-        Some(self.revision)
-    }
-}
+crate::watch::revision_watch!(proto::WatchRequest, proto::WatchResponse);
 
 fn parse(text: &str) -> Result<Value, Error> {
     serde_json::from_str(text).map_err(|e| {

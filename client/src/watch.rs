@@ -40,6 +40,29 @@ pub(crate) trait Response: Send + 'static {
     fn seen_up_to(&self) -> Option<u64>;
 }
 
+/// Implements [`Request`] and [`Response`] for a watch whose every response, change or
+/// progress, says everything up to its `revision` was seen (key-value, config).
+macro_rules! revision_watch {
+    ($request:ty, $response:ty) => {
+        impl $crate::watch::Request for $request {
+            fn resume_after(&mut self, revision: u64) {
+                self.start_revision = revision + 1;
+            }
+
+            fn progress_ms(&self) -> u32 {
+                self.progress_interval_ms
+            }
+        }
+
+        impl $crate::watch::Response for $response {
+            fn seen_up_to(&self) -> Option<u64> {
+                Some(self.revision)
+            }
+        }
+    };
+}
+pub(crate) use revision_watch;
+
 type Opened<R> = Result<tonic::Response<tonic::Streaming<R>>, Status>;
 
 /// The caller's side: responses in order, or the error that ended the watch.

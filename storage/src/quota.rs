@@ -257,6 +257,15 @@ impl View {
             .copied()
             .unwrap_or_default()
     }
+
+    fn quota_of(&self, namespace: &str) -> NamespaceQuota {
+        NamespaceQuota {
+            namespace: namespace.to_string(),
+            usage: self.usage.get(namespace).copied().unwrap_or_default(),
+            own: self.limits.get(namespace).copied(),
+            effective: self.effective(namespace),
+        }
+    }
 }
 
 /// What an entry changed, to be shown to readers once its batch is written.
@@ -456,23 +465,9 @@ impl QuotaState {
         self.read().effective(namespace).get(quota)
     }
 
-    /// Whether any namespace (or the defaults) limits `quota`: a cheap test before per-call work.
-    pub fn any_limit(&self, quota: Quota) -> bool {
-        self.read()
-            .limits
-            .values()
-            .any(|limits| limits.get(quota) > 0)
-    }
-
     /// One namespace's usage and limits.
     pub fn namespace(&self, namespace: &str) -> NamespaceQuota {
-        let view = self.read();
-        NamespaceQuota {
-            namespace: namespace.to_string(),
-            usage: view.usage.get(namespace).copied().unwrap_or_default(),
-            own: view.limits.get(namespace).copied(),
-            effective: view.effective(namespace),
-        }
+        self.read().quota_of(namespace)
     }
 
     /// Every namespace that holds something or has limits, by name (the defaults as `*`).
@@ -483,12 +478,7 @@ impl QuotaState {
         names.dedup();
         names
             .into_iter()
-            .map(|namespace| NamespaceQuota {
-                namespace: namespace.clone(),
-                usage: view.usage.get(namespace).copied().unwrap_or_default(),
-                own: view.limits.get(namespace).copied(),
-                effective: view.effective(namespace),
-            })
+            .map(|namespace| view.quota_of(namespace))
             .collect()
     }
 

@@ -12,7 +12,7 @@ use strata_proto::auth::v1 as pb;
 use strata_proto::auth::v1::auth_client::AuthClient;
 use tonic::metadata::MetadataValue;
 
-use super::ClientArgs;
+use super::{status, ClientArgs};
 
 /// A saved login.
 #[derive(Serialize, Deserialize)]
@@ -155,10 +155,6 @@ async fn connect_to(
 
 async fn authed(args: &ClientArgs) -> anyhow::Result<Auth> {
     connect(args, args.token().await?).await
-}
-
-fn status(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
 }
 
 /// A secret from a file (`-`: standard input), first line.

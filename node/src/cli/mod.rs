@@ -64,6 +64,11 @@ pub fn endpoint(
     Ok(endpoint)
 }
 
+/// A refusal from a raw gRPC client, for the operator: its code and message.
+pub fn status(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+}
+
 /// A channel to the first of comma-separated `endpoints`.
 pub async fn channel(
     endpoints: &str,

@@ -6,7 +6,7 @@ use strata_proto::namespace::v1 as pb;
 use strata_proto::namespace::v1::namespaces_client::NamespacesClient;
 
 use super::auth::{interceptor, BoxedInterceptor};
-use super::ClientArgs;
+use super::{status, ClientArgs};
 
 type Namespaces = NamespacesClient<
     tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BoxedInterceptor>,
@@ -141,10 +141,6 @@ async fn connect(args: &ClientArgs) -> anyhow::Result<Namespaces> {
         channel,
         interceptor(token, args.namespace.as_deref())?,
     ))
-}
-
-fn status(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
 }
 
 pub async fn run(args: NsArgs) -> anyhow::Result<()> {

@@ -20,6 +20,17 @@ use crate::harness::Cluster;
 
 const TOPIC: &str = "orders";
 
+/// Every node's endpoint, `victim`'s first: a client reaches it first and the others after.
+fn victim_first(cluster: &Cluster, victim: u64) -> Vec<String> {
+    let mut endpoints = vec![cluster.node(victim).grpc.clone()];
+    endpoints.extend(
+        (1..=3)
+            .filter(|id| *id != victim)
+            .map(|id| cluster.node(id).grpc.clone()),
+    );
+    endpoints
+}
+
 async fn connect(endpoints: &[String]) -> Client {
     Client::builder(endpoints.join(","))
         .namespace("stall")
@@ -35,12 +46,7 @@ async fn a_group_consumer_on_a_removed_node_moves_on_instead_of_stalling() {
     let leader = cluster.wait_for_leader(Duration::from_secs(20));
     let victim = (1..=3).find(|id| *id != leader).expect("a follower");
     // The consumer reaches the victim first, the other nodes after it.
-    let mut endpoints = vec![cluster.node(victim).grpc.clone()];
-    endpoints.extend(
-        (1..=3)
-            .filter(|id| *id != victim)
-            .map(|id| cluster.node(id).grpc.clone()),
-    );
+    let endpoints = victim_first(&cluster, victim);
     let consumer = connect(&endpoints).await;
     let publisher = connect(&[cluster.node(leader).grpc.clone()]).await;
     let topic = publisher.topic(TOPIC);
@@ -132,12 +138,7 @@ async fn a_watch_on_a_frozen_node_moves_on_and_misses_nothing() {
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_for_leader(Duration::from_secs(20));
     let victim = (1..=3).find(|id| *id != leader).expect("a follower");
-    let mut endpoints = vec![cluster.node(victim).grpc.clone()];
-    endpoints.extend(
-        (1..=3)
-            .filter(|id| *id != victim)
-            .map(|id| cluster.node(id).grpc.clone()),
-    );
+    let endpoints = victim_first(&cluster, victim);
     let watcher = connect(&endpoints).await;
     let mut watch = watcher.table("db", "t").watch("k", true, 0).await.unwrap();
     let writer = connect(&[cluster.node(leader).grpc.clone()]).await;
