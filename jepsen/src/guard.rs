@@ -10,6 +10,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -17,6 +18,9 @@ use std::time::Duration;
 static PHASE: Mutex<&str> = Mutex::new("starting");
 /// The namespaces of this run, to remove on an abnormal exit: (tag, nodes).
 static NAMESPACES: Mutex<Option<(String, u64)>> = Mutex::new(None);
+
+/// Set once the watchdog or a signal is ending the run: its exit code is the one that counts.
+static ABANDONING: AtomicBool = AtomicBool::new(false);
 
 /// Exit code of a run the watchdog ended.
 pub const EXIT_OVERRAN: i32 = 4;
@@ -52,6 +56,7 @@ pub fn die_with_parent(command: &mut Command) -> &mut Command {
 /// Removes this run's namespaces and bridge and exits at once with `code`; the nodes die with
 /// this process.
 fn abandon(code: i32, why: &str) -> ! {
+    ABANDONING.store(true, Ordering::SeqCst);
     println!("strata-jepsen: {why}");
     let made = NAMESPACES.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some((tag, nodes)) = made {
@@ -61,6 +66,17 @@ fn abandon(code: i32, why: &str) -> ! {
     let _ = std::io::stdout().flush();
     // SAFETY: ends the process; no Rust state is used afterwards.
     unsafe { libc::_exit(code) }
+}
+
+/// Called before the process ends on its own: if the run is being abandoned (whose removal of
+/// the namespaces may itself be what made the run fail), waits for the abandoning thread to end
+/// the process with its code instead of racing it with another.
+pub fn settle() {
+    if ABANDONING.load(Ordering::SeqCst) {
+        loop {
+            std::thread::park();
+        }
+    }
 }
 
 /// Starts the watchdog (ends the run `bound` from now) and the SIGINT/SIGTERM handler.

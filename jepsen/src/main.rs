@@ -195,7 +195,9 @@ pub(crate) fn definitely_failed(error: &Error) -> bool {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    match run(args).await {
+    let outcome = run(args).await;
+    guard::settle();
+    match outcome {
         Ok(true) => std::process::ExitCode::SUCCESS,
         Ok(false) => std::process::ExitCode::from(1),
         Err(error) => {
