@@ -127,6 +127,10 @@ struct ServeArgs {
     #[arg(long, env = "STRATA_MAX_STREAMS", default_value_t = server::DEFAULT_MAX_STREAMS,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_streams: u64,
+    /// Serve Micro v3's APIs (store.Store, ...) on the client port beside Strata's own, over
+    /// the same data, so unmodified Micro services can use this cluster (docs/micro.md).
+    #[arg(long, env = "STRATA_MICRO", value_enum, default_value = "on")]
+    micro: Switch,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -178,6 +182,7 @@ fn main() -> std::process::ExitCode {
                     client_ca_file: args.client_ca_file,
                     super_namespace: args.super_namespace,
                     max_streams: args.max_streams as usize,
+                    micro: args.micro == Switch::On,
                 })
                 .await
             }

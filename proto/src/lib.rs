@@ -51,5 +51,15 @@ pub mod namespace {
     }
 }
 
+/// Micro v3's APIs, served over the same data for unmodified Micro services
+/// (shared/MICRO_API.md). Clients are generated as the protos say; servers take every
+/// response stream as bidirectional (see build.rs).
+pub mod micro {
+    /// `store.Store` and `store.BlobStore`.
+    pub mod store {
+        tonic::include_proto!("store");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every Strata proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("strata_descriptor");

@@ -10,6 +10,7 @@ pub mod http;
 pub mod identity;
 pub mod kv;
 pub mod metrics;
+pub mod micro;
 pub mod namespace;
 pub mod namespaces;
 pub mod rate;
@@ -71,6 +72,8 @@ pub struct ServeConfig {
     pub super_namespace: String,
     /// Long-lived calls open at once on this node.
     pub max_streams: usize,
+    /// Serve Micro v3's APIs beside Strata's own.
+    pub micro: bool,
 }
 
 /// Long-lived calls open at once on a node, by default. An idle one costs about 16 KiB; one
@@ -324,6 +327,16 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         node.clone(),
         metrics.clone(),
     ));
+    // Micro's clients send and accept up to 32 MiB (shared/MICRO_API.md §1).
+    let micro_store = config.micro.then(|| {
+        strata_proto::micro::store::store_server::StoreServer::new(micro::store::StoreService::new(
+            node.clone(),
+            metrics.clone(),
+            config.max_value_bytes,
+        ))
+        .max_decoding_message_size(config.max_value_bytes + REQUEST_OVERHEAD_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES)
+    });
     // Small responses must not wait for delayed ACKs (Nagle): a listener handed to tonic does not
     // get the server's nodelay setting, so set it on the incoming stream.
     let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
@@ -339,8 +352,10 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     } else if !single {
         tracing::warn!("the client port of this cluster node serves plaintext (--client-tls off)");
     }
-    // One identity layer in front of every service (see identity.rs).
+    // One identity layer in front of every service (see identity.rs); Micro's calls get
+    // Micro's error shape from whichever layer refused them (micro/errors.rs).
     let grpc = builder
+        .layer(micro::errors::MicroErrorsLayer)
         .layer(identity::GateLayer(gate))
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -351,6 +366,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .add_service(cluster)
         .add_service(auth_service)
         .add_service(namespaces)
+        .add_optional_service(micro_store)
         .serve_with_incoming_shutdown(incoming, until(stopped.clone()));
     let http = http::serve(http_listener, node.clone(), metrics, until(stopped.clone()));
 

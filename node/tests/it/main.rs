@@ -9,6 +9,7 @@ mod config;
 mod durability;
 mod harness;
 mod kv;
+mod micro;
 mod ops;
 mod quota;
 mod registry;

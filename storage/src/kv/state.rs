@@ -564,6 +564,26 @@ impl KvState {
             .collect())
     }
 
+    /// Every (namespace, database) pair holding at least one key, in order.
+    pub fn all_databases(&self) -> Result<Vec<(String, String)>, StorageError> {
+        let cf = self.engine.cf(CF_KV_CATALOG);
+        let mut pairs = BTreeSet::new();
+        for item in self.engine.db().iterator_cf(cf, IteratorMode::Start) {
+            let (key, _) = item?;
+            let segments = keys::decode(&key)?;
+            let [namespace, database, ..] = segments.as_slice() else {
+                return Err(StorageError::Corrupt(
+                    "catalog key with too few segments".into(),
+                ));
+            };
+            pairs.insert((
+                String::from_utf8_lossy(namespace).into_owned(),
+                String::from_utf8_lossy(database).into_owned(),
+            ));
+        }
+        Ok(pairs.into_iter().collect())
+    }
+
     /// Tables of `namespace`/`database` holding at least one key.
     pub fn tables(&self, namespace: &str, database: &str) -> Result<Vec<String>, StorageError> {
         self.catalog_names(&[namespace.as_bytes(), database.as_bytes()], 2)
