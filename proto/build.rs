@@ -18,10 +18,11 @@ const PROTOS: &[&str] = &[
     "proto/strata/auth/v1/auth.proto",
     "proto/strata/namespace/v1/namespace.proto",
     "proto/micro/store/store.proto",
+    "proto/micro/registry/registry.proto",
 ];
 
 /// Packages whose servers take every response stream as bidirectional.
-const MICRO_PACKAGES: &[&str] = &["store"];
+const MICRO_PACKAGES: &[&str] = &["store", "registry"];
 
 /// Tonic's generator, except that Micro's servers are generated from a copy of the service
 /// whose response-streaming methods also stream requests.

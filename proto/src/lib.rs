@@ -59,6 +59,10 @@ pub mod micro {
     pub mod store {
         tonic::include_proto!("store");
     }
+    /// `registry.Registry`.
+    pub mod registry {
+        tonic::include_proto!("registry");
+    }
 }
 
 /// Encoded `FileDescriptorSet` of every Strata proto, for gRPC server reflection.

@@ -66,7 +66,11 @@ impl LeaseTable {
                     last_seen: now,
                 };
             }
-            if now.saturating_duration_since(lease.last_seen) >= Duration::from_millis(row.ttl_ms) {
+            // A TTL of 0 never runs out (Micro's registrations without a TTL).
+            if row.ttl_ms > 0
+                && now.saturating_duration_since(lease.last_seen)
+                    >= Duration::from_millis(row.ttl_ms)
+            {
                 due.push(ExpireNode {
                     key: row.key.clone(),
                     mod_revision: row.mod_revision,
@@ -123,5 +127,9 @@ mod tests {
         // Nodes gone from the state are forgotten.
         table.due(2, &[], at(6_000));
         assert!(table.is_empty());
+        // A TTL of 0 never runs out.
+        let forever = [row("c", 0, 9)];
+        assert!(table.due(2, &forever, at(6_000)).is_empty());
+        assert!(table.due(2, &forever, at(600_000_000)).is_empty());
     }
 }

@@ -399,12 +399,12 @@ impl Follower for ConfigFollower {
         Ok(out)
     }
 
-    fn progress(&self, revision: u64) -> pb::WatchResponse {
-        pb::WatchResponse {
+    fn progress(&self, revision: u64) -> Option<pb::WatchResponse> {
+        Some(pb::WatchResponse {
             old_value: String::new(),
             new_value: String::new(),
             revision,
             changed: false,
-        }
+        })
     }
 }

@@ -31,8 +31,10 @@ pub trait Follower: Send + 'static {
         revision: u64,
         events: &[RegistryEvent],
     ) -> Result<Vec<Self::Response>, Status>;
-    /// A message saying everything up to `revision` was examined.
-    fn progress(&self, revision: u64) -> Self::Response;
+    /// A message saying everything up to `revision` was examined; `None` for watchers whose
+    /// protocol has no such message (Micro's), which are still ended when their node turns
+    /// out stale.
+    fn progress(&self, revision: u64) -> Option<Self::Response>;
 }
 
 /// Before a long-lived stream (a watch's progress, a consume stream's heartbeat) tells its
@@ -140,8 +142,10 @@ impl<F: Follower> Pump<F> {
                     };
                     sent_at = tokio::time::Instant::now();
                     let seen = (self.next - 1).min(applied);
-                    if self.sender.send(Ok(self.follower.progress(seen))).await.is_err() {
-                        return;
+                    if let Some(progress) = self.follower.progress(seen) {
+                        if self.sender.send(Ok(progress)).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 _ = client_side.closed() => return,

@@ -337,6 +337,18 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .max_decoding_message_size(config.max_value_bytes + REQUEST_OVERHEAD_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES)
     });
+    let micro_registry = config.micro.then(|| {
+        strata_proto::micro::registry::registry_server::RegistryServer::new(
+            micro::registry::RegistryService::new(
+                node.clone(),
+                metrics.clone(),
+                config.registry_max_nodes,
+                stopped.clone(),
+            ),
+        )
+        .max_decoding_message_size(config.max_value_bytes + REQUEST_OVERHEAD_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES)
+    });
     // Small responses must not wait for delayed ACKs (Nagle): a listener handed to tonic does not
     // get the server's nodelay setting, so set it on the incoming stream.
     let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
@@ -367,6 +379,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .add_service(auth_service)
         .add_service(namespaces)
         .add_optional_service(micro_store)
+        .add_optional_service(micro_registry)
         .serve_with_incoming_shutdown(incoming, until(stopped.clone()));
     let http = http::serve(http_listener, node.clone(), metrics, until(stopped.clone()));
 

@@ -73,8 +73,6 @@ impl RegistryService {
         let service = request
             .service
             .ok_or_else(|| validate::invalid("service is required".into()))?;
-        validate::name("service.name", &service.name)?;
-        let version = version_of(&service.version)?;
         if request.ttl_seconds == 0 || request.ttl_seconds > MAX_TTL_SECONDS {
             return Err(validate::invalid(format!(
                 "ttl_seconds must be 1 to {MAX_TTL_SECONDS} (a day), got {}; a node must \
@@ -82,74 +80,92 @@ impl RegistryService {
                 request.ttl_seconds
             )));
         }
-        if service.nodes.is_empty() {
-            return Err(validate::invalid(
-                "service.nodes is empty: register at least one node".into(),
-            ));
-        }
-        if service.nodes.len() as u64 > self.max_nodes {
-            return Err(validate::invalid(format!(
-                "{} nodes in one registration; the limit is {} per service (--registry-max-nodes)",
-                service.nodes.len(),
-                self.max_nodes
-            )));
-        }
-        let mut seen = HashSet::new();
-        let mut nodes = Vec::with_capacity(service.nodes.len());
-        for node in service.nodes {
-            id("node id", &node.id)?;
-            if !seen.insert(node.id.clone()) {
-                return Err(validate::invalid(format!(
-                    "node id {:?} appears twice in one registration",
-                    node.id
-                )));
-            }
-            validate::host_port(&format!("address of node {:?}", node.id), &node.address)?;
-            nodes.push(NodeInfo {
-                id: node.id,
-                address: node.address,
-                metadata: validate::metadata(&node.metadata)?,
-            });
-        }
-        if service.endpoints.len() > MAX_ENDPOINTS {
-            return Err(validate::invalid(format!(
-                "{} endpoints; the limit is {MAX_ENDPOINTS}",
-                service.endpoints.len()
-            )));
-        }
-        let mut budget = MAX_TYPE_INFOS;
-        let mut endpoints = Vec::with_capacity(service.endpoints.len());
-        for endpoint in service.endpoints {
-            id("endpoint name", &endpoint.name)?;
-            endpoints.push(Endpoint {
-                request: endpoint
-                    .request
-                    .map(|t| type_info(t, 0, &mut budget))
-                    .transpose()?,
-                response: endpoint
-                    .response
-                    .map(|t| type_info(t, 0, &mut budget))
-                    .transpose()?,
-                metadata: validate::metadata(&endpoint.metadata)?,
-                name: endpoint.name,
-            });
-        }
-        Ok(RegistryCommand::Register {
+        register_command(
             namespace,
-            service: service.name,
-            version,
-            info: ServiceInfo {
-                metadata: validate::metadata(&service.metadata)?,
-                endpoints,
-            },
-            nodes,
-            ttl_ms: u64::from(request.ttl_seconds) * 1000,
-            max_nodes: self.max_nodes,
-        })
+            service,
+            u64::from(request.ttl_seconds) * 1000,
+            self.max_nodes,
+        )
     }
 }
 
-fn version_of(version: &str) -> Result<String, Status> {
+/// A registration of `service`'s nodes in `namespace` for `ttl_ms` (0: no expiry, for Micro's
+/// registrations without a TTL), checked against every input limit.
+pub fn register_command(
+    namespace: String,
+    service: pb::Service,
+    ttl_ms: u64,
+    max_nodes: u64,
+) -> Result<RegistryCommand, Status> {
+    validate::name("service.name", &service.name)?;
+    let version = version_of(&service.version)?;
+    if service.nodes.is_empty() {
+        return Err(validate::invalid(
+            "service.nodes is empty: register at least one node".into(),
+        ));
+    }
+    if service.nodes.len() as u64 > max_nodes {
+        return Err(validate::invalid(format!(
+            "{} nodes in one registration; the limit is {} per service (--registry-max-nodes)",
+            service.nodes.len(),
+            max_nodes
+        )));
+    }
+    let mut seen = HashSet::new();
+    let mut nodes = Vec::with_capacity(service.nodes.len());
+    for node in service.nodes {
+        id("node id", &node.id)?;
+        if !seen.insert(node.id.clone()) {
+            return Err(validate::invalid(format!(
+                "node id {:?} appears twice in one registration",
+                node.id
+            )));
+        }
+        validate::host_port(&format!("address of node {:?}", node.id), &node.address)?;
+        nodes.push(NodeInfo {
+            id: node.id,
+            address: node.address,
+            metadata: validate::metadata(&node.metadata)?,
+        });
+    }
+    if service.endpoints.len() > MAX_ENDPOINTS {
+        return Err(validate::invalid(format!(
+            "{} endpoints; the limit is {MAX_ENDPOINTS}",
+            service.endpoints.len()
+        )));
+    }
+    let mut budget = MAX_TYPE_INFOS;
+    let mut endpoints = Vec::with_capacity(service.endpoints.len());
+    for endpoint in service.endpoints {
+        id("endpoint name", &endpoint.name)?;
+        endpoints.push(Endpoint {
+            request: endpoint
+                .request
+                .map(|t| type_info(t, 0, &mut budget))
+                .transpose()?,
+            response: endpoint
+                .response
+                .map(|t| type_info(t, 0, &mut budget))
+                .transpose()?,
+            metadata: validate::metadata(&endpoint.metadata)?,
+            name: endpoint.name,
+        });
+    }
+    Ok(RegistryCommand::Register {
+        namespace,
+        service: service.name,
+        version,
+        info: ServiceInfo {
+            metadata: validate::metadata(&service.metadata)?,
+            endpoints,
+        },
+        nodes,
+        ttl_ms,
+        max_nodes,
+    })
+}
+
+pub fn version_of(version: &str) -> Result<String, Status> {
     if version.is_empty() {
         return Ok(DEFAULT_VERSION.into());
     }
@@ -157,7 +173,7 @@ fn version_of(version: &str) -> Result<String, Status> {
     Ok(version.into())
 }
 
-fn id(field: &str, value: &str) -> Result<(), Status> {
+pub fn id(field: &str, value: &str) -> Result<(), Status> {
     if value.is_empty() || value.len() > MAX_ID_BYTES {
         return Err(validate::invalid(format!(
             "{field} must be 1 to {MAX_ID_BYTES} bytes, got {}",
@@ -351,13 +367,13 @@ impl Follower for RegistryFollower {
         }])
     }
 
-    fn progress(&self, revision: u64) -> pb::WatchResponse {
-        pb::WatchResponse {
+    fn progress(&self, revision: u64) -> Option<pb::WatchResponse> {
+        Some(pb::WatchResponse {
             events: Vec::new(),
             revision,
             snapshot: false,
             snapshot_complete: false,
-        }
+        })
     }
 }
 

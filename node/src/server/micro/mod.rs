@@ -8,6 +8,7 @@
 //! checks it with [`authorize`] or [`authorize_admin`] (Micro's `Authorize`/`AuthorizeAdmin`).
 
 pub mod errors;
+pub mod registry;
 pub mod store;
 
 use tonic::{Request, Status};

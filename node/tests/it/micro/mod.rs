@@ -3,6 +3,8 @@
 //! `x-content-type`, `timeout` in nanoseconds, `micro-namespace`), streams that are never
 //! half-closed, and errors read back from the JSON in `grpc-message`.
 
+mod cluster;
+mod registry;
 mod store;
 
 use std::time::Duration;
@@ -74,9 +76,32 @@ pub fn assert_micro_error(status: &tonic::Status, id: &str, code: i64) -> String
     error["detail"].as_str().unwrap_or_default().to_string()
 }
 
-/// Calls a response-streaming method the way Micro's client does: one request message on a
-/// request stream that is never closed. Returns every response until the server ends the
-/// stream, which must happen within 10 s.
+/// Opens a response-streaming method the way Micro's client does: one request message on a
+/// request stream that is never closed.
+pub async fn open_stream<Req, Resp>(
+    channel: MicroChannel,
+    path: &'static str,
+    request: Req,
+) -> Result<tonic::Streaming<Resp>, tonic::Status>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let requests = futures::stream::once(async move { request }).chain(futures::stream::pending());
+    Ok(grpc
+        .streaming(
+            tonic::Request::new(requests),
+            http::uri::PathAndQuery::from_static(path),
+            tonic_prost::ProstCodec::<Req, Resp>::default(),
+        )
+        .await?
+        .into_inner())
+}
+
+/// [`open_stream`], then every response until the server ends the stream, which must happen
+/// within 10 s.
 pub async fn never_half_closed<Req, Resp>(
     channel: MicroChannel,
     path: &'static str,
@@ -86,18 +111,8 @@ where
     Req: prost::Message + Send + Sync + 'static,
     Resp: prost::Message + Default + Send + Sync + 'static,
 {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let requests = futures::stream::once(async move { request }).chain(futures::stream::pending());
     let call = async {
-        let mut responses = grpc
-            .streaming(
-                tonic::Request::new(requests),
-                http::uri::PathAndQuery::from_static(path),
-                tonic_prost::ProstCodec::<Req, Resp>::default(),
-            )
-            .await?
-            .into_inner();
+        let mut responses = open_stream(channel, path, request).await?;
         let mut all = Vec::new();
         while let Some(response) = responses.message().await? {
             all.push(response);

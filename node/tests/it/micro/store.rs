@@ -9,9 +9,9 @@ use strata_proto::micro::store as pb;
 use strata_proto::micro::store::store_client::StoreClient;
 
 use super::{assert_micro_error, channel, never_half_closed, MicroChannel};
-use crate::harness::{auth, Cluster, Server};
+use crate::harness::{auth, Server};
 
-fn record(key: &str, value: &str, expiry: i64) -> pb::Record {
+pub fn record(key: &str, value: &str, expiry: i64) -> pb::Record {
     pb::Record {
         key: key.into(),
         value: value.as_bytes().to_vec(),
@@ -27,7 +27,7 @@ fn write_options(database: &str, table: &str) -> Option<pb::WriteOptions> {
     })
 }
 
-async fn write(store: &mut StoreClient<MicroChannel>, db: &str, table: &str, rec: pb::Record) {
+pub async fn write(store: &mut StoreClient<MicroChannel>, db: &str, table: &str, rec: pb::Record) {
     store
         .write(pb::WriteRequest {
             record: Some(rec),
@@ -37,7 +37,7 @@ async fn write(store: &mut StoreClient<MicroChannel>, db: &str, table: &str, rec
         .unwrap_or_else(|s| panic!("write: {s:?}"));
 }
 
-async fn read(
+pub async fn read(
     store: &mut StoreClient<MicroChannel>,
     key: &str,
     options: pb::ReadOptions,
@@ -56,7 +56,7 @@ fn keys(records: &[pb::Record]) -> Vec<&str> {
 }
 
 /// List as Micro's client calls it (never half-closed); the keys of its one response.
-async fn list(grpc: &str, token: Option<&str>, options: pb::ListOptions) -> Vec<String> {
+pub async fn list(grpc: &str, token: Option<&str>, options: pb::ListOptions) -> Vec<String> {
     let responses: Vec<pb::ListResponse> = never_half_closed(
         channel(grpc, token, None).await,
         "/store.Store/List",
@@ -70,7 +70,7 @@ async fn list(grpc: &str, token: Option<&str>, options: pb::ListOptions) -> Vec<
     responses.into_iter().next().unwrap().keys
 }
 
-fn list_options(db: &str, table: &str) -> pb::ListOptions {
+pub fn list_options(db: &str, table: &str) -> pb::ListOptions {
     pb::ListOptions {
         database: db.into(),
         table: table.into(),
@@ -474,56 +474,4 @@ async fn store_tenancy_follows_authorize_admin() {
         .into_inner()
         .databases;
     assert!(databases.contains(&"acme".to_string()), "{databases:?}");
-}
-
-#[tokio::test]
-async fn store_through_a_follower_of_a_three_node_cluster() {
-    let cluster = Cluster::start(3, &[]);
-    let leader = cluster.wait_for_leader(Duration::from_secs(30));
-    let follower = cluster
-        .nodes
-        .keys()
-        .copied()
-        .find(|id| *id != leader)
-        .unwrap();
-    let other = cluster
-        .nodes
-        .keys()
-        .copied()
-        .find(|id| *id != leader && *id != follower)
-        .unwrap();
-    let mut via_follower =
-        StoreClient::new(channel(&cluster.node(follower).grpc, None, None).await);
-    for i in 0..20 {
-        write(
-            &mut via_follower,
-            "acme",
-            "t",
-            record(&format!("k{i:02}"), &i.to_string(), 0),
-        )
-        .await;
-    }
-    // Reads are linearizable on every node: each sees every acknowledged write at once.
-    for id in [follower, other, leader] {
-        let mut store = StoreClient::new(channel(&cluster.node(id).grpc, None, None).await);
-        let all = read(
-            &mut store,
-            "k",
-            pb::ReadOptions {
-                database: "acme".into(),
-                table: "t".into(),
-                prefix: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        assert_eq!(all.len(), 20, "node {id}");
-        assert_eq!(
-            list(&cluster.node(id).grpc, None, list_options("acme", "t"))
-                .await
-                .len(),
-            20
-        );
-    }
 }

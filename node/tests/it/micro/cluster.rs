@@ -1,0 +1,68 @@
+//! Micro's APIs against a three-node cluster, through a follower: writes forwarded to the
+//! leader, reads linearizable on every node.
+
+use std::time::Duration;
+
+use strata_proto::micro::registry::registry_client::RegistryClient;
+use strata_proto::micro::store as pb;
+use strata_proto::micro::store::store_client::StoreClient;
+
+use super::channel;
+use super::registry::{get, service};
+use super::store::{list, list_options, read, record, write};
+use crate::harness::Cluster;
+
+#[tokio::test]
+async fn micro_apis_through_a_follower_of_a_three_node_cluster() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(30));
+    let follower = cluster
+        .nodes
+        .keys()
+        .copied()
+        .find(|id| *id != leader)
+        .unwrap();
+    let other = cluster
+        .nodes
+        .keys()
+        .copied()
+        .find(|id| *id != leader && *id != follower)
+        .unwrap();
+    let follower_grpc = &cluster.node(follower).grpc;
+    let mut store = StoreClient::new(channel(follower_grpc, None, None).await);
+    for i in 0..20 {
+        write(
+            &mut store,
+            "acme",
+            "t",
+            record(&format!("k{i:02}"), &i.to_string(), 0),
+        )
+        .await;
+    }
+    let mut registry = RegistryClient::new(channel(follower_grpc, None, None).await);
+    registry
+        .register(service("greeter", &[("g-1", "10.0.0.1:1")], "", 90))
+        .await
+        .unwrap();
+    // Every node sees every acknowledged write at once.
+    for id in [follower, other, leader] {
+        let grpc = &cluster.node(id).grpc;
+        let mut store = StoreClient::new(channel(grpc, None, None).await);
+        let all = read(
+            &mut store,
+            "k",
+            pb::ReadOptions {
+                database: "acme".into(),
+                table: "t".into(),
+                prefix: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(all.len(), 20, "node {id}");
+        assert_eq!(list(grpc, None, list_options("acme", "t")).await.len(), 20);
+        let mut registry = RegistryClient::new(channel(grpc, None, None).await);
+        assert_eq!(get(&mut registry, "greeter", "").await.unwrap().len(), 1);
+    }
+}
