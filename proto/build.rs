@@ -19,10 +19,11 @@ const PROTOS: &[&str] = &[
     "proto/strata/namespace/v1/namespace.proto",
     "proto/micro/store/store.proto",
     "proto/micro/registry/registry.proto",
+    "proto/micro/config/config.proto",
 ];
 
 /// Packages whose servers take every response stream as bidirectional.
-const MICRO_PACKAGES: &[&str] = &["store", "registry"];
+const MICRO_PACKAGES: &[&str] = &["store", "registry", "config"];
 
 /// Tonic's generator, except that Micro's servers are generated from a copy of the service
 /// whose response-streaming methods also stream requests.

@@ -63,6 +63,10 @@ pub mod micro {
     pub mod registry {
         tonic::include_proto!("registry");
     }
+    /// `config.Config`.
+    pub mod config {
+        tonic::include_proto!("config");
+    }
 }
 
 /// Encoded `FileDescriptorSet` of every Strata proto, for gRPC server reflection.

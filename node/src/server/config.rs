@@ -101,6 +101,10 @@ impl ConfigService {
         }
     }
 
+    pub fn node(&self) -> &RaftNode {
+        &self.node
+    }
+
     async fn read_barrier(&self, consistency: i32) -> Result<(), Status> {
         match validate::enumeration::<pb::Consistency>("consistency", consistency)? {
             pb::Consistency::Serializable => Ok(()),
@@ -130,7 +134,93 @@ impl ConfigService {
         }
     }
 
-    fn document(
+    /// The value at `path` (dotted) of document `key`, revealed or masked, with its record;
+    /// NOT_FOUND when the document does not exist, `null` when the path does not. Reads the
+    /// local state: the caller chooses the read barrier.
+    pub fn value_at(
+        &self,
+        namespace: &str,
+        key: &str,
+        path: &str,
+        secrets: bool,
+    ) -> Result<(Value, strata_registry::ConfigRecord), Status> {
+        key_name(key)?;
+        let path = path_of(path)?;
+        let record = self.document(namespace, key)?;
+        let value = self
+            .revealer(namespace, key, secrets)
+            .at(Some(&record.document), &path)?;
+        Ok((value, record))
+    }
+
+    /// Merges the JSON text `value` at `path` of document `key` through the log (objects key
+    /// by key, anything else replaces), sealing every leaf when `secret`. Returns the revision
+    /// (0 when the document was already so).
+    pub async fn set_at(
+        &self,
+        namespace: String,
+        key: String,
+        path: &str,
+        value: &str,
+        secret: bool,
+    ) -> Result<u64, Status> {
+        key_name(&key)?;
+        let path = path_of(path)?;
+        validate::value("value", value.as_bytes(), self.max_value_bytes)?;
+        let value: Value = serde_json::from_str(value)
+            .map_err(|e| validate::invalid(format!("value is not valid JSON: {e}")))?;
+        if json::uses_marker(&value) {
+            return Err(validate::invalid(format!(
+                "value uses the reserved object key {:?}; to store a secret, set \
+                 secret=true",
+                json::SECRET_MARKER
+            )));
+        }
+        if path.is_empty() && !value.is_object() {
+            return Err(validate::invalid(
+                "a document is a JSON object: set an object at the empty path, or \
+                 give a path for other values"
+                    .into(),
+            ));
+        }
+        let value = if secret {
+            let sealer = self.secret_key.as_ref().ok_or_else(no_key)?;
+            let context = secrets::context(&namespace, &key);
+            json::seal_leaves(value, &mut |leaf| {
+                Ok::<_, Status>(sealer.seal(&context, leaf.to_string().as_bytes()))
+            })?
+        } else {
+            value
+        };
+        self.write(RegistryCommand::ConfigSet {
+            namespace,
+            key,
+            path,
+            value: value.to_string(),
+            max_document_bytes: self.max_value_bytes as u64,
+        })
+        .await
+    }
+
+    /// Removes the subtree at `path` of document `key` through the log; a missing path
+    /// changes nothing (revision 0).
+    pub async fn delete_at(
+        &self,
+        namespace: String,
+        key: String,
+        path: &str,
+    ) -> Result<u64, Status> {
+        key_name(&key)?;
+        let path = path_of(path)?;
+        self.write(RegistryCommand::ConfigDelete {
+            namespace,
+            key,
+            path,
+        })
+        .await
+    }
+
+    pub fn document(
         &self,
         namespace: &str,
         key: &str,
@@ -159,13 +249,9 @@ impl pb::config_server::Config for ConfigService {
             .observed("ConfigGet", async {
                 let namespace = namespace::of(&request)?;
                 let request = request.into_inner();
-                key_name(&request.key)?;
-                let path = path_of(&request.path)?;
                 self.read_barrier(request.consistency).await?;
-                let record = self.document(&namespace, &request.key)?;
-                let value = self
-                    .revealer(&namespace, &request.key, request.secrets)
-                    .at(Some(&record.document), &path)?;
+                let (value, record) =
+                    self.value_at(&namespace, &request.key, &request.path, request.secrets)?;
                 Ok(pb::GetResponse {
                     value: value.to_string(),
                     revision: record.mod_revision,
@@ -182,42 +268,14 @@ impl pb::config_server::Config for ConfigService {
             .observed("ConfigSet", async {
                 let namespace = namespace::of(&request)?;
                 let request = request.into_inner();
-                key_name(&request.key)?;
-                let path = path_of(&request.path)?;
-                validate::value("value", request.value.as_bytes(), self.max_value_bytes)?;
-                let value: Value = serde_json::from_str(&request.value)
-                    .map_err(|e| validate::invalid(format!("value is not valid JSON: {e}")))?;
-                if json::uses_marker(&value) {
-                    return Err(validate::invalid(format!(
-                        "value uses the reserved object key {:?}; to store a secret, set \
-                         secret=true",
-                        json::SECRET_MARKER
-                    )));
-                }
-                if path.is_empty() && !value.is_object() {
-                    return Err(validate::invalid(
-                        "a document is a JSON object: set an object at the empty path, or \
-                         give a path for other values"
-                            .into(),
-                    ));
-                }
-                let value = if request.secret {
-                    let key = self.secret_key.as_ref().ok_or_else(no_key)?;
-                    let context = secrets::context(&namespace, &request.key);
-                    json::seal_leaves(value, &mut |leaf| {
-                        Ok::<_, Status>(key.seal(&context, leaf.to_string().as_bytes()))
-                    })?
-                } else {
-                    value
-                };
                 let revision = self
-                    .write(RegistryCommand::ConfigSet {
+                    .set_at(
                         namespace,
-                        key: request.key,
-                        path,
-                        value: value.to_string(),
-                        max_document_bytes: self.max_value_bytes as u64,
-                    })
+                        request.key,
+                        &request.path,
+                        &request.value,
+                        request.secret,
+                    )
                     .await?;
                 Ok(pb::SetResponse { revision })
             })
@@ -232,14 +290,8 @@ impl pb::config_server::Config for ConfigService {
             .observed("ConfigDelete", async {
                 let namespace = namespace::of(&request)?;
                 let request = request.into_inner();
-                key_name(&request.key)?;
-                let path = path_of(&request.path)?;
                 let revision = self
-                    .write(RegistryCommand::ConfigDelete {
-                        namespace,
-                        key: request.key,
-                        path,
-                    })
+                    .delete_at(namespace, request.key, &request.path)
                     .await?;
                 Ok(pb::DeleteResponse { revision })
             })

@@ -308,15 +308,23 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     ))
     .max_decoding_message_size(config.max_value_bytes + REQUEST_OVERHEAD_BYTES)
     .max_encoding_message_size(MAX_RESPONSE_BYTES);
-    let config_service = ConfigServer::new(config::ConfigService::new(
+    let config_handler = config::ConfigService::new(
         node.clone(),
         metrics.clone(),
         config.max_value_bytes,
         secret_key,
         stopped.clone(),
-    ))
-    .max_decoding_message_size(config.max_value_bytes + REQUEST_OVERHEAD_BYTES)
-    .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    );
+    let micro_config = config.micro.then(|| {
+        strata_proto::micro::config::config_server::ConfigServer::new(
+            micro::config::MicroConfigService::new(config_handler.clone(), metrics.clone()),
+        )
+        .max_decoding_message_size(config.max_value_bytes + REQUEST_OVERHEAD_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES)
+    });
+    let config_service = ConfigServer::new(config_handler)
+        .max_decoding_message_size(config.max_value_bytes + REQUEST_OVERHEAD_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let cluster = ClusterServer::new(cluster::ClusterService::new(node.clone(), metrics.clone()));
     let auth_service = AuthServer::new(auth::AuthService::new(
         node.clone(),
@@ -380,6 +388,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .add_service(namespaces)
         .add_optional_service(micro_store)
         .add_optional_service(micro_registry)
+        .add_optional_service(micro_config)
         .serve_with_incoming_shutdown(incoming, until(stopped.clone()));
     let http = http::serve(http_listener, node.clone(), metrics, until(stopped.clone()));
 

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use strata_proto::micro::config as config_pb;
+use strata_proto::micro::config::config_client::ConfigClient;
 use strata_proto::micro::registry::registry_client::RegistryClient;
 use strata_proto::micro::store as pb;
 use strata_proto::micro::store::store_client::StoreClient;
@@ -44,6 +46,19 @@ async fn micro_apis_through_a_follower_of_a_three_node_cluster() {
         .register(service("greeter", &[("g-1", "10.0.0.1:1")], "", 90))
         .await
         .unwrap();
+    let mut config = ConfigClient::new(channel(follower_grpc, None, None).await);
+    config
+        .set(config_pb::SetRequest {
+            namespace: "acme".into(),
+            path: "a.b".into(),
+            value: Some(config_pb::Value {
+                data: "42".into(),
+                format: String::new(),
+            }),
+            options: None,
+        })
+        .await
+        .unwrap();
     // Every node sees every acknowledged write at once.
     for id in [follower, other, leader] {
         let grpc = &cluster.node(id).grpc;
@@ -64,5 +79,18 @@ async fn micro_apis_through_a_follower_of_a_three_node_cluster() {
         assert_eq!(list(grpc, None, list_options("acme", "t")).await.len(), 20);
         let mut registry = RegistryClient::new(channel(grpc, None, None).await);
         assert_eq!(get(&mut registry, "greeter", "").await.unwrap().len(), 1);
+        let mut config = ConfigClient::new(channel(grpc, None, None).await);
+        let value = config
+            .get(config_pb::GetRequest {
+                namespace: "acme".into(),
+                path: "a.b".into(),
+                options: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .value
+            .unwrap();
+        assert_eq!(value.data, "42", "node {id}");
     }
 }

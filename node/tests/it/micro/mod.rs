@@ -4,6 +4,7 @@
 //! half-closed, and errors read back from the JSON in `grpc-message`.
 
 mod cluster;
+mod config;
 mod registry;
 mod store;
 
