@@ -20,10 +20,15 @@ const PROTOS: &[&str] = &[
     "proto/micro/store/store.proto",
     "proto/micro/registry/registry.proto",
     "proto/micro/config/config.proto",
+    "proto/micro/events/events.proto",
 ];
 
 /// Packages whose servers take every response stream as bidirectional.
-const MICRO_PACKAGES: &[&str] = &["store", "registry", "config"];
+const MICRO_PACKAGES: &[&str] = &["store", "registry", "config", "events"];
+
+/// Methods whose server takes request frames raw, to decode by position (Micro's Consume
+/// stream carries a ConsumeRequest, then AckRequests, which conflict on tag 2).
+const RAW_REQUESTS: &[(&str, &str, &str)] = &[("events", "Stream", "Consume")];
 
 /// Tonic's generator, except that Micro's servers are generated from a copy of the service
 /// whose response-streaming methods also stream requests.
@@ -42,6 +47,14 @@ impl prost_build::ServiceGenerator for Generator {
         for method in &mut server.methods {
             if method.server_streaming {
                 method.client_streaming = true;
+            }
+            let here = (
+                service.package.as_str(),
+                service.proto_name.as_str(),
+                method.proto_name.as_str(),
+            );
+            if RAW_REQUESTS.contains(&here) {
+                method.input_type = "crate::RawFrame".into();
             }
         }
         self.clients.generate(service, buf);

@@ -290,16 +290,32 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     ))
     .max_decoding_message_size(config.max_value_bytes + REQUEST_OVERHEAD_BYTES)
     .max_encoding_message_size(MAX_RESPONSE_BYTES);
-    let stream = StreamServer::new(stream::StreamService::new(
+    let stream_handler = stream::StreamService::new(
         node.clone(),
         metrics.clone(),
         config.max_message_bytes,
         stopped.clone(),
-    ))
-    .max_decoding_message_size(
-        stream::StreamService::max_request_bytes(config.max_message_bytes) + REQUEST_OVERHEAD_BYTES,
-    )
-    .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    );
+    let micro_events = config.micro.then(|| {
+        let events = micro::events::EventsService::new(stream_handler.clone(), metrics.clone());
+        let limit = stream::StreamService::max_request_bytes(config.max_message_bytes)
+            + REQUEST_OVERHEAD_BYTES;
+        (
+            strata_proto::micro::events::stream_server::StreamServer::new(events.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
+            strata_proto::micro::events::store_server::StoreServer::new(events)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        )
+    });
+    let (micro_events_stream, micro_events_store) = micro_events.unzip();
+    let stream = StreamServer::new(stream_handler)
+        .max_decoding_message_size(
+            stream::StreamService::max_request_bytes(config.max_message_bytes)
+                + REQUEST_OVERHEAD_BYTES,
+        )
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let registry = RegistryServer::new(registry::RegistryService::new(
         node.clone(),
         metrics.clone(),
@@ -389,6 +405,8 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .add_optional_service(micro_store)
         .add_optional_service(micro_registry)
         .add_optional_service(micro_config)
+        .add_optional_service(micro_events_stream)
+        .add_optional_service(micro_events_store)
         .serve_with_incoming_shutdown(incoming, until(stopped.clone()));
     let http = http::serve(http_listener, node.clone(), metrics, until(stopped.clone()));
 

@@ -68,7 +68,10 @@ pub struct StreamService {
     stopping: tokio::sync::watch::Receiver<bool>,
 }
 
-type ConsumeStream = Pin<Box<dyn Stream<Item = Result<pb::ConsumeResponse, Status>> + Send>>;
+pub type ConsumeStream = Pin<Box<dyn Stream<Item = Result<pb::ConsumeResponse, Status>> + Send>>;
+/// A consume session's requests after `subscribe` (acks and nacks): a gRPC stream, or one
+/// adapted from another protocol (Micro's events).
+pub type Inbound = Pin<Box<dyn Stream<Item = Result<pb::ConsumeRequest, Status>> + Send>>;
 
 impl StreamService {
     pub fn new(
@@ -86,6 +89,10 @@ impl StreamService {
     }
 
     /// Largest request this service decodes: one full batch.
+    pub fn node(&self) -> &RaftNode {
+        &self.node
+    }
+
     pub fn max_request_bytes(max_message_bytes: usize) -> usize {
         max_message_bytes.max(MAX_BATCH_BYTES)
     }
@@ -103,7 +110,7 @@ impl StreamService {
     }
 
     /// `index`: the message's place in a batch, named in errors.
-    fn new_message(
+    pub fn new_message(
         &self,
         index: Option<usize>,
         payload: Vec<u8>,
@@ -133,7 +140,47 @@ impl StreamService {
         })
     }
 
-    async fn publish_messages(
+    /// Starts a consume session for `subscribe` in `namespace`, fed by `inbound` (its acks and
+    /// nacks); a group is created (its start fixed) before this returns.
+    pub async fn open_consume(
+        &self,
+        namespace: String,
+        subscribe: pb::Subscribe,
+        inbound: Inbound,
+    ) -> Result<ConsumeStream, Status> {
+        let subscription = subscription_of(subscribe)?;
+        let (sender, receiver) = mpsc::channel(CONSUME_CHANNEL_CAPACITY);
+        let context = SessionContext {
+            node: self.node.clone(),
+            notices: self.node.subscribe_streams(),
+            namespace,
+            out: sender,
+            stopping: self.stopping.clone(),
+            heartbeat: subscription.heartbeat,
+            last_sent: Instant::now(),
+        };
+        match subscription.group.clone() {
+            Some(group) => {
+                let session = GroupSession {
+                    consumer: format!("node-{}/{:016x}", self.node.node_id(), rand_u64()),
+                    group,
+                    subscription,
+                    context,
+                };
+                // Create the group (fixing its start) before answering, so that a
+                // client that subscribes and then publishes never misses its own
+                // messages, and a refused subscription fails the call itself.
+                session.step(Vec::new(), 0).await?;
+                tokio::spawn(session.run(inbound));
+            }
+            None => {
+                tokio::spawn(run_ephemeral(context, subscription, inbound));
+            }
+        }
+        Ok(Box::pin(ReceiverStream::new(receiver)) as ConsumeStream)
+    }
+
+    pub async fn publish_messages(
         &self,
         namespace: String,
         topic: String,
@@ -513,36 +560,8 @@ impl pb::stream_server::Stream for StreamService {
                         ))
                     }
                 };
-                let subscription = subscription_of(subscribe)?;
-                let (sender, receiver) = mpsc::channel(CONSUME_CHANNEL_CAPACITY);
-                let context = SessionContext {
-                    node: self.node.clone(),
-                    notices: self.node.subscribe_streams(),
-                    namespace,
-                    out: sender,
-                    stopping: self.stopping.clone(),
-                    heartbeat: subscription.heartbeat,
-                    last_sent: Instant::now(),
-                };
-                match subscription.group.clone() {
-                    Some(group) => {
-                        let session = GroupSession {
-                            consumer: format!("node-{}/{:016x}", self.node.node_id(), rand_u64()),
-                            group,
-                            subscription,
-                            context,
-                        };
-                        // Create the group (fixing its start) before answering, so that a
-                        // client that subscribes and then publishes never misses its own
-                        // messages, and a refused subscription fails the call itself.
-                        session.step(Vec::new(), 0).await?;
-                        tokio::spawn(session.run(inbound));
-                    }
-                    None => {
-                        tokio::spawn(run_ephemeral(context, subscription, inbound));
-                    }
-                }
-                Ok(Box::pin(ReceiverStream::new(receiver)) as ConsumeStream)
+                self.open_consume(namespace, subscribe, Box::pin(inbound))
+                    .await
             })
             .await
     }
@@ -776,6 +795,30 @@ impl pb::stream_server::Stream for StreamService {
 
 impl StreamService {
     /// CreateTopic (`update` false) or UpdateTopic.
+    /// Creates `topic` with the default retention unless it exists (Micro's topics appear on
+    /// first use). Creating it counts against the `topics` quota like any creation.
+    pub async fn ensure_topic(&self, namespace: &str, topic: &str) -> Result<(), Status> {
+        topic_name("topic", topic)?;
+        if self
+            .node
+            .stream()
+            .topic(namespace, topic)
+            .map_err(status::storage)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        match self
+            .put_topic(namespace.to_string(), topic.to_string(), None, false)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Made meanwhile by someone else: as good.
+            Err(status) if status.code() == tonic::Code::AlreadyExists => Ok(()),
+            Err(status) => Err(status),
+        }
+    }
+
     async fn put_topic(
         &self,
         namespace: String,
@@ -857,7 +900,7 @@ impl SessionContext {
     async fn wait(
         &mut self,
         topic: &str,
-        inbound: &mut Option<Streaming<pb::ConsumeRequest>>,
+        inbound: &mut Option<Inbound>,
         timer: Option<Instant>,
     ) -> Wake {
         let request = async {
@@ -951,11 +994,7 @@ impl SessionContext {
 
 /// An ephemeral subscription: every message from the start position, read from this node's
 /// applied state. No log entries, no durable state, auto-ack only.
-async fn run_ephemeral(
-    mut context: SessionContext,
-    subscription: Subscription,
-    inbound: Streaming<pb::ConsumeRequest>,
-) {
+async fn run_ephemeral(mut context: SessionContext, subscription: Subscription, inbound: Inbound) {
     let mut inbound = Some(inbound);
     let topic = subscription.topic;
     let state = context.node.stream().clone();
@@ -1040,7 +1079,7 @@ struct GroupSession {
 }
 
 impl GroupSession {
-    async fn run(mut self, inbound: Streaming<pb::ConsumeRequest>) {
+    async fn run(mut self, inbound: Inbound) {
         let mut inbound = Some(inbound);
         let topic = self.subscription.topic.clone();
         let ack_wait = Duration::from_millis(self.subscription.config.ack_wait_ms);

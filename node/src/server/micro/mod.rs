@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod errors;
+pub mod events;
 pub mod registry;
 pub mod store;
 

@@ -5,6 +5,7 @@
 
 mod cluster;
 mod config;
+mod events;
 mod registry;
 mod store;
 
