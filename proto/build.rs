@@ -21,10 +21,11 @@ const PROTOS: &[&str] = &[
     "proto/micro/registry/registry.proto",
     "proto/micro/config/config.proto",
     "proto/micro/events/events.proto",
+    "proto/micro/auth/auth.proto",
 ];
 
 /// Packages whose servers take every response stream as bidirectional.
-const MICRO_PACKAGES: &[&str] = &["store", "registry", "config", "events"];
+const MICRO_PACKAGES: &[&str] = &["store", "registry", "config", "events", "auth"];
 
 /// Methods whose server takes request frames raw, to decode by position (Micro's Consume
 /// stream carries a ConsumeRequest, then AckRequests, which conflict on tag 2).

@@ -71,6 +71,10 @@ pub mod micro {
     pub mod events {
         tonic::include_proto!("events");
     }
+    /// `auth.Auth`, `auth.Accounts` and `auth.Rules`.
+    pub mod auth {
+        tonic::include_proto!("auth");
+    }
 }
 
 /// One protobuf message kept as its encoded bytes, for streams whose messages are decoded by

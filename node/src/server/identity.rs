@@ -45,14 +45,16 @@ fn dummy_hash() -> &'static str {
 /// How long a call waits for a turn to have its secret checked.
 const HASHING_WAIT: Duration = Duration::from_secs(5);
 
-/// Calls that need no token: exchanging credentials for one, inspecting one, the public key,
-/// and server reflection.
+/// Calls that need no token: exchanging credentials for one, inspecting one, the public key
+/// (natively and through Micro's auth.Auth), and server reflection.
 fn is_public(path: &str) -> bool {
     matches!(
         path,
         "/strata.auth.v1.Auth/Token"
             | "/strata.auth.v1.Auth/Inspect"
             | "/strata.auth.v1.Auth/PublicKey"
+            | "/auth.Auth/Token"
+            | "/auth.Auth/Inspect"
     ) || path.starts_with("/grpc.reflection.")
 }
 
@@ -278,7 +280,8 @@ impl Gate {
         }
         // A namespace's admins always reach its auth service, so no rule locks them out of
         // fixing the rules; super admins are above every tenant's rules.
-        let admin_managing = path.starts_with("/strata.auth.v1.Auth/")
+        let admin_managing = (path.starts_with("/strata.auth.v1.Auth/")
+            || path.starts_with("/auth."))
             && identity.is_admin_kind()
             && identity.issuer == namespace;
         if !super_admin && !admin_managing {

@@ -342,11 +342,25 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .max_decoding_message_size(config.max_value_bytes + REQUEST_OVERHEAD_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let cluster = ClusterServer::new(cluster::ClusterService::new(node.clone(), metrics.clone()));
-    let auth_service = AuthServer::new(auth::AuthService::new(
+    let auth_handler = Arc::new(auth::AuthService::new(
         node.clone(),
         gate.clone(),
         metrics.clone(),
     ));
+    let micro_auth = config.micro.then(|| {
+        use strata_proto::micro::auth as micro_pb;
+        let handler = micro::auth::MicroAuthService::new(auth_handler.clone());
+        (
+            micro_pb::auth_server::AuthServer::new(handler.clone()),
+            micro_pb::accounts_server::AccountsServer::new(handler.clone()),
+            micro_pb::rules_server::RulesServer::new(handler),
+        )
+    });
+    let (micro_auth, micro_accounts, micro_rules) = match micro_auth {
+        Some((a, b, c)) => (Some(a), Some(b), Some(c)),
+        None => (None, None, None),
+    };
+    let auth_service = AuthServer::from_arc(auth_handler);
     let namespaces = NamespacesServer::new(namespaces::NamespacesService::new(
         node.clone(),
         metrics.clone(),
@@ -407,6 +421,9 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .add_optional_service(micro_config)
         .add_optional_service(micro_events_stream)
         .add_optional_service(micro_events_store)
+        .add_optional_service(micro_auth)
+        .add_optional_service(micro_accounts)
+        .add_optional_service(micro_rules)
         .serve_with_incoming_shutdown(incoming, until(stopped.clone()));
     let http = http::serve(http_listener, node.clone(), metrics, until(stopped.clone()));
 

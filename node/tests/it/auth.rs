@@ -45,6 +45,8 @@ const PUBLIC: &[&str] = &[
     "/strata.auth.v1.Auth/Token",
     "/strata.auth.v1.Auth/Inspect",
     "/strata.auth.v1.Auth/PublicKey",
+    "/auth.Auth/Token",
+    "/auth.Auth/Inspect",
 ];
 
 /// A named set of headers and the code a call with them must end with.

@@ -3,6 +3,7 @@
 //! `x-content-type`, `timeout` in nanoseconds, `micro-namespace`), streams that are never
 //! half-closed, and errors read back from the JSON in `grpc-message`.
 
+mod auth;
 mod cluster;
 mod config;
 mod events;
