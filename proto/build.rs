@@ -22,10 +22,11 @@ const PROTOS: &[&str] = &[
     "proto/micro/config/config.proto",
     "proto/micro/events/events.proto",
     "proto/micro/auth/auth.proto",
+    "proto/micro/broker/broker.proto",
 ];
 
 /// Packages whose servers take every response stream as bidirectional.
-const MICRO_PACKAGES: &[&str] = &["store", "registry", "config", "events", "auth"];
+const MICRO_PACKAGES: &[&str] = &["store", "registry", "config", "events", "auth", "broker"];
 
 /// Methods whose server takes request frames raw, to decode by position (Micro's Consume
 /// stream carries a ConsumeRequest, then AckRequests, which conflict on tag 2).

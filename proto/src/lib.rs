@@ -75,6 +75,10 @@ pub mod micro {
     pub mod auth {
         tonic::include_proto!("auth");
     }
+    /// `broker.Broker`.
+    pub mod broker {
+        tonic::include_proto!("broker");
+    }
 }
 
 /// One protobuf message kept as its encoded bytes, for streams whose messages are decoded by

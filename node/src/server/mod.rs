@@ -310,6 +310,16 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         )
     });
     let (micro_events_stream, micro_events_store) = micro_events.unzip();
+    let micro_broker = config.micro.then(|| {
+        strata_proto::micro::broker::broker_server::BrokerServer::new(
+            micro::broker::BrokerService::new(stream_handler.clone(), metrics.clone()),
+        )
+        .max_decoding_message_size(
+            stream::StreamService::max_request_bytes(config.max_message_bytes)
+                + REQUEST_OVERHEAD_BYTES,
+        )
+        .max_encoding_message_size(MAX_RESPONSE_BYTES)
+    });
     let stream = StreamServer::new(stream_handler)
         .max_decoding_message_size(
             stream::StreamService::max_request_bytes(config.max_message_bytes)
@@ -424,6 +434,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .add_optional_service(micro_auth)
         .add_optional_service(micro_accounts)
         .add_optional_service(micro_rules)
+        .add_optional_service(micro_broker)
         .serve_with_incoming_shutdown(incoming, until(stopped.clone()));
     let http = http::serve(http_listener, node.clone(), metrics, until(stopped.clone()));
 

@@ -798,6 +798,16 @@ impl StreamService {
     /// Creates `topic` with the default retention unless it exists (Micro's topics appear on
     /// first use). Creating it counts against the `topics` quota like any creation.
     pub async fn ensure_topic(&self, namespace: &str, topic: &str) -> Result<(), Status> {
+        self.ensure_topic_with(namespace, topic, None).await
+    }
+
+    /// [`Self::ensure_topic`] with `retention` for a topic it creates.
+    pub async fn ensure_topic_with(
+        &self,
+        namespace: &str,
+        topic: &str,
+        retention: Option<pb::Retention>,
+    ) -> Result<(), Status> {
         topic_name("topic", topic)?;
         if self
             .node
@@ -809,7 +819,7 @@ impl StreamService {
             return Ok(());
         }
         match self
-            .put_topic(namespace.to_string(), topic.to_string(), None, false)
+            .put_topic(namespace.to_string(), topic.to_string(), retention, false)
             .await
         {
             Ok(_) => Ok(()),

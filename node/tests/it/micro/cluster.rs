@@ -9,6 +9,7 @@ use strata_proto::micro::registry::registry_client::RegistryClient;
 use strata_proto::micro::store as pb;
 use strata_proto::micro::store::store_client::StoreClient;
 
+use super::broker;
 use super::channel;
 use super::registry::{get, service};
 use super::store::{list, list_options, read, record, write};
@@ -31,6 +32,15 @@ async fn micro_apis_through_a_follower_of_a_three_node_cluster() {
         .find(|id| *id != leader && *id != follower)
         .unwrap();
     let follower_grpc = &cluster.node(follower).grpc;
+    // A broker subscriber on one node hears a publish made through another.
+    let mut subscriber = broker::subscribe(&cluster.node(other).grpc, None, "fanout", "")
+        .await
+        .unwrap();
+    let mut publisher = strata_proto::micro::broker::broker_client::BrokerClient::new(
+        channel(follower_grpc, None, None).await,
+    );
+    broker::publish(&mut publisher, "fanout", "across").await;
+    assert_eq!(broker::next(&mut subscriber).await.body, b"across");
     let mut store = StoreClient::new(channel(follower_grpc, None, None).await);
     for i in 0..20 {
         write(
