@@ -385,6 +385,13 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .max_decoding_message_size(config.max_value_bytes + REQUEST_OVERHEAD_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES)
     });
+    let micro_blob = config.micro.then(|| {
+        strata_proto::micro::store::blob_store_server::BlobStoreServer::new(
+            micro::blob::BlobService::new(node.clone(), metrics.clone(), config.max_value_bytes),
+        )
+        .max_decoding_message_size(config.max_value_bytes + REQUEST_OVERHEAD_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES)
+    });
     let micro_registry = config.micro.then(|| {
         strata_proto::micro::registry::registry_server::RegistryServer::new(
             micro::registry::RegistryService::new(
@@ -427,6 +434,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .add_service(auth_service)
         .add_service(namespaces)
         .add_optional_service(micro_store)
+        .add_optional_service(micro_blob)
         .add_optional_service(micro_registry)
         .add_optional_service(micro_config)
         .add_optional_service(micro_events_stream)

@@ -8,6 +8,7 @@
 //! checks it with [`authorize`] or [`authorize_admin`] (Micro's `Authorize`/`AuthorizeAdmin`).
 
 pub mod auth;
+pub mod blob;
 pub mod broker;
 pub mod config;
 pub mod errors;

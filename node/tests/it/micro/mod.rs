@@ -4,6 +4,7 @@
 //! half-closed, and errors read back from the JSON in `grpc-message`.
 
 mod auth;
+mod blob;
 mod broker;
 mod cluster;
 mod config;
