@@ -9,6 +9,7 @@ mod broker;
 mod cluster;
 mod config;
 mod events;
+mod python;
 mod registry;
 mod store;
 
