@@ -15,6 +15,7 @@
 //! `--system etcd` and `--system nats` run the same shapes against etcd and NATS JetStream
 //! through their own Rust clients (see `peers.rs`), so that one harness measures all three.
 
+mod micro;
 mod peers;
 mod registry;
 
@@ -142,7 +143,8 @@ impl Workload {
             other => bail!(
                 "unknown workload {other:?}: kv-put, kv-get, kv-get-serializable, kv-mixed, \
                  kv-txn, kv-load, stream-pub, stream-pub-batch, stream-e2e, stream-consume, \
-                 registry-heartbeat, watch-fanout"
+                 registry-heartbeat, watch-fanout, micro-store-write, micro-store-read, \
+                 micro-events-pub"
             ),
         })
     }
@@ -180,6 +182,9 @@ struct ClientResult {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(micro) = micro::MicroWorkload::parse(&args.workload) {
+        return report(&args, micro::run(&args, micro).await?);
+    }
     let workload = Workload::parse(&args.workload, args.batch)?;
     if args.clients == 0 || args.ops == 0 || args.keys == 0 {
         bail!("--clients, --ops and --keys must be at least 1");
@@ -330,7 +335,10 @@ fn report(args: &Args, measured: Measured) -> anyhow::Result<()> {
     let done = latency_us.len();
     let ops_per_second = done as f64 / elapsed.as_secs_f64();
     // Messages or keys per second: what a batch of N is worth.
-    let items_per_op = Workload::parse(&args.workload, args.batch)?.items_per_op();
+    let items_per_op = match micro::MicroWorkload::parse(&args.workload) {
+        Some(_) => 1,
+        None => Workload::parse(&args.workload, args.batch)?.items_per_op(),
+    };
     let items_per_second = ops_per_second * items_per_op as f64;
     if items_per_op > 1 {
         println!("{items_per_second:.0} messages or keys/s");

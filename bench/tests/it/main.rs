@@ -79,6 +79,9 @@ fn every_workload_reports_completed_operations() {
         "stream-consume",
         "registry-heartbeat",
         "watch-fanout",
+        "micro-store-write",
+        "micro-store-read",
+        "micro-events-pub",
     ] {
         // Small registry shapes: 50 nodes refreshing unpaced; 20 watchers.
         let extra: &[&str] = match workload {
