@@ -493,6 +493,11 @@ fn credentials(headers: &http::HeaderMap) -> Result<Credentials, Status> {
         if id.is_empty() || secret.is_empty() {
             return Err(malformed());
         }
+        // Micro's clients may send `Basic base64(id:token)` and mean the token (MICRO_API.md
+        // §1): a secret shaped like a JWT is taken as one.
+        if is_jwt_shaped(secret) {
+            return Ok(Credentials::Bearer(secret.to_string()));
+        }
         return Ok(Credentials::Basic {
             namespace,
             id,
@@ -502,6 +507,16 @@ fn credentials(headers: &http::HeaderMap) -> Result<Credentials, Status> {
     Err(unauthenticated(format!(
         "unknown authorization scheme {scheme:?}: use Bearer or Basic"
     )))
+}
+
+/// A JSON Web Token's shape: a JSON header (base64url of `{"`), a payload and a signature.
+fn is_jwt_shaped(text: &str) -> bool {
+    text.starts_with("eyJ")
+        && text.len() <= token::MAX_TOKEN_CHARS
+        && text.split('.').count() == 3
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// The namespace the `x-strata-namespace` header names, validated.
@@ -647,6 +662,13 @@ mod tests {
             }
             _ => panic!("basic not parsed"),
         }
+        // Micro's Basic with a token as the secret is that token.
+        let micro =
+            base64::engine::general_purpose::STANDARD.encode("svc:eyJhbGciOi.eyJzdWIi.c2ln");
+        assert!(matches!(
+            credentials(&headers(&[("authorization", &format!("Basic {micro}"))])),
+            Ok(Credentials::Bearer(t)) if t == "eyJhbGciOi.eyJzdWIi.c2ln"
+        ));
         for bad in ["Bearer", "Bearer ", "Digest x", "Basic !!!", "nonsense"] {
             let error = credentials(&headers(&[("authorization", bad)]))
                 .err()

@@ -59,6 +59,20 @@ async fn micro_auth_issues_inspects_and_refreshes_tokens() {
         })
         .await
         .unwrap();
+    // Micro's clients may send the token as the secret of Basic credentials.
+    use base64::Engine as _;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{}", token.access_token))
+    );
+    let mut basic_store = StoreClient::new(channel(&server.grpc, Some(&basic), None).await);
+    basic_store
+        .read(store_pb::ReadRequest {
+            key: "k".into(),
+            options: None,
+        })
+        .await
+        .unwrap();
     let account = anonymous
         .inspect(pb::InspectRequest {
             token: token.access_token.clone(),

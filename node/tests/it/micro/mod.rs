@@ -26,14 +26,22 @@ pub type MicroChannel = tower::util::MapRequest<
 >;
 
 /// A connection to `grpc` (host:port) that calls as Micro's client does, with `token` (an
-/// access token) and `namespace` (`micro-namespace`) when given.
+/// access token, or a `Basic ...` credential) and `namespace` (`micro-namespace`) when given.
 pub async fn channel(grpc: &str, token: Option<&str>, namespace: Option<&str>) -> MicroChannel {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
         .unwrap()
         .connect()
         .await
         .expect("connecting");
-    let token = token.map(|t| HeaderValue::try_from(format!("Bearer {t}")).unwrap());
+    // A token, or a whole `Basic ...` credential.
+    let token = token.map(|t| {
+        let value = if t.starts_with("Basic ") {
+            t.to_string()
+        } else {
+            format!("Bearer {t}")
+        };
+        HeaderValue::try_from(value).unwrap()
+    });
     let namespace = namespace.map(|n| HeaderValue::try_from(n).unwrap());
     let add = move |mut request: http::Request<tonic::body::Body>| {
         let headers = request.headers_mut();
