@@ -52,6 +52,21 @@ pub fn client(access: Option<&Access>, endpoints: &str) -> strata_client::Client
 }
 
 impl Access {
+    /// The cluster CA's certificate (PEM).
+    pub fn ca_pem(&self) -> &[u8] {
+        &self.ca_pem
+    }
+
+    /// The root's `Basic` credentials (`namespace/id:secret`), for raw gRPC clients.
+    pub fn basic(&self) -> String {
+        use base64::Engine as _;
+        let credential = format!("{}/{}:{}", self.namespace, self.id, self.secret);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credential)
+        )
+    }
+
     /// Reads the root's credentials from whichever data directory the bootstrap wrote them
     /// to (waiting up to 30 s), and logs the CLI in with them.
     fn establish(binary: &Path, dir: &Path, ids: &[u64], endpoints: &str) -> anyhow::Result<Self> {

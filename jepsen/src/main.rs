@@ -6,6 +6,7 @@
 mod cluster;
 mod guard;
 mod linear;
+mod micro;
 mod net;
 mod proxy;
 mod registry;
@@ -215,9 +216,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             .map_or(1, |d| d.as_nanos() as u64)
     });
     let faults = parse_nemesis(&args.nemesis)?;
-    if !["register", "set", "stream", "registry"].contains(&args.workload.as_str()) {
+    if !["register", "set", "stream", "registry", "micro-set"].contains(&args.workload.as_str()) {
         bail!(
-            "workload {:?} is not built yet; have: register, set, stream, registry",
+            "workload {:?} is not built yet; have: register, set, stream, registry, micro-set",
             args.workload
         );
     }
@@ -334,6 +335,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     };
     let mut workers = Vec::new();
     let nodes: Vec<&str> = endpoints.split(',').collect();
+    // Every client logs in before any starts: a broken build's unthrottled writes would
+    // otherwise queue the later logins behind a flood of entries.
+    let mut connected = Vec::with_capacity(args.clients);
     for process in 0..args.clients {
         // Client i starts at node i (mod n), as Jepsen binds clients to nodes; it fails over to
         // the others in order.
@@ -343,11 +347,17 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             .request_timeout(Duration::from_secs(3))
             .retry_policy(RetryPolicy::none())
             .connect()
-            .await?;
+            .await
+            .with_context(|| format!("connecting client {process}"))?;
+        connected.push((own, client));
+    }
+    for (process, (own, client)) in connected.into_iter().enumerate() {
         let history = history.clone();
         let mut rng = Rng(seed ^ (process as u64 + 1).wrapping_mul(0x9E37));
         let workload = args.workload.clone();
         let max_ops = args.max_ops;
+        let mut micro_store =
+            micro::MicroStore::new(own.iter().map(|s| s.to_string()).collect(), access.as_ref());
         workers.push(tokio::spawn(async move {
             let table = client.table("jepsen", &workload);
             for n in 0..max_ops {
@@ -375,6 +385,17 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                     record.op = "publish";
                     record.value = Some(value);
                     stream::publish(&client, value).await
+                } else if workload == "micro-set" {
+                    let value = (process as u64) << 32 | n as u64;
+                    record.op = "add";
+                    record.value = Some(value);
+                    match micro_store.add(value).await {
+                        micro::Outcome::Ok => Ok(None),
+                        micro::Outcome::Fail(why) => Err(Error::InvalidArgument(why)),
+                        micro::Outcome::Info(why) => {
+                            Err(Error::Status(tonic::Status::unknown(why)))
+                        }
+                    }
                 } else if workload == "set" {
                     let value = (process as u64) << 32 | n as u64;
                     record.op = "add";
@@ -557,7 +578,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let client = cluster::client(access.as_ref(), &endpoints)
         .request_timeout(Duration::from_secs(3))
         .connect()
-        .await?;
+        .await
+        .context("connecting the checker's client")?;
     let table = client.table("jepsen", &args.workload);
     loop {
         if table.put("recovery-probe", "1").await.is_ok() {
@@ -576,7 +598,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .into_inner()
         .map_err(|_| anyhow::anyhow!("history lock poisoned"))?;
     let verdict = match args.workload.as_str() {
-        "set" => check_set(&table, &history).await?,
+        "set" => check_set(&table, &history)
+            .await
+            .context("listing the set")?,
+        "micro-set" => {
+            let nodes: Vec<String> = endpoints.split(',').map(str::to_string).collect();
+            let present = micro::present(&nodes, access.as_ref()).await?;
+            check_set_with(present, &history)
+        }
         "registry" => {
             let nodes: Vec<String> = endpoints.split(',').map(str::to_string).collect();
             registry::check(&client, &nodes, access.as_ref(), &history).await?
@@ -779,6 +808,11 @@ async fn check_set(table: &strata_client::Table, history: &[Record]) -> anyhow::
         .filter_map(|r| String::from_utf8(r.key).ok())
         .filter(|k| k != "recovery-probe")
         .collect();
+    Ok(check_set_with(present, history))
+}
+
+/// The set checker over what is `present` at the end.
+fn check_set_with(present: BTreeSet<String>, history: &[Record]) -> Verdict {
     let key = |r: &Record| format!("{:016x}", r.value.unwrap_or(0));
     let attempted: BTreeSet<String> = history.iter().map(key).collect();
     let acked: BTreeSet<String> = history
@@ -822,8 +856,8 @@ async fn check_set(table: &strata_client::Table, history: &[Record]) -> anyhow::
         acked.len(),
         present.len()
     );
-    Ok(Verdict {
+    Verdict {
         valid: anomalies.is_empty(),
         anomalies,
-    })
+    }
 }
