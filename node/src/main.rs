@@ -131,6 +131,11 @@ struct ServeArgs {
     /// the same data, so unmodified Micro services can use this cluster (docs/micro.md).
     #[arg(long, env = "STRATA_MICRO", value_enum, default_value = "on")]
     micro: Switch,
+    /// Register this node in the registry's `micro` domain as Micro's core services (store,
+    /// registry, events, config, auth, broker) at HOST:PORT, the address Micro clients dial,
+    /// so that clients resolving them by name find it. Re-registered every 30 s, TTL 90 s.
+    #[arg(long, env = "STRATA_MICRO_REGISTER")]
+    micro_register: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -155,6 +160,11 @@ fn main() -> std::process::ExitCode {
                     server::validate::name("--super-namespace", &args.super_namespace)
                 {
                     anyhow::bail!("{}", status.message());
+                }
+                if let Some(address) = &args.micro_register {
+                    if let Err(status) = server::validate::host_port("--micro-register", address) {
+                        anyhow::bail!("{}", status.message());
+                    }
                 }
                 if args.max_value_bytes == 0 || args.max_value_bytes > 16 * 1024 * 1024 {
                     anyhow::bail!("--max-value-bytes must be between 1 and 16777216");
@@ -183,6 +193,7 @@ fn main() -> std::process::ExitCode {
                     super_namespace: args.super_namespace,
                     max_streams: args.max_streams as usize,
                     micro: args.micro == Switch::On,
+                    micro_register: args.micro_register,
                 })
                 .await
             }

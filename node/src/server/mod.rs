@@ -74,6 +74,9 @@ pub struct ServeConfig {
     pub max_streams: usize,
     /// Serve Micro v3's APIs beside Strata's own.
     pub micro: bool,
+    /// Register this node in the registry's `micro` domain as Micro's core services, at this
+    /// address (what Micro clients dial).
+    pub micro_register: Option<String>,
 }
 
 /// Long-lived calls open at once on a node, by default. An idle one costs about 16 KiB; one
@@ -264,6 +267,14 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     ));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let sweeper = tokio::spawn(node.clone().run_expiry_sweeper(stopped.clone()));
+    if let (true, Some(address)) = (config.micro, config.micro_register.clone()) {
+        tokio::spawn(micro::announce::run(
+            node.clone(),
+            address,
+            config.registry_max_nodes,
+            stopped.clone(),
+        ));
+    }
     if auth_on {
         tokio::spawn(auth::bootstrap(
             node.clone(),

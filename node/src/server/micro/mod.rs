@@ -7,6 +7,7 @@
 //! in the message (a store database, a registry domain, a config namespace), and the handler
 //! checks it with [`authorize`] or [`authorize_admin`] (Micro's `Authorize`/`AuthorizeAdmin`).
 
+pub mod announce;
 pub mod auth;
 pub mod blob;
 pub mod broker;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use strata_proto::micro::config as config_pb;
 use strata_proto::micro::config::config_client::ConfigClient;
+use strata_proto::micro::events as events_pb;
 use strata_proto::micro::registry::registry_client::RegistryClient;
 use strata_proto::micro::store as pb;
 use strata_proto::micro::store::store_client::StoreClient;
@@ -69,6 +70,16 @@ async fn micro_apis_through_a_follower_of_a_three_node_cluster() {
         })
         .await
         .unwrap();
+    let mut events =
+        events_pb::stream_client::StreamClient::new(channel(follower_grpc, None, None).await);
+    events
+        .publish(events_pb::PublishRequest {
+            topic: "cluster-events".into(),
+            payload: b"e".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     // Every node sees every acknowledged write at once.
     for id in [follower, other, leader] {
         let grpc = &cluster.node(id).grpc;
@@ -102,5 +113,25 @@ async fn micro_apis_through_a_follower_of_a_three_node_cluster() {
             .value
             .unwrap();
         assert_eq!(value.data, "42", "node {id}");
+        // A group on each node replays the event from the start of time.
+        let mut consume =
+            events_pb::stream_client::StreamClient::new(channel(grpc, None, None).await)
+                .consume(events_pb::ConsumeRequest {
+                    topic: "cluster-events".into(),
+                    group: format!("g{id}"),
+                    offset: 1,
+                    auto_ack: true,
+                    retry_limit: -1,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+        let event = tokio::time::timeout(Duration::from_secs(10), consume.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.payload, b"e", "node {id}");
     }
 }

@@ -391,3 +391,24 @@ async fn registry_tenancy_follows_authorize_and_authorize_admin() {
     let mut admin = RegistryClient::new(channel(&server.grpc, Some(&root), None).await);
     assert_eq!(get(&mut admin, "api", "*").await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_node_registers_itself_as_micros_services_when_asked() {
+    let server = Server::start_with(&["--micro-register", "strata.example:7420"]);
+    let mut registry = RegistryClient::new(channel(&server.grpc, None, None).await);
+    for name in ["store", "registry", "events", "config", "auth", "broker"] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let services = loop {
+            match get(&mut registry, name, "micro").await {
+                Ok(services) => break services,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(status) => panic!("{name} not registered: {status:?}"),
+            }
+        };
+        let node = &services[0].nodes[0];
+        assert_eq!(node.address, "strata.example:7420", "{name}");
+        assert_eq!(node.metadata["protocol"], "grpc", "{name}");
+    }
+}
