@@ -124,10 +124,12 @@ impl pb::blob_store_server::BlobStore for BlobService {
                 let header = header(&request);
                 let caller = caller_of(&request)?;
                 let mut messages = request.into_inner();
-                let first = messages
-                    .message()
-                    .await?
-                    .ok_or_else(|| validate::invalid("No blob was sent".into()))?;
+                let first = match super::first_message(&mut messages).await {
+                    Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                        return Err(validate::invalid("No blob was sent".into()))
+                    }
+                    other => other?,
+                };
                 let options = first.options.unwrap_or_default();
                 let scope = scope(&caller, &options.namespace, header.as_deref())?;
                 let key = key_of(&first.key)?;

@@ -171,9 +171,7 @@ impl pb::stream_server::Stream for EventsService {
             .observed("events.Consume", async {
                 authorize_admin(&caller_of(&request)?, DEFAULT)?;
                 let mut frames = request.into_inner();
-                let first = frames.message().await?.ok_or_else(|| {
-                    validate::invalid("the stream ended before its request".into())
-                })?;
+                let first = super::first_message(&mut frames).await?;
                 let consume = pb::ConsumeRequest::decode(first.0.as_slice()).map_err(|e| {
                     validate::invalid(format!("the ConsumeRequest does not decode: {e}"))
                 })?;

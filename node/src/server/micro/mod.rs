@@ -84,10 +84,24 @@ pub fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
 pub async fn first<T>(request: Request<tonic::Streaming<T>>) -> Result<(Caller, T), Status> {
     let caller = caller_of(&request)?;
     let mut stream = request.into_inner();
-    match stream.message().await? {
-        Some(message) => Ok((caller, message)),
-        None => Err(Status::invalid_argument(
+    Ok((caller, first_message(&mut stream).await?))
+}
+
+/// How long a stream may stay silent before its first message, which carries the request.
+pub const FIRST_MESSAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The first message of `stream`, within [`FIRST_MESSAGE_WAIT`]: a stream that never sends
+/// its request is ended rather than held open.
+pub async fn first_message<T>(stream: &mut tonic::Streaming<T>) -> Result<T, Status> {
+    match tokio::time::timeout(FIRST_MESSAGE_WAIT, stream.message()).await {
+        Ok(Ok(Some(message))) => Ok(message),
+        Ok(Ok(None)) => Err(Status::invalid_argument(
             "the stream ended before its request",
         )),
+        Ok(Err(status)) => Err(status),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "no request within {} s of opening the stream",
+            FIRST_MESSAGE_WAIT.as_secs()
+        ))),
     }
 }
