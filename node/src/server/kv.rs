@@ -75,10 +75,7 @@ impl KvService {
     }
 
     async fn write(&self, command: KvCommand) -> Result<KvResponse, Status> {
-        match self.node.write_kv(command).await.map_err(status::write)? {
-            KvResponse::Failed(failure) => Err(status::failure(&failure)),
-            response => Ok(response),
-        }
+        write(&self.node, command).await
     }
 
     fn put_of(&self, op: &pb::PutOp, now: u64) -> Result<Put, Status> {
@@ -133,6 +130,15 @@ impl KvService {
         work: impl std::future::Future<Output = Result<T, Status>>,
     ) -> Result<Response<T>, Status> {
         self.metrics.observed(method, work).await
+    }
+}
+
+/// A key-value write through the log, its failure (a precondition) as a status: the one path
+/// for every API that writes records (Strata's own, Micro's store and blob store).
+pub async fn write(node: &RaftNode, command: KvCommand) -> Result<KvResponse, Status> {
+    match node.write_kv(command).await.map_err(status::write)? {
+        KvResponse::Failed(failure) => Err(status::failure(&failure)),
+        response => Ok(response),
     }
 }
 

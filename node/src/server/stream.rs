@@ -350,7 +350,7 @@ fn summary(name: String, topic: &Topic) -> pb::TopicSummary {
     }
 }
 
-fn message_pb(topic: &str, seq: u64, message: Message, delivery_count: u32) -> pb::Message {
+pub fn message_pb(topic: &str, seq: u64, message: Message, delivery_count: u32) -> pb::Message {
     pb::Message {
         topic: topic.to_string(),
         sequence: seq,

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{authorize_admin, caller_of, first, tenant};
 use crate::server::metrics::Metrics;
 use crate::server::namespace::Caller;
-use crate::server::{status, validate};
+use crate::server::{kv, status, validate};
 
 /// Where blobs live in a namespace.
 pub const BLOB_DATABASE: &str = "blob";
@@ -153,18 +153,17 @@ impl pb::blob_store_server::BlobStore for BlobService {
                     metadata: validate::metadata(&metadata)?,
                     expiry: Expiry::Never,
                 };
-                match self
-                    .node
-                    .write_kv(KvCommand::Put {
+                match kv::write(
+                    &self.node,
+                    KvCommand::Put {
                         scope,
                         put,
                         precondition: Precondition::None,
-                    })
-                    .await
-                    .map_err(status::write)?
+                    },
+                )
+                .await?
                 {
                     KvResponse::Put { .. } => Ok(pb::BlobWriteResponse {}),
-                    KvResponse::Failed(failure) => Err(status::failure(&failure)),
                     other => Err(Status::internal(format!("unexpected answer {other:?}"))),
                 }
             })
@@ -183,16 +182,16 @@ impl pb::blob_store_server::BlobStore for BlobService {
                 let options = req.options.unwrap_or_default();
                 let scope = scope(&caller, &options.namespace, header.as_deref())?;
                 let key = key_of(&req.key)?;
-                match self
-                    .node
-                    .write_kv(KvCommand::Delete {
+                match kv::write(
+                    &self.node,
+                    KvCommand::Delete {
                         scope,
                         key,
                         prefix: false,
                         precondition: Precondition::None,
-                    })
-                    .await
-                    .map_err(status::write)?
+                    },
+                )
+                .await?
                 {
                     KvResponse::Delete { deleted: 0, .. } => {
                         Err(Status::not_found("Blob not found"))

@@ -243,12 +243,8 @@ impl pb::store_server::Store for EventsService {
                     events: page
                         .messages
                         .into_iter()
-                        .map(|(sequence, message)| pb::Event {
-                            id: sequence.to_string(),
-                            topic: req.topic.clone(),
-                            metadata: message.metadata.into_iter().collect(),
-                            payload: message.payload,
-                            timestamp: (message.timestamp_ms / 1000) as i64,
+                        .map(|(sequence, message)| {
+                            event_of(stream_service::message_pb(&req.topic, sequence, message, 0))
                         })
                         .collect(),
                 })

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{authorize_admin, caller_of, first, tenant, DEFAULT};
 use crate::server::metrics::Metrics;
-use crate::server::{status, validate, MAX_RESPONSE_BYTES};
+use crate::server::{kv, status, validate, MAX_RESPONSE_BYTES};
 
 /// Matches gathered into one answer stop here, well inside the response limit: a Read or List
 /// matching more asks the caller to page with limit and offset.
@@ -63,13 +63,6 @@ impl StoreService {
             database,
             table,
         })
-    }
-
-    async fn write(&self, command: KvCommand) -> Result<KvResponse, Status> {
-        match self.node.write_kv(command).await.map_err(status::write)? {
-            KvResponse::Failed(failure) => Err(status::failure(&failure)),
-            response => Ok(response),
-        }
     }
 
     /// The matches of `walk` in `scope`, read on a blocking thread (offsets and filters may
@@ -259,13 +252,15 @@ impl pb::store_server::Store for StoreService {
                     metadata: validate::metadata(&metadata)?,
                     expiry,
                 };
-                match self
-                    .write(KvCommand::Put {
+                match kv::write(
+                    &self.node,
+                    KvCommand::Put {
                         scope,
                         put,
                         precondition: Precondition::None,
-                    })
-                    .await?
+                    },
+                )
+                .await?
                 {
                     KvResponse::Put { .. } => Ok(pb::WriteResponse {}),
                     other => Err(Status::internal(format!("unexpected answer {other:?}"))),
@@ -287,14 +282,16 @@ impl pb::store_server::Store for StoreService {
                 let key = req.key.into_bytes();
                 validate::key("key", &key)?;
                 // Deleting an absent key succeeds, as in every Micro backend.
-                match self
-                    .write(KvCommand::Delete {
+                match kv::write(
+                    &self.node,
+                    KvCommand::Delete {
                         scope,
                         key,
                         prefix: false,
                         precondition: Precondition::None,
-                    })
-                    .await?
+                    },
+                )
+                .await?
                 {
                     KvResponse::Delete { .. } => Ok(pb::DeleteResponse {}),
                     other => Err(Status::internal(format!("unexpected answer {other:?}"))),
