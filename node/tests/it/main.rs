@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod config;
 mod durability;
+mod go_sdk;
 mod harness;
 mod kv;
 mod micro;
