@@ -2,7 +2,8 @@
 // plugins (sdk/go/micro) against go-micro's etcd registry plugin and NATS JetStream events
 // plugin (github.com/go-micro/plugins/v4; Micro v3's own etcd and NATS plugins are not served
 // by the Go module proxy). Each workload runs for each system in turn, rounds interleaved, and
-// the table gives medians of the rounds with the ratio of Strata to the peer.
+// the table gives medians of the rounds and the median of each round's ratio of Strata to the
+// peer.
 //
 //	microbench --strata 127.0.0.1:7420 --etcd 127.0.0.1:2379 --nats nats://127.0.0.1:4222
 package main
@@ -171,6 +172,7 @@ func main() {
 	var all []result
 	rates := map[string]map[string][]float64{}
 	p50s := map[string]map[string][]float64{}
+	failures := map[string]map[string]int{}
 	for round := 1; round <= *rounds; round++ {
 		for _, w := range workloads {
 			for _, s := range systems {
@@ -185,23 +187,32 @@ func main() {
 				fmt.Fprintf(os.Stderr, "round %d %-18s %-9s %8.0f ops/s p50 %6.2f ms p99 %6.2f ms errors %d\n",
 					round, w.name, s.name, rate, r.P50Ms, r.P99Ms, errs)
 				if rates[w.name] == nil {
-					rates[w.name], p50s[w.name] = map[string][]float64{}, map[string][]float64{}
+					rates[w.name], p50s[w.name], failures[w.name] = map[string][]float64{}, map[string][]float64{}, map[string]int{}
 				}
+				failures[w.name][s.name] += errs
 				rates[w.name][s.name] = append(rates[w.name][s.name], rate)
 				p50s[w.name][s.name] = append(p50s[w.name][s.name], r.P50Ms)
 			}
 		}
 	}
-	fmt.Printf("| workload | Strata ops/s | p50 ms | peer | peer ops/s | p50 ms | Strata / peer |\n|---|---|---|---|---|---|---|\n")
+	fmt.Printf("| workload | Strata ops/s | p50 ms | errors | peer | peer ops/s | p50 ms | errors | Strata / peer |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, w := range workloads {
 		sr, sp := median(rates[w.name]["strata"]), median(p50s[w.name]["strata"])
 		pr, pp := median(rates[w.name]["etcd/nats"]), median(p50s[w.name]["etcd/nats"])
 		peer, ratio := "none", "-"
 		if pr > 0 {
 			peer = map[bool]string{true: "NATS (natsjs)", false: "etcd (plugin)"}[w.name == "events-publish"]
-			ratio = fmt.Sprintf("%.2f", sr/pr)
+			// The ratio of each round (the two ran side by side), then the median of those.
+			var ratios []float64
+			for i, r := range rates[w.name]["strata"] {
+				if i < len(rates[w.name]["etcd/nats"]) && rates[w.name]["etcd/nats"][i] > 0 {
+					ratios = append(ratios, r/rates[w.name]["etcd/nats"][i])
+				}
+			}
+			ratio = fmt.Sprintf("%.2f", median(ratios))
 		}
-		fmt.Printf("| %s | %.0f | %.2f | %s | %.0f | %.2f | %s |\n", w.name, sr, sp, peer, pr, pp, ratio)
+		fmt.Printf("| %s | %.0f | %.2f | %d | %s | %.0f | %.2f | %d | %s |\n", w.name, sr, sp, failures[w.name]["strata"],
+			peer, pr, pp, failures[w.name]["etcd/nats"], ratio)
 	}
 	if *jsonOut != "" {
 		data, _ := json.MarshalIndent(all, "", "  ")
