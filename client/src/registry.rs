@@ -72,6 +72,7 @@ impl Registry {
         let request = proto::RegisterRequest {
             service: Some(service.clone()),
             ttl_seconds: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
+            permanent: false,
         };
         let response = self
             .endpoints

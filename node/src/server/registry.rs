@@ -73,10 +73,17 @@ impl RegistryService {
         let service = request
             .service
             .ok_or_else(|| validate::invalid("service is required".into()))?;
-        if request.ttl_seconds == 0 || request.ttl_seconds > MAX_TTL_SECONDS {
+        if request.permanent && request.ttl_seconds != 0 {
+            return Err(validate::invalid(format!(
+                "a permanent registration has no TTL, got ttl_seconds {}",
+                request.ttl_seconds
+            )));
+        }
+        if !request.permanent && (request.ttl_seconds == 0 || request.ttl_seconds > MAX_TTL_SECONDS)
+        {
             return Err(validate::invalid(format!(
                 "ttl_seconds must be 1 to {MAX_TTL_SECONDS} (a day), got {}; a node must \
-                 re-register within its TTL to stay",
+                 re-register within its TTL to stay (or register it as permanent)",
                 request.ttl_seconds
             )));
         }

@@ -12,6 +12,10 @@ import (
 	regpb "github.com/strata-db/strata/sdk/go/gen/strata/registry/v1"
 	"github.com/strata-db/strata/sdk/go/strata"
 	"github.com/strata-db/strata/sdk/go/stratatest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 )
 
 func connect(t *testing.T, endpoints []string, opts ...strata.Option) *strata.Client {
@@ -378,6 +382,36 @@ func TestFailoverAcrossEndpoints(t *testing.T) {
 	for key, n := range watched {
 		if n != 1 {
 			t.Fatalf("the watch saw %s %d times", key, n)
+		}
+	}
+}
+
+// A TTL of 0 is a permanent registration, asked for explicitly on the wire; the server
+// refuses a permanent one with a TTL, and a TTL of 0 without permanent.
+func TestPermanentRegistrations(t *testing.T) {
+	node := stratatest.Start(t)
+	c := connect(t, []string{node.GRPC})
+	ctx := deadline(t)
+	svc := &strata.Service{Name: "db", Nodes: []*regpb.Node{{Id: "db-1", Address: "10.0.0.9:5432"}}}
+	if _, err := c.Registry().Register(ctx, svc, 0); err != nil {
+		t.Fatal(err)
+	}
+	found, err := c.Registry().GetService(ctx, "db", 0)
+	if err != nil || len(found) != 1 || found[0].GetTtlSeconds() != 0 {
+		t.Fatalf("a permanent service: %v %v", found, err)
+	}
+	conn, err := grpc.NewClient(node.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	raw := regpb.NewRegistryClient(conn)
+	for _, bad := range []*regpb.RegisterRequest{
+		{Service: svc, TtlSeconds: 30, Permanent: true},
+		{Service: svc, TtlSeconds: 0},
+	} {
+		if _, err := raw.Register(ctx, bad); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("%v: got %v", bad, err)
 		}
 	}
 }

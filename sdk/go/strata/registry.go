@@ -19,10 +19,11 @@ type Registry struct{ c *Client }
 // Registry is the client's service registry.
 func (c *Client) Registry() *Registry { return &Registry{c: c} }
 
-// Register adds or refreshes the service's nodes, which expire ttl (whole seconds, rounded up)
-// after their last registration (0: never). Idempotent: retried after unknown outcomes too.
+// Register adds or refreshes the service's nodes, which expire ttl (whole seconds, rounded up;
+// at most a day) after their last registration; with ttl 0 they are permanent (Micro's TTL 0)
+// and stay until deregistered. Idempotent: retried after unknown outcomes too.
 func (r *Registry) Register(ctx context.Context, svc *Service, ttl time.Duration) (*regpb.RegisterResponse, error) {
-	request := &regpb.RegisterRequest{Service: svc, TtlSeconds: uint32(min(ceilUnits(ttl, time.Second), math.MaxUint32))}
+	request := &regpb.RegisterRequest{Service: svc, TtlSeconds: uint32(min(ceilUnits(ttl, time.Second), math.MaxUint32)), Permanent: ttl <= 0}
 	return invoke(ctx, r.c, safeIdempotent, func(ctx context.Context, conn grpc.ClientConnInterface, co ...grpc.CallOption) (*regpb.RegisterResponse, error) {
 		return regpb.NewRegistryClient(conn).Register(ctx, request, co...)
 	})

@@ -416,8 +416,12 @@ type RegisterRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// name, version (default "latest"), metadata, endpoints and at least one node.
 	Service *Service `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
-	// 1 to 86,400 seconds.
-	TtlSeconds    uint32 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// 1 to 86,400 seconds; 0 only with `permanent`.
+	TtlSeconds uint32 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// Nodes that never expire (Micro's TTL 0, etcd's key without a lease): they stay until
+	// deregistered. Asked for explicitly, so that a forgotten TTL is an error, not a node that
+	// outlives its process.
+	Permanent     bool `protobuf:"varint,3,opt,name=permanent,proto3" json:"permanent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -464,6 +468,13 @@ func (x *RegisterRequest) GetTtlSeconds() uint32 {
 		return x.TtlSeconds
 	}
 	return 0
+}
+
+func (x *RegisterRequest) GetPermanent() bool {
+	if x != nil {
+		return x.Permanent
+	}
+	return false
 }
 
 type RegisterResponse struct {
@@ -1091,11 +1102,12 @@ const file_strata_registry_v1_registry_proto_rawDesc = "" +
 	"ttlSeconds\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"i\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x87\x01\n" +
 	"\x0fRegisterRequest\x125\n" +
 	"\aservice\x18\x01 \x01(\v2\x1b.strata.registry.v1.ServiceR\aservice\x12\x1f\n" +
 	"\vttl_seconds\x18\x02 \x01(\rR\n" +
-	"ttlSeconds\"|\n" +
+	"ttlSeconds\x12\x1c\n" +
+	"\tpermanent\x18\x03 \x01(\bR\tpermanent\"|\n" +
 	"\x10RegisterResponse\x12\x18\n" +
 	"\achanged\x18\x01 \x01(\bR\achanged\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x18\n" +
