@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod edge;
 pub mod expiring;
 pub mod history;
 pub mod http;
@@ -430,10 +431,11 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     } else if !single {
         tracing::warn!("the client port of this cluster node serves plaintext (--client-tls off)");
     }
-    // One identity layer in front of every service (see identity.rs); Micro's calls get
-    // Micro's error shape from whichever layer refused them (micro/errors.rs).
+    // One identity layer in front of every service (see identity.rs); every error status, from
+    // whichever layer made it, leaves in its final shape (edge.rs: codes, bounded messages,
+    // Micro's error shape for Micro's calls).
     let grpc = builder
-        .layer(micro::errors::MicroErrorsLayer)
+        .layer(edge::EdgeStatusLayer)
         .layer(identity::GateLayer(gate))
         .add_service(reflection)
         .add_service(reflection_alpha)

@@ -152,13 +152,37 @@ async fn bad_input_is_refused_and_changes_nothing() {
         })
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            status.code(),
-            Code::ResourceExhausted | Code::InvalidArgument | Code::OutOfRange
-        ),
-        "{status:?}"
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        status.metadata().get("x-strata-error").unwrap(),
+        "message_too_large"
     );
+    assert!(
+        status.message().contains("limit of"),
+        "{}",
+        status.message()
+    );
+
+    // Bytes that do not decode as the request (invalid UTF-8 in a string field, nesting past
+    // the decoder's limit) are INVALID_ARGUMENT, not INTERNAL.
+    for (path, body) in [
+        // PutRequest.database (field 1, a string) holding 0xFF 0xFE.
+        ("/strata.kv.v1.Kv/Put", vec![0x0a, 0x02, 0xff, 0xfe]),
+        // A registration whose endpoint's request type (TypeInfo, whose field 3 is TypeInfos)
+        // nests 120 deep, past the decoder's limit of 100.
+        (
+            "/strata.registry.v1.Registry/Register",
+            wrap(1, wrap(4, wrap(2, nested(3, 120)))),
+        ),
+    ] {
+        let status = raw_unary(&server.grpc, path, body).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().starts_with("the request does not decode"),
+            "{}",
+            status.message()
+        );
+    }
 
     assert_eq!(
         table.list_all(List::all()).await.unwrap(),
@@ -206,4 +230,74 @@ async fn long_lived_calls_are_bounded_per_node() {
             Err(error) => panic!("no place freed after a watch ended: {error:?}"),
         }
     }
+}
+
+/// `message` as the length-delimited field `field` of a message.
+fn wrap(field: u8, message: Vec<u8>) -> Vec<u8> {
+    let mut outer = vec![(field << 3) | 2];
+    prost::encoding::encode_varint(message.len() as u64, &mut outer);
+    outer.extend_from_slice(&message);
+    outer
+}
+
+/// `depth` length-delimited fields numbered `field`, each the whole payload of the one above.
+fn nested(field: u8, depth: usize) -> Vec<u8> {
+    (0..depth).fold(Vec::new(), |message, _| wrap(field, message))
+}
+
+/// One unary call whose request is `body` as it is on the wire (no encoding by us).
+async fn raw_unary(
+    grpc: &str,
+    path: &'static str,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, tonic::Status> {
+    use bytes::{Buf, BufMut};
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    #[derive(Default)]
+    struct Raw;
+    impl Encoder for Raw {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+    impl Decoder for Raw {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+            let bytes = src.copy_to_bytes(src.remaining());
+            Ok(Some(bytes.to_vec()))
+        }
+    }
+    impl Codec for Raw {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = Raw;
+        type Decoder = Raw;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> Raw {
+            Raw
+        }
+    }
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await.unwrap();
+    client
+        .unary(
+            tonic::Request::new(body),
+            http::uri::PathAndQuery::from_static(path),
+            Raw,
+        )
+        .await
+        .map(tonic::Response::into_inner)
 }

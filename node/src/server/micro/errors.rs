@@ -1,24 +1,17 @@
 //! Micro's error shape on the wire (shared/MICRO_API.md §1): a Micro client rebuilds an error
 //! by parsing `grpc-message` as JSON `{"id","code","detail","status"}` and branches on `code`
-//! (404 above all). [`MicroErrors`] rewrites every error status of a call to a Micro package,
-//! wherever it came from (the identity layer, a handler, tonic's own decoding), so each
-//! handler returns ordinary statuses and the shape is made in one place. The gRPC status
-//! code and the `x-strata-error` metadata stay as they were.
-
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+//! (404 above all). The edge's status layer (`server/edge.rs`) applies [`rewrite`] to every
+//! error status of a call to a Micro package, wherever it came from (the identity layer, a
+//! handler, tonic's own decoding), so each handler returns ordinary statuses and the shape is
+//! made in one place. The gRPC status code and the `x-strata-error` metadata stay as they were.
 
 use http::{HeaderMap, HeaderValue};
-use http_body::{Body, Frame, SizeHint};
-use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+use percent_encoding::{percent_decode_str, utf8_percent_encode};
+
+use crate::server::edge::GRPC_MESSAGE;
 
 /// The packages of Micro's services, as the first part of their paths.
 const MICRO_PACKAGES: &[&str] = &["store", "registry", "events", "config", "auth", "broker"];
-
-/// What gRPC percent-encodes in `grpc-message`: everything outside printable ASCII, and `%`.
-const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
 
 /// Micro's error id for a path: `/store.Store/Read` is `store.Store.Read`; `None` for paths of
 /// other services.
@@ -57,7 +50,7 @@ pub fn micro_json(id: &str, grpc: i32, detail: &str) -> String {
 
 /// Rewrites an error status in `headers` (response headers of a trailers-only answer, or
 /// trailers) into Micro's shape; leaves successes alone.
-fn rewrite(headers: &mut HeaderMap, id: &str) {
+pub fn rewrite(headers: &mut HeaderMap, id: &str) {
     let Some(code) = headers
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
@@ -77,88 +70,6 @@ fn rewrite(headers: &mut HeaderMap, id: &str) {
     let encoded = utf8_percent_encode(&json, GRPC_MESSAGE).to_string();
     if let Ok(value) = HeaderValue::from_str(&encoded) {
         headers.insert("grpc-message", value);
-    }
-}
-
-/// The tower layer in front of the identity layer; see the module's documentation.
-#[derive(Clone, Default)]
-pub struct MicroErrorsLayer;
-
-impl<S> tower::Layer<S> for MicroErrorsLayer {
-    type Service = MicroErrors<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        MicroErrors { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct MicroErrors<S> {
-    inner: S,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for MicroErrors<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let id = micro_id(request.uri().path()).map(Arc::<str>::from);
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            let Some(id) = id else {
-                return Ok(response);
-            };
-            let (mut parts, body) = response.into_parts();
-            rewrite(&mut parts.headers, &id);
-            let body = tonic::body::Body::new(MicroBody { inner: body, id });
-            Ok(http::Response::from_parts(parts, body))
-        })
-    }
-}
-
-/// A response body whose trailers carry Micro-shaped errors.
-struct MicroBody {
-    inner: tonic::body::Body,
-    id: Arc<str>,
-}
-
-impl Body for MicroBody {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let id = self.id.clone();
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(match frame.into_trailers() {
-                Ok(mut trailers) => {
-                    rewrite(&mut trailers, &id);
-                    Frame::trailers(trailers)
-                }
-                Err(frame) => frame,
-            }))),
-            other => other,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
