@@ -409,7 +409,30 @@ impl Table {
     }
 }
 
-crate::watch::revision_watch!(proto::WatchRequest, proto::WatchResponse);
+impl crate::watch::Request for proto::WatchRequest {
+    fn resume_after(&mut self, revision: u64) {
+        self.start_revision = revision + 1;
+    }
+
+    fn progress_ms(&self) -> u32 {
+        self.progress_interval_ms
+    }
+}
+
+impl crate::watch::Response for proto::WatchResponse {
+    fn seen_up_to(&self) -> Option<u64> {
+        Some(self.revision)
+    }
+
+    fn fragment(&self) -> bool {
+        self.fragment
+    }
+
+    fn join(&mut self, next: Self) {
+        self.events.extend(next.events);
+        self.fragment = next.fragment;
+    }
+}
 
 /// Watch responses: each item holds every matching event of one revision, or none (a progress
 /// notification saying the watcher has seen everything up to `revision`).

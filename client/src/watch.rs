@@ -38,6 +38,17 @@ pub(crate) trait Request: Clone + Send + Sync + 'static {
 pub(crate) trait Response: Send + 'static {
     /// The revision up to which this response says everything was seen, if it says so.
     fn seen_up_to(&self) -> Option<u64>;
+    /// More of this response's revision follows in the next one (a revision too large for
+    /// one message): the session joins them and delivers the revision whole.
+    fn fragment(&self) -> bool {
+        false
+    }
+    /// Appends the next fragment of the same revision.
+    fn join(&mut self, _next: Self)
+    where
+        Self: Sized,
+    {
+    }
 }
 
 /// Implements [`Request`] and [`Response`] for a watch whose every response, change or
@@ -174,6 +185,9 @@ where
     }
 
     async fn pump(&mut self, stream: &mut tonic::Streaming<R>) -> Ended {
+        // The fragments of a revision received so far (dropped if the stream breaks: the
+        // watch resumes before that revision, which then comes again whole).
+        let mut partial: Option<R> = None;
         loop {
             match tokio::time::timeout(self.silence, stream.next()).await {
                 Err(_) => {
@@ -187,6 +201,18 @@ where
                 }
                 Ok(None) => return Ended::Done,
                 Ok(Some(Ok(response))) => {
+                    let more = response.fragment();
+                    let response = match partial.take() {
+                        Some(mut joined) => {
+                            joined.join(response);
+                            joined
+                        }
+                        None => response,
+                    };
+                    if more {
+                        partial = Some(response);
+                        continue;
+                    }
                     let seen = response.seen_up_to();
                     if self.sender.send(Ok(response)).await.is_err() {
                         return Ended::Done; // nobody is listening any more

@@ -23,6 +23,10 @@ use super::{namespace, status, validate};
 const WATCH_HISTORY_BATCH: usize = 256;
 /// Responses buffered per watcher before the pump waits for the client.
 const WATCH_CHANNEL_CAPACITY: usize = 64;
+/// Encoded bytes of events per watch response: a revision with more (a large prefix delete)
+/// comes in fragments, so no response nears the message limit and a slow watcher's queue
+/// holds at most about WATCH_CHANNEL_CAPACITY of these.
+const WATCH_FRAGMENT_BYTES: usize = 1024 * 1024;
 /// A list page ends early past this many key and value bytes, well inside the response limit.
 const MAX_LIST_PAGE_BYTES: usize = 16 * 1024 * 1024;
 const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
@@ -544,7 +548,7 @@ impl WatchPump {
                     };
                     // Everything up to here has been examined; never claim past what is applied.
                     let seen = (self.next - 1).min(applied);
-                    let notice = pb::WatchResponse { events: Vec::new(), revision: seen };
+                    let notice = pb::WatchResponse { events: Vec::new(), revision: seen, fragment: false };
                     if self.sender.send(Ok(notice)).await.is_err() {
                         return;
                     }
@@ -597,15 +601,42 @@ impl WatchPump {
             .filter(|event| self.filter.matches(event))
             .map(|event| event_to_pb(event, revision.revision))
             .collect();
-        if events.is_empty() {
-            return true;
+        for response in fragments(events, revision.revision, WATCH_FRAGMENT_BYTES) {
+            if self.sender.send(Ok(response)).await.is_err() {
+                return false;
+            }
         }
-        let response = pb::WatchResponse {
-            events,
-            revision: revision.revision,
-        };
-        self.sender.send(Ok(response)).await.is_ok()
+        true
     }
+}
+
+/// The events of one revision as responses of at most about `budget` encoded bytes each (one
+/// event alone may pass it), all but the last marked `fragment`; none for no events.
+fn fragments(events: Vec<pb::Event>, revision: u64, budget: usize) -> Vec<pb::WatchResponse> {
+    let mut responses = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for event in events {
+        let len = prost::Message::encoded_len(&event);
+        if !current.is_empty() && size + len > budget {
+            responses.push(pb::WatchResponse {
+                events: std::mem::take(&mut current),
+                revision,
+                fragment: true,
+            });
+            size = 0;
+        }
+        size += len;
+        current.push(event);
+    }
+    if !current.is_empty() {
+        responses.push(pb::WatchResponse {
+            events: current,
+            revision,
+            fragment: false,
+        });
+    }
+    responses
 }
 
 /// Completes once the server is stopping (the guard `wait_for` returns is not `Send`).
@@ -746,5 +777,57 @@ mod page_token {
             }
             _ => Err(malformed()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(key: &str, value_len: usize) -> pb::Event {
+        pb::Event {
+            r#type: pb::event::Type::Put as i32,
+            record: Some(pb::Record {
+                key: key.as_bytes().to_vec(),
+                value: vec![7; value_len],
+                ..Default::default()
+            }),
+            expired: false,
+        }
+    }
+
+    #[test]
+    fn a_large_revision_comes_in_fragments_in_order() {
+        let events: Vec<_> = (0..100)
+            .map(|i| event(&format!("k{i:03}"), 1_000))
+            .collect();
+        let responses = fragments(events, 42, 10_000);
+        assert!(responses.len() >= 10, "{}", responses.len());
+        let (last, rest) = responses.split_last().unwrap();
+        assert!(rest.iter().all(|r| r.fragment) && !last.fragment);
+        assert!(responses.iter().all(|r| r.revision == 42));
+        for r in &responses {
+            let size: usize = r.events.iter().map(prost::Message::encoded_len).sum();
+            assert!(size <= 10_000, "{size}");
+        }
+        let keys: Vec<_> = responses
+            .iter()
+            .flat_map(|r| &r.events)
+            .map(|e| e.record.as_ref().unwrap().key.clone())
+            .collect();
+        let expected: Vec<_> = (0..100).map(|i| format!("k{i:03}").into_bytes()).collect();
+        assert_eq!(keys, expected);
+    }
+
+    #[test]
+    fn small_revisions_are_one_response_and_no_events_none() {
+        let one = fragments(vec![event("a", 10), event("b", 10)], 7, 10_000);
+        assert_eq!(one.len(), 1);
+        assert!(!one[0].fragment);
+        assert!(fragments(Vec::new(), 7, 10_000).is_empty());
+        // One event over the budget still goes, alone.
+        let big = fragments(vec![event("a", 50_000), event("b", 10)], 7, 10_000);
+        assert_eq!(big.len(), 2);
+        assert!(big[0].fragment && !big[1].fragment);
     }
 }

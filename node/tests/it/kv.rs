@@ -383,3 +383,88 @@ async fn watch_of_compacted_history_fails_with_the_oldest_revision() {
         other => panic!("expected Compacted, got {other}"),
     }
 }
+
+/// A revision larger than one response (here 24 values of 64 KiB in one transaction) comes in
+/// fragments of about 1 MiB, all but the last marked; the SDK joins them and delivers the
+/// revision whole, and a watch resumed at that revision gets it again whole and moves on.
+#[tokio::test]
+async fn a_revision_too_large_for_one_response_comes_in_fragments_and_whole_through_the_sdk() {
+    use strata_client::proto::{kv_client::KvClient, WatchRequest};
+
+    let server = Server::start();
+    let client = server.client("default").await;
+    let table = client.table("", "");
+    let before = table.put("marker", "m").await.unwrap().revision;
+
+    let mut raw = KvClient::connect(format!("http://{}", server.grpc))
+        .await
+        .unwrap()
+        .watch(WatchRequest {
+            key: b"big/".to_vec(),
+            prefix: true,
+            start_revision: before + 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut sdk = table.watch("big/", true, before + 1).await.unwrap();
+
+    let mut txn = Txn::new();
+    for i in 0..24 {
+        txn = txn.then(Txn::put(format!("big/{i:02}"), vec![b'v'; 64 * 1024]));
+    }
+    let revision = table.txn(txn).await.unwrap().revision;
+
+    let mut fragments = Vec::new();
+    loop {
+        let response = tokio::time::timeout(Duration::from_secs(20), raw.next())
+            .await
+            .expect("a response within 20 s")
+            .unwrap()
+            .unwrap();
+        if response.events.is_empty() {
+            continue; // a progress notice
+        }
+        assert_eq!(response.revision, revision);
+        let size = prost::Message::encoded_len(&response);
+        assert!(size < 1_200_000, "a fragment of {size} bytes");
+        let last = !response.fragment;
+        fragments.push(response);
+        if last {
+            break;
+        }
+    }
+    assert!(fragments.len() >= 2, "{} responses", fragments.len());
+    let events: usize = fragments.iter().map(|r| r.events.len()).sum();
+    assert_eq!(events, 24);
+
+    let whole = next_with_events(&mut sdk).await;
+    assert_eq!(
+        (whole.revision, whole.events.len(), whole.fragment),
+        (revision, 24, false)
+    );
+
+    // Resumed at the big revision: it again, whole, then what comes after.
+    let mut resumed = table.watch("big/", true, revision).await.unwrap();
+    let again = next_with_events(&mut resumed).await;
+    assert_eq!((again.revision, again.events.len()), (revision, 24));
+    let after = table.put("big/after", "x").await.unwrap().revision;
+    let next = next_with_events(&mut resumed).await;
+    assert_eq!((next.revision, next.events.len()), (after, 1));
+}
+
+async fn next_with_events(
+    watch: &mut strata_client::WatchStream,
+) -> strata_client::proto::WatchResponse {
+    loop {
+        let response = tokio::time::timeout(Duration::from_secs(20), watch.next())
+            .await
+            .expect("a response within 20 s")
+            .unwrap()
+            .unwrap();
+        if !response.events.is_empty() {
+            return response;
+        }
+    }
+}

@@ -253,8 +253,9 @@ func isKind(err error, kind error) bool {
 }
 
 // Watch streams the changes of key (or of every key under it, with prefix) from revision
-// from on (0: from now). Each response holds every matching event of one revision, or none
-// (a progress notice: everything up to its revision was seen).
+// from on (0: from now). Each response holds every matching event of one revision (joined
+// from the fragments a large revision comes in), or none (a progress notice: everything up to
+// its revision was seen).
 func (t *Table) Watch(ctx context.Context, key []byte, prefix bool, from uint64) (*Watch[kvpb.WatchResponse], error) {
 	return startWatch(ctx, t.c, watchSpec[kvpb.WatchResponse]{
 		from: from,
@@ -264,6 +265,11 @@ func (t *Table) Watch(ctx context.Context, key []byte, prefix bool, from uint64)
 				ProgressIntervalMs: uint32(watchProgress.Milliseconds()),
 			})
 		},
-		seen: func(r *kvpb.WatchResponse) (uint64, bool) { return r.GetRevision(), r.GetRevision() > 0 },
+		seen:     func(r *kvpb.WatchResponse) (uint64, bool) { return r.GetRevision(), r.GetRevision() > 0 },
+		fragment: func(r *kvpb.WatchResponse) bool { return r.GetFragment() },
+		join: func(acc, next *kvpb.WatchResponse) {
+			acc.Events = append(acc.Events, next.GetEvents()...)
+			acc.Fragment = next.GetFragment()
+		},
 	})
 }

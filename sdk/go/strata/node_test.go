@@ -415,3 +415,37 @@ func TestPermanentRegistrations(t *testing.T) {
 		}
 	}
 }
+
+// A revision too large for one response comes in fragments; the SDK delivers it whole.
+func TestALargeRevisionArrivesWhole(t *testing.T) {
+	node := stratatest.Start(t)
+	c := connect(t, []string{node.GRPC})
+	ctx := deadline(t)
+	table := c.Table("", "")
+	watch, err := table.Watch(ctx, []byte("big/"), true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close()
+	var txn strata.Txn
+	for i := 0; i < 24; i++ {
+		txn.Then = append(txn.Then, strata.OpPut([]byte(fmt.Sprintf("big/%02d", i)), make([]byte, 64<<10)))
+	}
+	done, err := table.Txn(ctx, txn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		response, err := watch.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(response.GetEvents()) == 0 {
+			continue
+		}
+		if response.GetRevision() != done.GetRevision() || len(response.GetEvents()) != 24 || response.GetFragment() {
+			t.Fatalf("revision %d with %d events (fragment %v), want %d with 24", response.GetRevision(), len(response.GetEvents()), response.GetFragment(), done.GetRevision())
+		}
+		return
+	}
+}

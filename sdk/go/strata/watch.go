@@ -41,6 +41,10 @@ type watchSpec[T any] struct {
 	open func(ctx context.Context, conn grpc.ClientConnInterface, from uint64) (grpc.ServerStreamingClient[T], error)
 	seen func(*T) (uint64, bool)
 	from uint64
+	// fragment says more of a response's revision follows (nil: never); join appends such a
+	// next fragment to what was received of the revision. The watch delivers revisions whole.
+	fragment func(*T) bool
+	join     func(acc, next *T)
 }
 
 func startWatch[T any](ctx context.Context, c *Client, spec watchSpec[T]) (*Watch[T], error) {
@@ -168,6 +172,9 @@ func (w *Watch[T]) pump(life context.Context, c *Client, spec watchSpec[T], inde
 	name := c.endpoints[index].name
 	silence := time.NewTimer(watchSilence)
 	defer silence.Stop()
+	// The fragments of a revision so far; dropped if the stream breaks (the watch resumes
+	// before that revision, which then comes again whole).
+	var partial *T
 	for {
 		select {
 		case <-life.Done():
@@ -183,6 +190,15 @@ func (w *Watch[T]) pump(life context.Context, c *Client, spec watchSpec[T], inde
 				return fromStatus(status.Convert(in.err), md, name)
 			}
 			silence.Reset(watchSilence)
+			more := spec.fragment != nil && spec.fragment(in.item)
+			if partial != nil {
+				spec.join(partial, in.item)
+				in.item, partial = partial, nil
+			}
+			if more {
+				partial = in.item
+				continue
+			}
 			if r, ok := spec.seen(in.item); ok {
 				*seen, *known = max(*seen, r), true
 			}

@@ -1713,9 +1713,13 @@ func (x *Event) GetExpired() bool {
 
 type WatchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// All events of one revision, or none in a progress notification.
-	Events        []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
-	Revision      uint64   `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// All events of one revision, or none in a progress notification; a revision whose events
+	// would not fit one response comes in several, all but the last with `fragment` set.
+	Events   []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	Revision uint64   `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// More events of this revision follow: the revision is complete (and a watch may resume
+	// after it) only with the response that has `fragment` unset. The SDKs join fragments.
+	Fragment      bool `protobuf:"varint,3,opt,name=fragment,proto3" json:"fragment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1762,6 +1766,13 @@ func (x *WatchResponse) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *WatchResponse) GetFragment() bool {
+	if x != nil {
+		return x.Fragment
+	}
+	return false
 }
 
 type DatabasesRequest struct {
@@ -2068,10 +2079,11 @@ const file_strata_kv_v1_kv_proto_rawDesc = "" +
 	"\x04Type\x12\x14\n" +
 	"\x10TYPE_UNSPECIFIED\x10\x00\x12\f\n" +
 	"\bTYPE_PUT\x10\x01\x12\x0f\n" +
-	"\vTYPE_DELETE\x10\x02\"X\n" +
+	"\vTYPE_DELETE\x10\x02\"t\n" +
 	"\rWatchResponse\x12+\n" +
 	"\x06events\x18\x01 \x03(\v2\x13.strata.kv.v1.EventR\x06events\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"\x12\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x1a\n" +
+	"\bfragment\x18\x03 \x01(\bR\bfragment\"\x12\n" +
 	"\x10DatabasesRequest\"1\n" +
 	"\x11DatabasesResponse\x12\x1c\n" +
 	"\tdatabases\x18\x01 \x03(\tR\tdatabases\"+\n" +
