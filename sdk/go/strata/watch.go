@@ -49,7 +49,7 @@ type watchSpec[T any] struct {
 
 func startWatch[T any](ctx context.Context, c *Client, spec watchSpec[T]) (*Watch[T], error) {
 	life, cancel := context.WithCancel(context.Background())
-	index, stream, err := openWatch(ctx, life, c, spec, spec.from)
+	index, stream, stop, err := openWatch(ctx, life, c, spec, spec.from)
 	for retry := 1; err != nil && resumable(err) && retry < c.opts.retry.Attempts; retry++ {
 		c.moveOn(index)
 		select {
@@ -58,26 +58,27 @@ func startWatch[T any](ctx context.Context, c *Client, spec watchSpec[T]) (*Watc
 			cancel()
 			return nil, ctx.Err()
 		}
-		index, stream, err = openWatch(ctx, life, c, spec, spec.from)
+		index, stream, stop, err = openWatch(ctx, life, c, spec, spec.from)
 	}
 	if err != nil {
 		cancel()
 		return nil, err
 	}
 	w := &Watch[T]{items: make(chan *T, 64), cancel: cancel, done: make(chan struct{})}
-	go w.run(life, c, spec, index, stream)
+	go w.run(life, c, spec, index, stream, stop)
 	return w, nil
 }
 
 // openWatch opens the watch on the preferred endpoint and waits for the server to accept it
 // (its response headers), so that a refusal (a compacted revision, say) comes back here.
-func openWatch[T any](ctx, life context.Context, c *Client, spec watchSpec[T], from uint64) (int, grpc.ServerStreamingClient[T], error) {
+// The cancel function it returns closes the stream.
+func openWatch[T any](ctx, life context.Context, c *Client, spec watchSpec[T], from uint64) (int, grpc.ServerStreamingClient[T], context.CancelFunc, error) {
 	index, e := c.current()
 	streamCtx, cancel := context.WithCancel(c.outgoing(life))
 	stream, err := spec.open(streamCtx, e.conn, from)
 	if err != nil {
 		cancel()
-		return index, nil, fromStatus(status.Convert(err), nil, e.name)
+		return index, nil, nil, fromStatus(status.Convert(err), nil, e.name)
 	}
 	opened := make(chan error, 1)
 	go func() {
@@ -90,10 +91,10 @@ func openWatch[T any](ctx, life context.Context, c *Client, spec watchSpec[T], f
 	case err = <-opened:
 	case <-timer.C:
 		cancel()
-		return index, nil, &Error{Kind: ErrUnavailable, GRPCCode: codes.Unavailable, Message: fmt.Sprintf("%s did not open the watch within %v", e.name, watchSilence), Endpoint: e.name}
+		return index, nil, nil, &Error{Kind: ErrUnavailable, GRPCCode: codes.Unavailable, Message: fmt.Sprintf("%s did not open the watch within %v", e.name, watchSilence), Endpoint: e.name}
 	case <-ctx.Done():
 		cancel()
-		return index, nil, ctx.Err()
+		return index, nil, nil, ctx.Err()
 	}
 	if err != nil {
 		// The status and its trailers come with the Recv after the headers failed.
@@ -102,13 +103,13 @@ func openWatch[T any](ctx, life context.Context, c *Client, spec watchSpec[T], f
 		}
 		md := stream.Trailer()
 		cancel()
-		return index, nil, fromStatus(status.Convert(err), md, e.name)
+		return index, nil, nil, fromStatus(status.Convert(err), md, e.name)
 	}
 	context.AfterFunc(life, cancel)
-	return index, stream, nil
+	return index, stream, cancel, nil
 }
 
-func (w *Watch[T]) run(life context.Context, c *Client, spec watchSpec[T], index int, stream grpc.ServerStreamingClient[T]) {
+func (w *Watch[T]) run(life context.Context, c *Client, spec watchSpec[T], index int, stream grpc.ServerStreamingClient[T], stop context.CancelFunc) {
 	defer close(w.done)
 	defer close(w.items)
 	closed := &Error{Kind: ErrClosed, Message: "the watch was closed"}
@@ -116,6 +117,7 @@ func (w *Watch[T]) run(life context.Context, c *Client, spec watchSpec[T], index
 	known := false
 	for {
 		err := w.pump(life, c, spec, index, stream, &seen, &known)
+		stop() // a silent stream may still be open: close it before opening another
 		if life.Err() != nil {
 			w.err = closed
 			return
@@ -129,7 +131,7 @@ func (w *Watch[T]) run(life context.Context, c *Client, spec watchSpec[T], index
 		giveUp := time.Now().Add(watchResumeFor)
 		backoff := 50 * time.Millisecond
 		for {
-			index, stream, err = openWatch(life, life, c, spec, seen+1)
+			index, stream, stop, err = openWatch(life, life, c, spec, seen+1)
 			if err == nil {
 				break
 			}
