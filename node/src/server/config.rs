@@ -9,8 +9,6 @@ use serde_json::Value;
 use strata_proto::config::v1 as pb;
 use strata_raft::RaftNode;
 use strata_registry::{json, ConfigEvent, RegistryCommand, RegistryEvent, RegistryResponse};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
 use super::history::{self, Follower, Pump};
@@ -365,7 +363,7 @@ impl pb::config_server::Config for ConfigService {
             .await
     }
 
-    type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
+    type WatchStream = crate::server::outbox::Inbox<pb::WatchResponse>;
 
     async fn watch(
         &self,
@@ -382,7 +380,7 @@ impl pb::config_server::Config for ConfigService {
                 }
                 let live = self.node.subscribe_registry();
                 let start = history::start_revision(&self.node, request.start_revision)?;
-                let (sender, receiver) = mpsc::channel(history::CHANNEL_CAPACITY);
+                let (sender, receiver) = crate::server::outbox::channel();
                 let pump = Pump {
                     node: self.node.clone(),
                     follower: ConfigFollower {
@@ -397,7 +395,7 @@ impl pb::config_server::Config for ConfigService {
                     stopping: self.stopping.clone(),
                 };
                 tokio::spawn(pump.run(live));
-                Ok(ReceiverStream::new(receiver))
+                Ok(receiver)
             })
             .await
     }

@@ -8,15 +8,13 @@ use std::time::Duration;
 
 use strata_raft::RaftNode;
 use strata_registry::RegistryEvent;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tonic::Status;
 
 use super::status;
 
 /// Revisions read from history per step while a watcher catches up.
 const HISTORY_BATCH: usize = 256;
-/// Responses buffered per watcher before the pump waits for the client.
-pub const CHANNEL_CAPACITY: usize = 64;
 const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -85,7 +83,7 @@ pub struct Pump<F: Follower> {
     pub follower: F,
     /// The first revision not yet examined.
     pub next: u64,
-    pub sender: mpsc::Sender<Result<F::Response, Status>>,
+    pub sender: super::outbox::Outbox<F::Response>,
     pub progress: Duration,
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -97,7 +95,7 @@ impl<F: Follower> Pump<F> {
             return;
         }
         let mut stopping = self.stopping.clone();
-        let client_side = self.sender.clone();
+        let client_side = self.sender.client_gone();
         // Progress goes out when this watcher was sent nothing for a whole interval, however
         // busy the registry is with events it filters out.
         let mut ticks = tokio::time::interval(self.progress);
@@ -148,7 +146,7 @@ impl<F: Follower> Pump<F> {
                         }
                     }
                 }
-                _ = client_side.closed() => return,
+                _ = client_side.wait() => return,
                 _ = stopped(&mut stopping) => {
                     let status = Status::unavailable(
                         "the server is shutting down; resume the watch from the last revision seen",

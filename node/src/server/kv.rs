@@ -12,8 +12,7 @@ use strata_storage::kv::{
     Compare, CompareOp, CompareTarget, Event, EventKind, KvCommand, KvResponse, ListQuery,
     Precondition, Put, Record, RevisionEvents, Scope, TxnOp, TxnOpResult,
 };
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
 use super::metrics::Metrics;
@@ -22,10 +21,9 @@ use super::{namespace, status, validate};
 /// Revisions read from history per step while a watcher catches up.
 const WATCH_HISTORY_BATCH: usize = 256;
 /// Responses buffered per watcher before the pump waits for the client.
-const WATCH_CHANNEL_CAPACITY: usize = 64;
 /// Encoded bytes of events per watch response: a revision with more (a large prefix delete)
 /// comes in fragments, so no response nears the message limit and a slow watcher's queue
-/// holds at most about WATCH_CHANNEL_CAPACITY of these.
+/// (outbox.rs) holds at most about outbox::CAPACITY of these.
 const WATCH_FRAGMENT_BYTES: usize = 1024 * 1024;
 /// A list page ends early past this many key and value bytes, well inside the response limit.
 const MAX_LIST_PAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -374,7 +372,7 @@ impl pb::kv_server::Kv for KvService {
         .await
     }
 
-    type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
+    type WatchStream = crate::server::outbox::Inbox<pb::WatchResponse>;
 
     async fn watch(
         &self,
@@ -401,7 +399,7 @@ impl pb::kv_server::Kv for KvService {
             if start < floor {
                 return Err(status::compacted(start, floor));
             }
-            let (sender, receiver) = mpsc::channel(WATCH_CHANNEL_CAPACITY);
+            let (sender, receiver) = crate::server::outbox::channel();
             let filter = WatchFilter {
                 scope,
                 key: req.key,
@@ -416,7 +414,7 @@ impl pb::kv_server::Kv for KvService {
                 stopping: self.stopping.clone(),
             };
             tokio::spawn(pump.run(live));
-            Ok(ReceiverStream::new(receiver))
+            Ok(receiver)
         })
         .await
     }
@@ -509,7 +507,7 @@ struct WatchPump {
     filter: WatchFilter,
     /// The first revision not yet examined.
     next: u64,
-    sender: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    sender: super::outbox::Outbox<pb::WatchResponse>,
     progress: Duration,
     stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -521,7 +519,7 @@ impl WatchPump {
         }
         // Owned handles, so the select below borrows nothing of `self`.
         let mut stopping = self.stopping.clone();
-        let client_side = self.sender.clone();
+        let client_side = self.sender.client_gone();
         loop {
             tokio::select! {
                 received = live.recv() => match received {
@@ -553,7 +551,7 @@ impl WatchPump {
                         return;
                     }
                 }
-                _ = client_side.closed() => return,
+                _ = client_side.wait() => return,
                 _ = stopped(&mut stopping) => {
                     let status = Status::unavailable("the server is shutting down; resume the watch from the last revision seen");
                     let _ = self.sender.send(Err(status)).await;

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod micro;
 pub mod namespace;
 pub mod namespaces;
+pub mod outbox;
 pub mod rate;
 pub mod registry;
 pub mod secrets;

@@ -10,8 +10,6 @@ use strata_registry::{
     Change, Endpoint, NodeEvent, NodeInfo, RegistryCommand, RegistryEvent, RegistryFailure,
     RegistryResponse, ServiceInfo, ServiceView, TypeInfo,
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::history::{self, Follower, Pump};
@@ -549,7 +547,7 @@ impl pb::registry_server::Registry for RegistryService {
             .await
     }
 
-    type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
+    type WatchStream = crate::server::outbox::Inbox<pb::WatchResponse>;
 
     async fn watch(
         &self,
@@ -571,7 +569,7 @@ impl pb::registry_server::Registry for RegistryService {
                 let service = (!request.service.is_empty()).then_some(request.service);
                 // Subscribe before choosing the start, so that nothing falls between.
                 let live = self.node.subscribe_registry();
-                let (sender, receiver) = mpsc::channel(history::CHANNEL_CAPACITY);
+                let (sender, receiver) = crate::server::outbox::channel();
                 let (start, snapshot) = if request.initial_snapshot {
                     let (revision, views) = self
                         .node
@@ -587,20 +585,21 @@ impl pb::registry_server::Registry for RegistryService {
                     node: self.node.clone(),
                     follower: RegistryFollower { namespace, service },
                     next: start,
-                    sender: sender.clone(),
+                    sender,
                     progress: history::progress_interval(request.progress_interval_ms),
                     stopping: self.stopping.clone(),
                 };
                 // The snapshot goes out first, from the pump's task.
                 tokio::spawn(async move {
+                    let mut pump = pump;
                     for message in snapshot {
-                        if sender.send(Ok(message)).await.is_err() {
+                        if pump.sender.send(Ok(message)).await.is_err() {
                             return;
                         }
                     }
                     pump.run(live).await;
                 });
-                Ok(ReceiverStream::new(receiver))
+                Ok(receiver)
             })
             .await
     }

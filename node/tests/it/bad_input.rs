@@ -301,3 +301,54 @@ async fn raw_unary(
         .await
         .map(tonic::Response::into_inner)
 }
+
+/// A watcher that stops reading is cut: once its queue has found no room for the outbox's
+/// wait (30 s), its next read is RESOURCE_EXHAUSTED `slow_reader`, and the node goes on.
+#[tokio::test]
+async fn a_watcher_that_stops_reading_is_cut_with_a_clear_status() {
+    use strata_client::proto::{kv_client::KvClient, WatchRequest};
+
+    let server = Server::start();
+    let client = server.client("default").await;
+    let table = client.table("", "");
+    let mut watch = KvClient::connect(format!("http://{}", server.grpc))
+        .await
+        .unwrap()
+        .watch(WatchRequest {
+            key: b"slow/".to_vec(),
+            prefix: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // More than the queue (64 responses), the HTTP/2 windows and buffers can hold unread.
+    for i in 0..120 {
+        table
+            .put(format!("slow/{i:03}"), vec![b'v'; 64 * 1024])
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(35)).await;
+    let mut read = 0;
+    let status = loop {
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            futures::StreamExt::next(&mut watch),
+        )
+        .await
+        {
+            Ok(Some(Ok(_))) => read += 1,
+            Ok(Some(Err(status))) => break status,
+            other => panic!("after {read} responses: {other:?}"),
+        }
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        status.metadata().get("x-strata-error").unwrap(),
+        "slow_reader"
+    );
+    assert!(read < 120, "every response arrived: nothing was cut");
+    // The node serves on.
+    table.put("slow/after", "x").await.unwrap();
+}

@@ -12,8 +12,6 @@ use strata_registry::{
     Change, NodeEvent, NodeInfo, RegistryCommand, RegistryEvent, RegistryResponse, ServiceInfo,
     ServiceView, TypeInfo,
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{authorize, authorize_admin, caller_of, first, or_default};
@@ -388,7 +386,7 @@ impl pb::registry_server::Registry for RegistryService {
             .await
     }
 
-    type WatchStream = ReceiverStream<Result<pb::Result, Status>>;
+    type WatchStream = crate::server::outbox::Inbox<pb::Result>;
 
     async fn watch(
         &self,
@@ -406,7 +404,7 @@ impl pb::registry_server::Registry for RegistryService {
                 // before choosing the start so that nothing falls between.
                 let live = self.node.subscribe_registry();
                 let start = history::start_revision(&self.node, 0)?;
-                let (sender, receiver) = mpsc::channel(history::CHANNEL_CAPACITY);
+                let (sender, receiver) = crate::server::outbox::channel();
                 let pump = Pump {
                     node: self.node.clone(),
                     follower: MicroFollower { namespace, service },
@@ -416,7 +414,7 @@ impl pb::registry_server::Registry for RegistryService {
                     stopping: self.stopping.clone(),
                 };
                 tokio::spawn(pump.run(live));
-                Ok(ReceiverStream::new(receiver))
+                Ok(receiver)
             })
             .await
     }
