@@ -21,7 +21,7 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTRO
 use crate::server::micro::errors as micro;
 
 /// What gRPC percent-encodes in `grpc-message`: everything outside printable ASCII, and `%`.
-pub const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
+const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
 
 /// The longest error message a client is sent, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 1_024;
@@ -125,12 +125,13 @@ fn finish(headers: &mut HeaderMap, micro_id: Option<&str>) {
             HeaderValue::from_static(error),
         );
     }
+    let message = match micro_id {
+        Some(id) => micro::micro_json(id, code, &message),
+        None => message,
+    };
     let encoded = utf8_percent_encode(&message, GRPC_MESSAGE).to_string();
     if let Ok(value) = HeaderValue::from_str(&encoded) {
         headers.insert("grpc-message", value);
-    }
-    if let Some(id) = micro_id {
-        micro::rewrite(headers, id);
     }
 }
 
@@ -285,6 +286,21 @@ mod tests {
         let mut none = HeaderMap::new();
         finish(&mut none, Some("store.Store.Read"));
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn micro_calls_get_micro_json_with_their_detail_decoded() {
+        let mut h = HeaderMap::new();
+        h.insert("grpc-status", HeaderValue::from_static("5"));
+        h.insert(
+            "grpc-message",
+            HeaderValue::from_static("not found: caf%C3%A9 100%25"),
+        );
+        finish(&mut h, Some("store.Store.Read"));
+        assert_eq!(h["grpc-status"], "5");
+        let json: serde_json::Value = serde_json::from_str(&message(&h)).unwrap();
+        assert_eq!(json["detail"], "not found: café 100%");
+        assert_eq!(json["code"], 404);
     }
 
     #[test]

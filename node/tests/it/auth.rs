@@ -54,13 +54,7 @@ type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Code);
 
 /// Calls `path` with an empty message and the given headers; the status it ends with.
 async fn raw_call(grpc: &str, path: &str, headers: &[(&str, &str)]) -> Code {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = tonic::client::Grpc::new(channel);
-    client.ready().await.unwrap();
+    let mut client = crate::harness::raw_grpc(grpc).await;
     let mut request = tonic::Request::new(());
     for (name, value) in headers {
         request.metadata_mut().insert(

@@ -285,13 +285,7 @@ async fn raw_unary(
         }
     }
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = tonic::client::Grpc::new(channel);
-    client.ready().await.unwrap();
+    let mut client = crate::harness::raw_grpc(grpc).await;
     client
         .unary(
             tonic::Request::new(body),

@@ -243,6 +243,19 @@ impl Drop for Server {
 }
 
 /// Runs `strata` with `args` and returns its stdout; panics with stderr if it fails.
+/// A bare gRPC client of the node at `grpc`, for calls the SDK would not make (raw bytes,
+/// arbitrary paths and headers).
+pub async fn raw_grpc(grpc: &str) -> tonic::client::Grpc<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await.unwrap();
+    client
+}
+
 pub fn strata(args: &[&str]) -> String {
     let output = Command::new(BINARY)
         .args(args)

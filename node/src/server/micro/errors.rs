@@ -1,14 +1,9 @@
 //! Micro's error shape on the wire (shared/MICRO_API.md §1): a Micro client rebuilds an error
 //! by parsing `grpc-message` as JSON `{"id","code","detail","status"}` and branches on `code`
-//! (404 above all). The edge's status layer (`server/edge.rs`) applies [`rewrite`] to every
+//! (404 above all). The edge's status layer (`server/edge.rs`) puts [`micro_json`] in every
 //! error status of a call to a Micro package, wherever it came from (the identity layer, a
 //! handler, tonic's own decoding), so each handler returns ordinary statuses and the shape is
 //! made in one place. The gRPC status code and the `x-strata-error` metadata stay as they were.
-
-use http::{HeaderMap, HeaderValue};
-use percent_encoding::{percent_decode_str, utf8_percent_encode};
-
-use crate::server::edge::GRPC_MESSAGE;
 
 /// The packages of Micro's services, as the first part of their paths.
 const MICRO_PACKAGES: &[&str] = &["store", "registry", "events", "config", "auth", "broker"];
@@ -48,31 +43,6 @@ pub fn micro_json(id: &str, grpc: i32, detail: &str) -> String {
     serde_json::json!({ "id": id, "code": code, "detail": detail, "status": status }).to_string()
 }
 
-/// Rewrites an error status in `headers` (response headers of a trailers-only answer, or
-/// trailers) into Micro's shape; leaves successes alone.
-pub fn rewrite(headers: &mut HeaderMap, id: &str) {
-    let Some(code) = headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-    else {
-        return;
-    };
-    if code == 0 {
-        return;
-    }
-    let detail = headers
-        .get("grpc-message")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| percent_decode_str(v).decode_utf8_lossy().into_owned())
-        .unwrap_or_default();
-    let json = micro_json(id, code, &detail);
-    let encoded = utf8_percent_encode(&json, GRPC_MESSAGE).to_string();
-    if let Ok(value) = HeaderValue::from_str(&encoded) {
-        headers.insert("grpc-message", value);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,30 +64,15 @@ mod tests {
     }
 
     #[test]
-    fn errors_become_micro_json_and_successes_stay() {
-        let mut headers = HeaderMap::new();
-        headers.insert("grpc-status", HeaderValue::from_static("5"));
-        headers.insert(
-            "grpc-message",
-            HeaderValue::from_static("not found: caf%C3%A9 100%25"),
-        );
-        rewrite(&mut headers, "store.Store.Read");
-        assert_eq!(headers["grpc-status"], "5");
-        let text = percent_decode_str(headers["grpc-message"].to_str().unwrap())
-            .decode_utf8()
-            .unwrap()
-            .into_owned();
-        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    fn errors_become_micro_json() {
+        let json: serde_json::Value =
+            serde_json::from_str(&micro_json("store.Store.Read", 5, "not found: café 100%"))
+                .unwrap();
         assert_eq!(
             json,
             serde_json::json!({"id": "store.Store.Read", "code": 404,
                 "detail": "not found: café 100%", "status": "Not Found"})
         );
-
-        let mut ok = HeaderMap::new();
-        ok.insert("grpc-status", HeaderValue::from_static("0"));
-        rewrite(&mut ok, "store.Store.Read");
-        assert!(ok.get("grpc-message").is_none());
     }
 
     #[test]
