@@ -624,20 +624,33 @@ pub mod auth {
         kind: &str,
         scopes: &[&str],
     ) -> String {
-        client(grpc, Some(admin_token), Some(namespace))
-            .await
-            .generate(pb::GenerateRequest {
-                id: id.into(),
-                r#type: kind.into(),
-                scopes: scopes.iter().map(|s| s.to_string()).collect(),
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|s| panic!("creating {namespace}/{id}: {s:?}"))
-            .into_inner()
-            .account
-            .unwrap()
-            .secret
+        // A cluster just formed may still change leaders: a call the server says it did not
+        // do (`not_leader`, `leader_unreachable`) is tried again, for up to 10 s.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let result = client(grpc, Some(admin_token), Some(namespace))
+                .await
+                .generate(pb::GenerateRequest {
+                    id: id.into(),
+                    r#type: kind.into(),
+                    scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                    ..Default::default()
+                })
+                .await;
+            match result {
+                Ok(response) => return response.into_inner().account.unwrap().secret,
+                Err(status)
+                    if Instant::now() < deadline
+                        && status
+                            .metadata()
+                            .get("x-strata-error")
+                            .is_some_and(|e| e == "not_leader" || e == "leader_unreachable") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(status) => panic!("creating {namespace}/{id}: {status:?}"),
+            }
+        }
     }
 
     /// A new account's access token.
