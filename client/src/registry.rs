@@ -66,13 +66,16 @@ impl Registry {
         Self { endpoints }
     }
 
-    /// Registers (or refreshes) `service` and its nodes, which stay for `ttl` unless registered
-    /// again. Safe to retry: repeating a registration is a keepalive.
+    /// Registers (or refreshes) `service` and its nodes, which stay for `ttl` (whole seconds,
+    /// rounded up) unless registered again; a `ttl` of zero registers them as permanent
+    /// (Micro's TTL 0): they stay until deregistered. Safe to retry: repeating a registration
+    /// is a keepalive.
     pub async fn register(&self, service: &Service, ttl: Duration) -> Result<Registered, Error> {
+        let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
         let request = proto::RegisterRequest {
             service: Some(service.clone()),
-            ttl_seconds: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
-            permanent: false,
+            ttl_seconds: u32::try_from(seconds).unwrap_or(u32::MAX),
+            permanent: ttl.is_zero(),
         };
         let response = self
             .endpoints
@@ -98,6 +101,13 @@ impl Registry {
         service: Service,
         ttl: Duration,
     ) -> Result<Registration, Error> {
+        if ttl.is_zero() {
+            return Err(Error::InvalidArgument(
+                "a kept registration needs a TTL (a permanent one needs no keeping: register it \
+                 with a TTL of zero)"
+                    .into(),
+            ));
+        }
         let first = self.register(&service, ttl).await?;
         let last_error = Arc::new(std::sync::Mutex::new(None));
         let every = (ttl / 3).max(Duration::from_millis(100));

@@ -845,11 +845,9 @@ async fn bad_registrations_are_refused_and_change_nothing() {
         ),
         ("no port", service("svc", "1", vec![node("n9", "h")]), ttl),
         ("port 0", service("svc", "1", vec![node("n9", "h:0")]), ttl),
-        (
-            "ttl 0",
-            service("svc", "1", vec![node("n9", "h:1")]),
-            Duration::ZERO,
-        ),
+        // A TTL of 0 through the SDK is a permanent registration (see
+        // a_zero_ttl_registers_nodes_that_never_expire); on the wire, 0 without `permanent`
+        // is refused (sdk/go's TestPermanentRegistrations).
         (
             "ttl over a day",
             service("svc", "1", vec![node("n9", "h:1")]),
@@ -986,4 +984,26 @@ async fn a_node_that_catches_up_by_snapshot_has_the_registry_and_config() {
         events,
         [("create", "bulk".into(), "b119".into(), false, last)]
     );
+}
+
+/// A TTL of zero registers the nodes as permanent (Micro's TTL 0): no lease, no expiry; they
+/// go only when deregistered. Keeping one registered makes no sense and is refused.
+#[tokio::test]
+async fn a_zero_ttl_registers_nodes_that_never_expire() {
+    let server = Server::start();
+    let client = server.client("default").await;
+    let registry = client.registry();
+    let db = service("db", "1", vec![node("db-1", "10.0.0.9:5432")]);
+    registry.register(&db, Duration::ZERO).await.unwrap();
+    let found = registry
+        .get_service("db", Consistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].ttl_seconds, 0, "a permanent node has no TTL");
+    assert!(matches!(
+        registry.keep_registered(db.clone(), Duration::ZERO).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(registry.deregister("db", "1", &[]).await.unwrap(), 1);
 }
