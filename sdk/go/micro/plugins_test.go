@@ -237,7 +237,8 @@ func TestEventOffsetsNacksRetryLimitsAndTheStore(t *testing.T) {
 	}
 }
 
-func TestBrokerFansOutWithoutAQueueAndSharesWithOne(t *testing.T) {
+// A queue's sharing is tested end to end (e2e_test.go).
+func TestBrokerFansOutWithoutAQueue(t *testing.T) {
 	b := strataBroker.NewBroker(oneNode(t))
 	defer b.Disconnect()
 	var mu sync.Mutex

@@ -234,11 +234,10 @@ func microV3System(name string, r v3registry.Registry, e v3events.Stream, st v3s
 		return err
 	}
 	s.publish = func(int) error { return e.Publish("bench-events", payload) }
-	var counter sync.Map
+	writes := make([]int, clients) // each client counts its own writes
 	s.write = func(c int) error {
-		n, _ := counter.LoadOrStore(c, new(int))
-		*n.(*int)++
-		return st.Write(&v3store.Record{Key: fmt.Sprintf("k-%d-%d", c, *n.(*int)%1000), Value: payload})
+		writes[c]++
+		return st.Write(&v3store.Record{Key: fmt.Sprintf("k-%d-%d", c, writes[c]%1000), Value: payload})
 	}
 	s.read = func(c int) error {
 		_, err := st.Read(fmt.Sprintf("k-%d-%d", c, 1))

@@ -2,6 +2,7 @@ package strata
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	kvpb "github.com/strata-db/strata/sdk/go/gen/strata/kv/v1"
@@ -95,7 +96,7 @@ func (t *Table) GetWith(ctx context.Context, key []byte, consistency Consistency
 	response, err := invoke(ctx, t.c, safeRead, func(ctx context.Context, conn grpc.ClientConnInterface, co ...grpc.CallOption) (*kvpb.GetResponse, error) {
 		return kvpb.NewKvClient(conn).Get(ctx, request, co...)
 	})
-	if isKind(err, ErrNotFound) {
+	if errors.Is(err, ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
@@ -245,11 +246,6 @@ func (c *Client) Tables(ctx context.Context, database string) ([]string, error) 
 		return kvpb.NewKvClient(conn).Tables(ctx, &kvpb.TablesRequest{Database: database}, co...)
 	})
 	return response.GetTables(), err
-}
-
-func isKind(err error, kind error) bool {
-	e, ok := err.(*Error)
-	return ok && e.Kind == kind
 }
 
 // Watch streams the changes of key (or of every key under it, with prefix) from revision

@@ -388,12 +388,6 @@ func (s *Subscription) pump(life context.Context, a *attempt) error {
 			// A stream that is gone says so on its receiving side.
 			_ = a.stream.Send(request)
 		case in := <-a.inbound:
-			if !silence.Stop() {
-				select {
-				case <-silence.C:
-				default:
-				}
-			}
 			silence.Reset(s.silence)
 			if in.err != nil {
 				if errors.Is(in.err, io.EOF) {

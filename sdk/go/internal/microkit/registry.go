@@ -162,7 +162,8 @@ func (r Registry) Watch(ctx, stop context.Context, domain, service string) (*Wat
 	if err != nil {
 		return nil, err
 	}
-	w := &Watcher{watch: watch, domain: domain, stop: make(chan struct{})}
+	life, cancel := context.WithCancel(context.Background())
+	w := &Watcher{watch: watch, domain: domain, life: life, cancel: cancel}
 	if stop != nil {
 		context.AfterFunc(stop, w.Stop)
 	}
@@ -175,8 +176,10 @@ type Watcher struct {
 	watch   *strata.Watch[regpb.WatchResponse]
 	domain  string
 	pending []Result
-	stop    chan struct{}
-	once    sync.Once
+	// life ends at Stop: it ends a Next that is waiting.
+	life   context.Context
+	cancel context.CancelFunc
+	once   sync.Once
 }
 
 // Result is one change: Action is "create", "update" or "delete".
@@ -188,23 +191,12 @@ type Result struct {
 // Next waits for the next change; ErrWatcherStopped after Stop.
 func (w *Watcher) Next() (Result, error) {
 	for len(w.pending) == 0 {
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() {
-			select {
-			case <-w.stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		response, err := w.watch.Next(ctx)
-		cancel()
+		response, err := w.watch.Next(w.life)
+		if w.life.Err() != nil {
+			return Result{}, ErrWatcherStopped
+		}
 		if err != nil {
-			select {
-			case <-w.stop:
-				return Result{}, ErrWatcherStopped
-			default:
-				return Result{}, err
-			}
+			return Result{}, err
 		}
 		for _, e := range response.GetEvents() {
 			if action := actionOf(e.GetType()); action != "" {
@@ -220,7 +212,7 @@ func (w *Watcher) Next() (Result, error) {
 // Stop ends the watch.
 func (w *Watcher) Stop() {
 	w.once.Do(func() {
-		close(w.stop)
+		w.cancel()
 		w.watch.Close()
 	})
 }
