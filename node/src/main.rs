@@ -136,6 +136,11 @@ struct ServeArgs {
     /// so that clients resolving them by name find it. Re-registered every 30 s, TTL 90 s.
     #[arg(long, env = "STRATA_MICRO_REGISTER")]
     micro_register: Option<String>,
+    /// At start, read every block of the database with its checksum verified before serving
+    /// (one sequential read of the data; a damaged file stops the start, naming it). The
+    /// replicated log, its metadata and the current snapshot are verified either way.
+    #[arg(long, env = "STRATA_VERIFY_ON_START", value_enum, default_value = "on")]
+    verify_on_start: Switch,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -185,6 +190,7 @@ fn main() -> std::process::ExitCode {
                     max_message_bytes: args.max_message_bytes,
                     history_retain_revisions: args.history_retain_revisions,
                     snapshot_every_entries: args.snapshot_every_entries,
+                    verify_on_start: args.verify_on_start == Switch::On,
                     registry_max_nodes: args.registry_max_nodes,
                     secret_key_file: args.secret_key_file,
                     auth: args.auth.map(|switch| switch == Switch::On),

@@ -77,6 +77,10 @@ pub struct RaftNodeConfig {
     /// as soon as it is proposed, before it commits. Never set outside tests; the binary
     /// honours it only in debug builds.
     pub unsafe_ack_before_commit: bool,
+    /// At start, read every table block of the database (checksums verified) before serving:
+    /// one sequential read of the data. The replicated log, its metadata and the current
+    /// snapshot are always verified.
+    pub verify_tables_on_start: bool,
     /// The other broken mode: linearizable reads skip the read index and are served from
     /// whatever this node has applied (a follower's or a deposed leader's stale state).
     pub unsafe_stale_reads: bool,
@@ -89,6 +93,7 @@ impl Default for RaftNodeConfig {
             client_addr: "127.0.0.1:7420".into(),
             peer_addr: "127.0.0.1:7421".into(),
             bootstrap: Bootstrap::Single,
+            verify_tables_on_start: true,
             heartbeat_interval_ms: 50,
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
@@ -174,6 +179,27 @@ pub enum OpenError {
     WrongNode { found: u64, wanted: u64 },
 }
 
+/// Checks what a node would otherwise read only later (see `strata_storage::integrity`): the
+/// whole replicated log and its metadata, and, if `tables`, every table block.
+fn verify_on_start(engine: &Engine, tables: bool) -> Result<(), strata_storage::StorageError> {
+    let started = std::time::Instant::now();
+    let entries = LogStore::new(engine.clone()).verify()?;
+    let report = if tables {
+        engine.verify_tables()?
+    } else {
+        Default::default()
+    };
+    tracing::info!(
+        log_entries = entries,
+        table_entries = report.entries,
+        table_bytes = report.bytes,
+        tables_checked = tables,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "verified the data directory"
+    );
+    Ok(())
+}
+
 /// Records which node owns a data directory on first start, and refuses to open it as another:
 /// a node restarted with the wrong id would never be elected and would look healthy.
 fn claim_node_id(data_dir: &Path, node_id: u64) -> Result<(), OpenError> {
@@ -238,7 +264,18 @@ impl RaftNode {
     ) -> Result<Self, OpenError> {
         claim_node_id(data_dir, config.node_id)?;
         let engine = Engine::open(&data_dir.join("db"))?;
-        let result = Self::start_on(engine.clone(), data_dir, config, transport).await;
+        let verified = {
+            let engine = engine.clone();
+            let tables = config.verify_tables_on_start;
+            tokio::task::spawn_blocking(move || verify_on_start(&engine, tables))
+                .await
+                .map_err(|e| OpenError::Raft(format!("verification task: {e}")))
+        };
+        let result = match verified {
+            Ok(Ok(())) => Self::start_on(engine.clone(), data_dir, config, transport).await,
+            Ok(Err(error)) => Err(error.into()),
+            Err(error) => Err(error),
+        };
         if result.is_err() {
             // The caller will likely exit: stop RocksDB's threads first (see Engine::quiesce).
             let _ = engine.quiesce();
@@ -926,8 +963,17 @@ impl RaftNode {
                         .replication
                         .as_ref()
                         .and_then(|r| r.get(&node_id).copied().flatten())
-                        .map_or(0, |id| id.index);
+                        .map(|id| id.index);
                     (metrics.last_log_index.unwrap_or(0), matched)
+                };
+                // A learner that never answered the leader (nothing listens at its address, or
+                // it cannot reach us) would be a voter that never votes: with it, a cluster of
+                // three needs three of four, and the next failure loses the quorum.
+                let Some(matched) = matched else {
+                    return Err(LeaderError::Rejected(format!(
+                        "node {node_id} has not answered the leader yet (is it running, at the \
+                         address it was added with?); see `strata cluster status`, then retry"
+                    )));
                 };
                 let lag = last_log.saturating_sub(matched);
                 if lag > self.config.promote_max_lag {

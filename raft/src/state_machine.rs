@@ -89,6 +89,15 @@ struct StoredMeta {
     file: String,
 }
 
+/// A snapshot the state must be loaded from, but that fails to load.
+fn damaged_snapshot(path: &Path, error: std::io::Error) -> std::io::Error {
+    std::io::Error::other(format!(
+        "loading the snapshot {}: {error}; see {}",
+        path.display(),
+        strata_storage::integrity::DAMAGE_GUIDE
+    ))
+}
+
 fn data_file_name(meta: &SnapshotMeta<u64, BasicNode>) -> String {
     format!("snapshot-{}.data", meta.snapshot_id)
 }
@@ -151,8 +160,11 @@ impl StateMachine {
             let stored = stored.as_ref().ok_or_else(|| {
                 std::io::Error::other("an import marker without a current snapshot")
             })?;
-            let mut file = std::fs::File::open(machine.snapshot_dir.join(&stored.file))?;
-            machine.import(&mut file, true)?;
+            let path = machine.snapshot_dir.join(&stored.file);
+            let mut file = std::fs::File::open(&path)?;
+            machine
+                .import(&mut file, true)
+                .map_err(|e| damaged_snapshot(&path, e))?;
         } else if let Some(stored) = &stored {
             // A received snapshot made current, then a crash before its import began: the
             // state is behind its own current snapshot, which openraft refuses at start
@@ -167,8 +179,13 @@ impl StateMachine {
                     snapshot = ?stored.meta.last_log_id, ?applied,
                     "the current snapshot was received but never loaded; loading it"
                 );
-                let mut file = std::fs::File::open(machine.snapshot_dir.join(&stored.file))?;
-                machine.import(&mut file, true)?;
+                let path = machine.snapshot_dir.join(&stored.file);
+                let mut file = std::fs::File::open(&path)?;
+                machine
+                    .import(&mut file, true)
+                    .map_err(|e| damaged_snapshot(&path, e))?;
+            } else {
+                machine.check_current(stored)?;
             }
         }
         machine.count_usage()?;
@@ -176,6 +193,34 @@ impl StateMachine {
             .load_revision()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(machine)
+    }
+
+    /// Verifies the current snapshot, which the state already holds (it is not ahead of
+    /// applied), so that a damaged one is never sent to a follower. A damaged one is only a
+    /// stale copy: it is set aside as `<file>.damaged` and forgotten, and openraft builds a new
+    /// one from the state at start when the log behind it is purged.
+    fn check_current(&self, stored: &StoredMeta) -> std::io::Result<()> {
+        let path = self.snapshot_dir.join(&stored.file);
+        let verified = std::fs::File::open(&path).and_then(|file| {
+            let len = file.metadata()?.len();
+            self.engine
+                .verify_snapshot(len, file)
+                .map_err(std::io::Error::other)
+        });
+        let Err(error) = verified else {
+            return Ok(());
+        };
+        tracing::error!(
+            file = %path.display(), %error,
+            "the current snapshot is damaged; setting it aside (the state holds everything \
+             in it) and building a new one"
+        );
+        let aside = self.snapshot_dir.join(format!("{}.damaged", stored.file));
+        if path.exists() {
+            std::fs::rename(&path, &aside)?;
+        }
+        std::fs::remove_file(self.snapshot_dir.join(META_FILE))?;
+        std::fs::File::open(&self.snapshot_dir)?.sync_all()
     }
 
     /// Recounts every namespace's usage from the state where it was never counted (data
@@ -210,9 +255,13 @@ impl StateMachine {
 
     fn read_stored_meta(&self) -> std::io::Result<Option<StoredMeta>> {
         match std::fs::read(self.snapshot_dir.join(META_FILE)) {
-            Ok(bytes) => bincode::deserialize(&bytes)
-                .map(Some)
-                .map_err(std::io::Error::other),
+            Ok(bytes) => bincode::deserialize(&bytes).map(Some).map_err(|e| {
+                std::io::Error::other(format!(
+                    "{} is damaged: {e}; see {}",
+                    self.snapshot_dir.join(META_FILE).display(),
+                    strata_storage::integrity::DAMAGE_GUIDE
+                ))
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }

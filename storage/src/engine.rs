@@ -54,7 +54,7 @@ pub const STATE_CFS: &[&str] = &[
     CF_QUOTA,
 ];
 
-const ALL_CFS: &[&str] = &[
+pub(crate) const ALL_CFS: &[&str] = &[
     CF_LOG,
     CF_LOG_META,
     CF_KV,
@@ -74,6 +74,7 @@ const ALL_CFS: &[&str] = &[
 #[derive(Clone)]
 pub struct Engine {
     db: Arc<DB>,
+    path: Arc<std::path::PathBuf>,
 }
 
 impl Engine {
@@ -85,12 +86,24 @@ impl Engine {
         options.create_missing_column_families(true);
         // Verify block checksums on every read, not only during compaction.
         options.set_paranoid_checks(true);
+        // A torn last record may go (it was never acknowledged); damage anywhere before it
+        // fails the open (see `integrity`).
+        options.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let descriptors = ALL_CFS
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
-        let db = DB::open_cf_descriptors(&options, dir, descriptors)?;
-        Ok(Self { db: Arc::new(db) })
+        let db = DB::open_cf_descriptors(&options, dir, descriptors)
+            .map_err(|error| crate::integrity::classify(dir, error))?;
+        Ok(Self {
+            db: Arc::new(db),
+            path: Arc::new(dir.to_path_buf()),
+        })
+    }
+
+    /// The directory the database lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn db(&self) -> &DB {

@@ -7,6 +7,7 @@
 //! synchronous and deterministic: they read no clock; time comes from the command.
 
 pub mod engine;
+pub mod integrity;
 pub mod keys;
 pub mod kv;
 pub mod log;
@@ -23,6 +24,13 @@ pub enum StorageError {
     Rocks(#[from] rocksdb::Error),
     #[error("corrupt data on disk: {0}")]
     Corrupt(String),
+    /// RocksDB found damage (a checksum, a record, a table) in the files under `dir`.
+    #[error("the data in {dir} is damaged: {detail}{files}. Nothing was changed; see {guide}", guide = integrity::DAMAGE_GUIDE)]
+    Damaged {
+        dir: String,
+        detail: String,
+        files: String,
+    },
     #[error("encoding: {0}")]
     Codec(String),
     #[error("io: {0}")]

@@ -62,6 +62,8 @@ pub struct ServeConfig {
     pub max_message_bytes: usize,
     pub history_retain_revisions: u64,
     pub snapshot_every_entries: u64,
+    /// Read and verify every table block at start (see `RaftNodeConfig`).
+    pub verify_on_start: bool,
     pub registry_max_nodes: u64,
     pub secret_key_file: Option<PathBuf>,
     /// TLS on the client port; `None`: on when there is a TLS directory.
@@ -223,6 +225,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         bootstrap,
         history_retain_revisions: config.history_retain_revisions,
         snapshot_every_entries: config.snapshot_every_entries,
+        verify_tables_on_start: config.verify_on_start,
         unsafe_ack_before_commit,
         unsafe_stale_reads,
         ..RaftNodeConfig::default()

@@ -390,9 +390,12 @@ impl Cluster {
         Server::try_start_at(&self.data_dir(id), args)
     }
 
-    /// Starts node `id` empty with --join, ready to be added with `cluster add-learner`.
+    /// Starts node `id` empty with --join, ready to be added with `cluster add-learner` (a
+    /// node rejoining under its old id keeps its certificate).
     pub fn start_joining(&mut self, id: u64) {
-        self.issue_cert(id);
+        if !self.tls_dir.join(format!("node-{id}.key")).exists() {
+            self.issue_cert(id);
+        }
         self.peer_addrs
             .insert(id, format!("127.0.0.1:{}", free_udp_port()));
         let server = self.spawn_node(id, vec!["--join".to_string()]);

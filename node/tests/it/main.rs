@@ -1,6 +1,7 @@
 //! Integration tests: each starts the real `strata` binary on 127.0.0.1 with ephemeral ports and
 //! a temporary data directory, and drives it through the Rust SDK or the CLI.
 
+mod abuse;
 mod auth;
 mod bad_input;
 mod cli;
