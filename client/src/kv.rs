@@ -226,6 +226,19 @@ impl Txn {
         }
     }
 
+    /// Deletes every key under `prefix`, atomically with the rest of the transaction: so at
+    /// most 10,000 of them (more fails the whole transaction, `too_many_keys`; outside a
+    /// transaction, [`Table::delete_prefix`] has no such bound).
+    pub fn delete_prefix(prefix: impl Into<Vec<u8>>) -> proto::TxnOp {
+        let delete = proto::DeleteOp {
+            key: prefix.into(),
+            prefix: true,
+        };
+        proto::TxnOp {
+            op: Some(proto::txn_op::Op::Delete(delete)),
+        }
+    }
+
     pub fn get(key: impl Into<Vec<u8>>) -> proto::TxnOp {
         proto::TxnOp {
             op: Some(proto::txn_op::Op::Get(proto::GetOp { key: key.into() })),
@@ -346,7 +359,9 @@ impl Table {
         self.delete_request(key.into(), false, Some(revision)).await
     }
 
-    /// Deletes every key starting with `prefix`.
+    /// Deletes every key starting with `prefix`. The server goes in steps of 1,000 keys, each
+    /// its own revision, so other writes run between them; if the call fails half-way, what
+    /// was deleted stays deleted, and calling again finishes the job.
     pub async fn delete_prefix(&self, prefix: impl Into<Vec<u8>>) -> Result<u64, Error> {
         self.delete_request(prefix.into(), true, None).await
     }

@@ -65,6 +65,7 @@ impl std::fmt::Display for Request {
                     KvCommand::Delete { .. } => "delete",
                     KvCommand::Txn { .. } => "txn",
                     KvCommand::Expire { .. } => "expire",
+                    KvCommand::DeletePrefix { .. } => "delete_prefix",
                 };
                 write!(f, "kv.{kind}@{}", self.time_ms)
             }

@@ -10,7 +10,7 @@ use strata_raft::node::now_ms;
 use strata_raft::RaftNode;
 use strata_storage::kv::{
     Compare, CompareOp, CompareTarget, Event, EventKind, KvCommand, KvResponse, ListQuery,
-    Precondition, Put, Record, RevisionEvents, Scope, TxnOp, TxnOpResult,
+    Precondition, Put, Record, RevisionEvents, Scope, TxnOp, TxnOpResult, PREFIX_DELETE_STEP,
 };
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
@@ -78,6 +78,41 @@ impl KvService {
 
     async fn write(&self, command: KvCommand) -> Result<KvResponse, Status> {
         write(&self.node, command).await
+    }
+
+    /// Deletes every key under `prefix` in steps of [`PREFIX_DELETE_STEP`] records, each an
+    /// entry of its own: the work per entry, its events and its memory stay bounded whatever
+    /// the prefix holds, and other clients' writes run between the steps. A step that fails
+    /// ends the call with its error; what earlier steps deleted stays deleted, and calling
+    /// again finishes the job (deleting is idempotent). A caller that goes away stops it
+    /// between steps.
+    async fn delete_prefix(
+        &self,
+        scope: Scope,
+        prefix: Vec<u8>,
+    ) -> Result<pb::DeleteResponse, Status> {
+        let mut total = pb::DeleteResponse::default();
+        loop {
+            let step = KvCommand::DeletePrefix {
+                scope: scope.clone(),
+                prefix: prefix.clone(),
+                limit: PREFIX_DELETE_STEP,
+            };
+            match self.write(step).await? {
+                KvResponse::DeletePrefix {
+                    revision,
+                    deleted,
+                    more,
+                } => {
+                    total.deleted += deleted;
+                    total.revision = revision;
+                    if !more {
+                        return Ok(total);
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
     }
 
     fn put_of(&self, op: &pb::PutOp, now: u64) -> Result<Put, Status> {
@@ -299,10 +334,13 @@ impl pb::kv_server::Kv for KvService {
                         expected.map_or(Precondition::None, Precondition::ModRevision)
                     }
                 };
+            if req.prefix {
+                return self.delete_prefix(scope, req.key).await;
+            }
             let command = KvCommand::Delete {
                 scope,
                 key: req.key,
-                prefix: req.prefix,
+                prefix: false,
                 precondition,
             };
             match self.write(command).await? {

@@ -47,6 +47,16 @@ pub fn failure(failure: &KvFailure) -> Status {
             format!("the key exists (mod revision {mod_revision}) and create_only was set"),
             &[(CURRENT_REVISION_HEADER, mod_revision.to_string())],
         ),
+        KvFailure::TooManyKeys { limit } => with(
+            Code::FailedPrecondition,
+            "too_many_keys",
+            format!(
+                "a prefix delete in a transaction may remove at most {limit} keys, and this one \
+                 found more; nothing was done (delete the prefix outside a transaction: it goes \
+                 in steps)"
+            ),
+            &[],
+        ),
     }
 }
 

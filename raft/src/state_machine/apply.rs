@@ -359,6 +359,11 @@ mod tests {
                 prefix: false,
                 precondition: rev.map_or(Precondition::None, Precondition::ModRevision),
             }),
+            (1u32..3).prop_map(|limit| KvCommand::DeletePrefix {
+                scope: scope(),
+                prefix: Vec::new(),
+                limit,
+            }),
             (key.clone(), key, any::<u8>()).prop_map(|(k, other, v)| KvCommand::Txn {
                 scope: scope(),
                 compares: vec![Compare {

@@ -57,6 +57,11 @@ fn kv() -> impl Strategy<Value = Command> {
             prefix: true,
             precondition: Precondition::None,
         }),
+        (scope(), 1u32..4).prop_map(|(scope, limit)| KvCommand::DeletePrefix {
+            scope,
+            prefix: b"k".to_vec(),
+            limit,
+        }),
         (scope(), 0u8..5, 0u8..5, bytes(40)).prop_map(|(scope, a, b, value)| KvCommand::Txn {
             scope,
             compares: Vec::new(),

@@ -37,6 +37,7 @@ const (
 	CodeQuotaExceeded       = "quota_exceeded"
 	CodeModRevisionMismatch = "mod_revision_mismatch"
 	CodeAlreadyExists       = "already_exists"
+	CodeTooManyKeys         = "too_many_keys"
 )
 
 // Sentinel errors: every error the SDK returns wraps one of these where it applies, so that

@@ -110,7 +110,24 @@ pub enum KvCommand {
     Expire {
         keys: Vec<ExpireKey>,
     },
+    /// One step of a prefix delete: removes the first `limit` records (live or expired) under
+    /// `prefix`, in key order, and says whether any remain. The edge repeats it until none do,
+    /// so a prefix of any size costs entries of bounded size, and other writes run between
+    /// them.
+    DeletePrefix {
+        scope: Scope,
+        prefix: Vec<u8>,
+        limit: u32,
+    },
 }
+
+/// Records one [`KvCommand::DeletePrefix`] step removes at most.
+pub const PREFIX_DELETE_STEP: u32 = 1_000;
+
+/// Records a prefix delete inside a transaction may find (a transaction is one atomic step, so
+/// it cannot be split); over this the transaction changes nothing and fails
+/// ([`KvFailure::TooManyKeys`]).
+pub const MAX_TXN_PREFIX_DELETE: u64 = 10_000;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum TxnOpResult {
@@ -129,6 +146,10 @@ pub enum KvFailure {
     },
     AlreadyExists {
         mod_revision: u64,
+    },
+    /// A prefix delete inside a transaction found more than `limit` records.
+    TooManyKeys {
+        limit: u64,
     },
 }
 
@@ -152,4 +173,10 @@ pub enum KvResponse {
         expired: u64,
     },
     Failed(KvFailure),
+    DeletePrefix {
+        revision: u64,
+        deleted: u64,
+        /// Records remain under the prefix: run another step.
+        more: bool,
+    },
 }

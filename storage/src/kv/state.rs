@@ -203,6 +203,23 @@ impl KvState {
                     }
                 }
                 let ops = if succeeded { success } else { failure };
+                // A transaction is one atomic step: bound its prefix deletes before any change
+                // (by the stored records; its own ops add at most MAX_TXN_OPS more).
+                for op in ops {
+                    if let TxnOp::Delete { key, prefix: true } = op {
+                        let start = scan_prefix(scope, key);
+                        let end = keys::prefix_end(&start);
+                        let found = self
+                            .range(&start, end.as_deref(), false)
+                            .take(MAX_TXN_PREFIX_DELETE as usize + 1)
+                            .count() as u64;
+                        if found > MAX_TXN_PREFIX_DELETE {
+                            return Ok(KvResponse::Failed(KvFailure::TooManyKeys {
+                                limit: MAX_TXN_PREFIX_DELETE,
+                            }));
+                        }
+                    }
+                }
                 let mut results = Vec::with_capacity(ops.len());
                 for op in ops {
                     results.push(match op {
@@ -241,7 +258,51 @@ impl KvState {
                 }
                 Ok(KvResponse::Expire { revision, expired })
             }
+            KvCommand::DeletePrefix {
+                scope,
+                prefix,
+                limit,
+            } => {
+                let (deleted, more) =
+                    self.delete_prefix_step(txn, scope, prefix, (*limit).max(1), time_ms)?;
+                Ok(KvResponse::DeletePrefix {
+                    revision,
+                    deleted,
+                    more,
+                })
+            }
         }
+    }
+
+    /// Removes the first `limit` records under `prefix` (expired ones too, uncounted);
+    /// returns how many live ones went and whether any record remains.
+    fn delete_prefix_step(
+        &self,
+        txn: &mut StateTxn,
+        scope: &Scope,
+        prefix: &[u8],
+        limit: u32,
+        time_ms: u64,
+    ) -> Result<(u64, bool), StorageError> {
+        debug_assert!(txn.overlay.is_empty(), "a prefix step is a command of its own");
+        let start = scan_prefix(scope, prefix);
+        let end = keys::prefix_end(&start);
+        let mut rows = self.range(&start, end.as_deref(), false);
+        let mut deleted = 0;
+        for item in rows.by_ref().take(limit as usize) {
+            let storage_key = item?.0.to_vec();
+            let Some(record) = self.load(txn, &storage_key)? else {
+                continue;
+            };
+            let (_, user_key) = decode_record_key(&storage_key)?;
+            let expired = record.is_expired_at(time_ms);
+            self.remove(txn, scope, &user_key, &storage_key, &record, expired);
+            if !expired {
+                deleted += 1;
+            }
+        }
+        let more = rows.next().transpose()?.is_some();
+        Ok((deleted, more))
     }
 
     /// Writes `txn` (records, indexes, catalog counts, history and metadata) in one batch.

@@ -209,6 +209,32 @@ impl Model {
                     expired,
                 }
             }
+            KvCommand::DeletePrefix {
+                scope,
+                prefix,
+                limit,
+            } => {
+                let under: Vec<Key> = self
+                    .records
+                    .keys()
+                    .filter(|(s, k)| s == scope && k.starts_with(prefix))
+                    .cloned()
+                    .collect();
+                let step = (*limit).max(1) as usize;
+                let mut deleted = 0;
+                for id in under.iter().take(step) {
+                    let record = self.records.remove(id).unwrap();
+                    self.events.push((rev, id.0.clone(), id.1.clone(), false));
+                    if !record.is_expired_at(time) {
+                        deleted += 1;
+                    }
+                }
+                KvResponse::DeletePrefix {
+                    revision: rev,
+                    deleted,
+                    more: under.len() > step,
+                }
+            }
         }
     }
 }
@@ -304,6 +330,8 @@ fn step() -> impl Strategy<Value = (u64, Step)> {
             let precondition = if prefix { Precondition::None } else { precondition };
             KvCommand::Delete { scope, key, prefix, precondition }
         }),
+        2 => (scope.clone(), key(), 0..4u32)
+            .prop_map(|(scope, prefix, limit)| KvCommand::DeletePrefix { scope, prefix, limit }),
         2 => (
             scope,
             prop::collection::vec(compare(), 0..3),

@@ -2,5 +2,6 @@
 //! real node, with bounded sizes, asserting that the node refuses or survives and that every
 //! acknowledged write is still there.
 
+mod bounded;
 mod damage;
 mod membership;

@@ -1,0 +1,106 @@
+//! Work a client triggers is bounded per entry: a prefix of any size is deleted in steps while
+//! other clients go on.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use strata_client::{Error, List, Txn};
+
+use crate::harness::Server;
+
+const KEYS: usize = 20_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_prefix_delete_goes_in_steps_and_stalls_no_one() {
+    let server = Server::start();
+    let client = server.client("default").await;
+    let big = client.table("db", "big");
+    let mut writers = Vec::new();
+    for writer in 0..32 {
+        let big = big.clone();
+        writers.push(tokio::spawn(async move {
+            for i in (writer..KEYS).step_by(32) {
+                big.put(format!("doomed/{i:06}"), vec![b'x'; 100])
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    big.put("kept", "1").await.unwrap();
+
+    // Atomic, so bounded: a transaction may not take the whole prefix.
+    let error = big
+        .txn(Txn::new().then(Txn::delete_prefix("doomed/")))
+        .await
+        .expect_err("a transaction deleted more than 10,000 keys");
+    assert!(
+        matches!(&error, Error::PreconditionFailed { message, .. } if message.contains("at most 10000")),
+        "{error:?}"
+    );
+    assert!(big.get("doomed/000000").await.unwrap().is_some(), "the failed txn deleted");
+
+    // A bystander writes and reads throughout the delete.
+    let before = big.put("marker", "1").await.unwrap().revision;
+    let other = client.table("db", "other");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bystander = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut revisions = Vec::new();
+            let mut slowest = Duration::ZERO;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            for i in 0..5_000u32 {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) || Instant::now() > deadline {
+                    break;
+                }
+                let started = Instant::now();
+                let put = other.put(format!("b{i}"), "v").await.unwrap();
+                other.get(format!("b{i}")).await.unwrap().unwrap();
+                slowest = slowest.max(started.elapsed());
+                revisions.push(put.revision);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (revisions, slowest)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let deleted = big.delete_prefix("doomed/").await.unwrap();
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (revisions, slowest) = bystander.await.unwrap();
+    assert_eq!(deleted, KEYS as u64);
+    println!(
+        "deleted {deleted} keys in {took:?}; the bystander's slowest put+get: {slowest:?}"
+    );
+    // The history shows the steps: at least 20 revisions of at most 1,000 deletes each, and
+    // the bystander's writes landed between them. None of them waited long.
+    let mut watch = big.watch("doomed/", true, before + 1).await.unwrap();
+    let mut steps = std::collections::BTreeMap::<u64, usize>::new();
+    while steps.values().sum::<usize>() < KEYS {
+        let response = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("the watch fell silent")
+            .unwrap()
+            .unwrap();
+        if !response.events.is_empty() {
+            *steps.entry(response.revision).or_default() += response.events.len();
+        }
+    }
+    assert!(steps.len() >= 20, "{} revisions", steps.len());
+    assert!(steps.values().all(|n| *n <= 1_000), "{steps:?}");
+    let (first, last) = (*steps.keys().next().unwrap(), *steps.keys().last().unwrap());
+    assert!(
+        revisions.iter().any(|r| *r > first && *r < last),
+        "no other write ran between the steps ({first}..{last})"
+    );
+    assert!(slowest < Duration::from_secs(2), "a bystander waited {slowest:?}");
+
+    // Nothing is left under the prefix, and the rest of the table is untouched.
+    let left = big.list(List::prefix("doomed/").limit(10)).await.unwrap();
+    assert!(left.records.is_empty(), "{} keys left", left.records.len());
+    assert!(big.get("kept").await.unwrap().is_some());
+}
