@@ -141,6 +141,11 @@ struct ServeArgs {
     /// replicated log, its metadata and the current snapshot are verified either way.
     #[arg(long, env = "STRATA_VERIFY_ON_START", value_enum, default_value = "on")]
     verify_on_start: Switch,
+    /// While the data directory's disk has fewer free bytes than this, writes that add data
+    /// get RESOURCE_EXHAUSTED `disk_full` (reads, deletes, acks and keepalives go on; writes
+    /// resume by themselves when space returns). 0: never refuse.
+    #[arg(long, env = "STRATA_MIN_FREE_BYTES", default_value_t = 128 * 1024 * 1024)]
+    min_free_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -191,6 +196,7 @@ fn main() -> std::process::ExitCode {
                     history_retain_revisions: args.history_retain_revisions,
                     snapshot_every_entries: args.snapshot_every_entries,
                     verify_on_start: args.verify_on_start == Switch::On,
+                    min_free_bytes: args.min_free_bytes,
                     registry_max_nodes: args.registry_max_nodes,
                     secret_key_file: args.secret_key_file,
                     auth: args.auth.map(|switch| switch == Switch::On),

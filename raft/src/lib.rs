@@ -11,6 +11,8 @@
 #![allow(clippy::result_large_err)]
 
 pub mod batcher;
+pub mod clock;
+pub mod disk;
 pub mod failpoints;
 pub mod leases;
 pub mod log_store;

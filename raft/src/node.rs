@@ -81,6 +81,12 @@ pub struct RaftNodeConfig {
     /// one sequential read of the data. The replicated log, its metadata and the current
     /// snapshot are always verified.
     pub verify_tables_on_start: bool,
+    /// As leader, refuse writes that add data while the data directory's disk has fewer free
+    /// bytes than this (0: never); see `disk`.
+    pub min_free_bytes: u64,
+    /// Added to this node's wall clock, to test a node whose clock is wrong; the binary sets
+    /// it only in debug builds.
+    pub clock_skew_ms: i64,
     /// The other broken mode: linearizable reads skip the read index and are served from
     /// whatever this node has applied (a follower's or a deposed leader's stale state).
     pub unsafe_stale_reads: bool,
@@ -94,6 +100,8 @@ impl Default for RaftNodeConfig {
             peer_addr: "127.0.0.1:7421".into(),
             bootstrap: Bootstrap::Single,
             verify_tables_on_start: true,
+            clock_skew_ms: 0,
+            min_free_bytes: 0,
             heartbeat_interval_ms: 50,
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
@@ -128,6 +136,9 @@ pub enum WriteError {
     /// Nothing was done: the write would have taken its namespace past a limit.
     #[error("{0}")]
     QuotaExceeded(Exceeded),
+    /// Nothing was done: the leader's disk is nearly full (see `disk`).
+    #[error("{0}")]
+    DiskFull(String),
 }
 
 #[derive(Clone, Debug, thiserror::Error)]
@@ -169,7 +180,8 @@ enum RouteError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("storage: {0}")]
+    /// Shown as the storage error itself (once: `{:#}` would print a wrapped one twice).
+    #[error(transparent)]
     Storage(#[from] strata_storage::StorageError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -252,6 +264,11 @@ pub struct RaftNode {
     /// Writes on this node while it leads (its own and the followers' forwarded ones): what
     /// waits while earlier proposals are in flight goes into one entry (see [`Batcher`]).
     writes: Batcher<Request, Result<Response, LeaderError>>,
+    /// The leader's time (see `clock`): stamps commands this node proposes as leader, and
+    /// judges expiry for reads.
+    clock: Arc<crate::clock::ClusterClock>,
+    /// Free space of the data directory's disk, checked before proposing growth.
+    disk: Arc<crate::disk::DiskGuard>,
 }
 
 impl RaftNode {
@@ -296,6 +313,9 @@ impl RaftNode {
             data_dir.join("snapshots"),
             config.history_retain_revisions,
         )?;
+        let clock = state_machine.clock();
+        clock.set_skew(config.clock_skew_ms);
+        let config_min_free_bytes = config.min_free_bytes;
         let raft_config = Config {
             cluster_name: "strata".into(),
             heartbeat_interval: config.heartbeat_interval_ms,
@@ -350,6 +370,11 @@ impl RaftNode {
             leader_reads,
             reads,
             writes,
+            clock,
+            disk: Arc::new(crate::disk::DiskGuard::new(
+                data_dir.to_path_buf(),
+                config_min_free_bytes,
+            )),
         };
         // Serve peers before bootstrapping: the others may already be asking for votes.
         tokio::spawn(transport.serve(node.clone()));
@@ -624,6 +649,9 @@ fn write_outcome(outcome: Result<LeaderReply, RouteError>) -> Result<Response, W
             Err(WriteError::NotLeader { leader_id })
         }
         Err(RouteError::Leader(LeaderError::Fatal(message))) => Err(WriteError::Fatal(message)),
+        Err(RouteError::Leader(LeaderError::DiskFull(message))) => {
+            Err(WriteError::DiskFull(message))
+        }
         Err(RouteError::Leader(error @ LeaderError::Timeout(_))) => {
             Err(WriteError::Unknown(error.to_string()))
         }
@@ -799,6 +827,12 @@ impl RaftNode {
             .await
     }
 
+    /// The cluster's time as this node knows it (the leader's clock, carried by the log): what
+    /// reads judge expiry by. See `clock`.
+    pub fn cluster_now(&self) -> u64 {
+        self.clock.now()
+    }
+
     /// Makes a caught-up learner a voter (joint consensus).
     pub async fn promote(&self, node_id: u64) -> Result<u64, MembershipError> {
         self.change_membership(LeaderOp::Promote { node_id }).await
@@ -891,10 +925,13 @@ impl RaftNode {
 
     async fn run_as_leader_unbounded(&self, op: LeaderOp) -> Result<LeaderReply, LeaderError> {
         match op {
-            LeaderOp::Write(request)
+            // Time is the leader's: whatever node a client reached, its command carries this
+            // node's stamp (see `clock`).
+            LeaderOp::Write(mut request)
                 if self.config.unsafe_ack_before_commit
                     && matches!(request.command, Command::Kv(_)) =>
             {
+                request.time_ms = self.clock.stamp();
                 // The broken mode (see RaftNodeConfig): propose a key-value write, and answer
                 // without waiting (other writes, logins among them, go through as usual).
                 let _pending = self
@@ -907,7 +944,11 @@ impl RaftNode {
                     version: 1,
                 })))
             }
-            LeaderOp::Write(request) => {
+            LeaderOp::Write(mut request) => {
+                if grows(&request.command) {
+                    self.disk.check().map_err(LeaderError::DiskFull)?;
+                }
+                request.time_ms = self.clock.stamp();
                 // Its size bounds the batch it joins; a size that cannot be told goes alone.
                 let bytes = bincode::serialized_size(&request).map_or(usize::MAX, |n| n as usize);
                 match self.writes.submit(request, bytes).await {
@@ -916,7 +957,10 @@ impl RaftNode {
                 }
             }
             LeaderOp::ReadIndex => self.leader_read_index().await.map(LeaderReply::ReadIndex),
-            LeaderOp::Register(request) => Box::pin(self.register_as_leader(request)).await,
+            LeaderOp::Register(mut request) => {
+                request.time_ms = self.clock.stamp();
+                Box::pin(self.register_as_leader(request)).await
+            }
             LeaderOp::AddLearner { .. } | LeaderOp::Promote { .. } | LeaderOp::Remove { .. }
                 if !self
                     .membership()
@@ -1120,10 +1164,12 @@ impl RaftNode {
             if ticks.is_multiple_of(LEASES_EVERY_TICKS) {
                 self.sweep_leases().await;
             }
-            let due = match self
-                .kv()
-                .due_expirations(now_ms(), self.config.expiry_batch_max)
-            {
+            let (kv, now, max) = (
+                self.kv().clone(),
+                self.clock.stamp(),
+                self.config.expiry_batch_max,
+            );
+            let due = match off_worker(move || kv.due_expirations(now, max)).await {
                 Ok(due) => due,
                 Err(error) => {
                     tracing::error!(%error, "reading the expiry index failed");
@@ -1144,7 +1190,8 @@ impl RaftNode {
     /// Proposes a `Retain` for every topic whose limits or dedup window call for one by this
     /// (the leader's) clock. Apply judges age by the entry's time, never by its own clock.
     async fn sweep_retention(&self) {
-        let due = match self.stream().retention_due(now_ms(), RETENTION_BATCH_MAX) {
+        let (stream, now) = (self.stream().clone(), self.clock.stamp());
+        let due = match off_worker(move || stream.retention_due(now, RETENTION_BATCH_MAX)).await {
             Ok(due) => due,
             Err(error) => {
                 tracing::error!(%error, "reading stream retention state failed");
@@ -1168,7 +1215,8 @@ impl RaftNode {
     /// being expired; a keepalive that then finds its node gone registers it again.
     async fn sweep_leases(&self) {
         let term = self.raft.metrics().borrow().current_term;
-        let rows = match self.registry().lease_rows() {
+        let registry = self.registry().clone();
+        let rows = match off_worker(move || registry.lease_rows()).await {
             Ok(rows) => rows,
             Err(error) => {
                 tracing::error!(%error, "reading registry leases failed");
@@ -1232,6 +1280,37 @@ fn stream_revision(response: &StreamResponse) -> u64 {
 }
 
 /// Milliseconds since the Unix epoch by this node's clock.
+/// Whether a command adds data a client asked for (refused while the disk is nearly full).
+/// Deletes, acks, expiry, retention, accounts and limits never are: they free space or are
+/// needed to go on (a keepalive is not a write at all).
+fn grows(command: &Command) -> bool {
+    match command {
+        Command::Kv(KvCommand::Put { .. } | KvCommand::Txn { .. }) => true,
+        Command::Stream(StreamCommand::Publish { .. } | StreamCommand::PutTopic { .. }) => true,
+        Command::Stream(StreamCommand::Group { settle, claim, .. }) => {
+            settle.is_empty() && *claim == 0
+        }
+        Command::Registry(RegistryCommand::Register { .. } | RegistryCommand::ConfigSet { .. }) => {
+            true
+        }
+        Command::Batch(requests) => requests.iter().any(|r| grows(&r.command)),
+        _ => false,
+    }
+}
+
+/// Runs storage work (a scan) on a blocking thread, off the async workers that carry
+/// heartbeats and requests; a task that panicked reads as an error.
+async fn off_worker<T, E>(work: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, String>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(|error| error.to_string()),
+        Err(error) => Err(format!("the storage task failed: {error}")),
+    }
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -80,6 +80,8 @@ pub struct StateMachine {
     snapshot_files: Arc<std::sync::Mutex<()>>,
     /// The newest applied command's revision.
     revisions: Revisions,
+    /// The leader's time as the log carried it here (see `clock`).
+    clock: Arc<crate::clock::ClusterClock>,
 }
 
 /// What `current.meta` holds: the newest snapshot's Raft metadata and its data file.
@@ -153,6 +155,7 @@ impl StateMachine {
             snapshot_dir,
             snapshot_files: Arc::default(),
             revisions: Revisions::new(),
+            clock: Arc::new(crate::clock::ClusterClock::new(0)),
         };
         let stored = machine.read_stored_meta()?;
         if machine.snapshot_dir.join(IMPORTING_MARKER).exists() {
@@ -221,6 +224,11 @@ impl StateMachine {
         }
         std::fs::remove_file(self.snapshot_dir.join(META_FILE))?;
         std::fs::File::open(&self.snapshot_dir)?.sync_all()
+    }
+
+    /// The cluster's clock, advanced by every applied command's stamp.
+    pub fn clock(&self) -> Arc<crate::clock::ClusterClock> {
+        self.clock.clone()
     }
 
     /// Recounts every namespace's usage from the state where it was never counted (data

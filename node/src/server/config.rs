@@ -340,14 +340,19 @@ impl pb::config_server::Config for ConfigService {
                 self.read_barrier(request.consistency).await?;
                 let after =
                     (!request.start_after.is_empty()).then_some(request.start_after.as_str());
-                let mut keys: Vec<String> = self
-                    .node
-                    .registry()
-                    .config_keys(&namespace, &request.prefix, after, limit + 1)
-                    .map_err(status::storage)?
-                    .into_iter()
-                    .map(|(key, _)| key)
-                    .collect();
+                let (registry, scope, prefix, after) = (
+                    self.node.registry().clone(),
+                    namespace.clone(),
+                    request.prefix.clone(),
+                    after.map(str::to_string),
+                );
+                let mut keys: Vec<String> = status::blocking(move || {
+                    registry.config_keys(&scope, &prefix, after.as_deref(), limit + 1)
+                })
+                .await?
+                .into_iter()
+                .map(|(key, _)| key)
+                .collect();
                 let more = keys.len() > limit;
                 keys.truncate(limit);
                 let next_start_after = if more {

@@ -234,7 +234,7 @@ impl pb::kv_server::Kv for KvService {
             match self
                 .node
                 .kv()
-                .get(&scope, &req.key, now_ms())
+                .get(&scope, &req.key, self.node.cluster_now())
                 .map_err(status::storage)?
             {
                 Some(record) => Ok(pb::GetResponse {
@@ -291,7 +291,8 @@ impl pb::kv_server::Kv for KvService {
             };
             // A page may examine up to MAX_SCAN_PER_PAGE rows: off the async workers.
             let kv = self.node.kv().clone();
-            let page = tokio::task::spawn_blocking(move || kv.list(&scope, &query, now_ms()))
+            let now = self.node.cluster_now();
+            let page = tokio::task::spawn_blocking(move || kv.list(&scope, &query, now))
                 .await
                 .map_err(|e| Status::internal(format!("listing stopped: {e}")))?
                 .map_err(status::storage)?;

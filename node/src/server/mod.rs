@@ -64,6 +64,8 @@ pub struct ServeConfig {
     pub snapshot_every_entries: u64,
     /// Read and verify every table block at start (see `RaftNodeConfig`).
     pub verify_on_start: bool,
+    /// Refuse writes that add data below this much free disk space (see `RaftNodeConfig`).
+    pub min_free_bytes: u64,
     pub registry_max_nodes: u64,
     pub secret_key_file: Option<PathBuf>,
     /// TLS on the client port; `None`: on when there is a TLS directory.
@@ -218,6 +220,20 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     if unsafe_stale_reads {
         tracing::error!("UNSAFE TEST SWITCH: serving linearizable reads from local state");
     }
+    // A test of a node whose clock is wrong skews this one's wall clock (debug builds only).
+    let clock_skew_ms = match std::env::var("STRATA_TEST_CLOCK_SKEW_MS") {
+        Ok(text) if cfg!(debug_assertions) => {
+            let skew = text
+                .parse::<i64>()
+                .context("STRATA_TEST_CLOCK_SKEW_MS is not a number of milliseconds")?;
+            tracing::warn!(
+                skew_ms = skew,
+                "TEST SWITCH: this node's wall clock is skewed"
+            );
+            skew
+        }
+        _ => 0,
+    };
     let raft_config = RaftNodeConfig {
         node_id: config.node_id,
         client_addr: grpc_addr.to_string(),
@@ -226,8 +242,10 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         history_retain_revisions: config.history_retain_revisions,
         snapshot_every_entries: config.snapshot_every_entries,
         verify_tables_on_start: config.verify_on_start,
+        min_free_bytes: config.min_free_bytes,
         unsafe_ack_before_commit,
         unsafe_stale_reads,
+        clock_skew_ms,
         ..RaftNodeConfig::default()
     };
     // The data directory holds the token signing key and sealed secrets: its owner's only.

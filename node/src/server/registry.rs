@@ -506,11 +506,14 @@ impl pb::registry_server::Registry for RegistryService {
                 let request = request.into_inner();
                 validate::name("name", &request.name)?;
                 self.read_barrier(request.consistency).await?;
-                let (revision, views) = self
-                    .node
-                    .registry()
-                    .services_at(namespace.as_deref(), Some(&request.name))
-                    .map_err(status::storage)?;
+                let (registry, scope, name) = (
+                    self.node.registry().clone(),
+                    namespace.clone(),
+                    request.name.clone(),
+                );
+                let (revision, views) =
+                    status::blocking(move || registry.services_at(scope.as_deref(), Some(&name)))
+                        .await?;
                 if views.is_empty() {
                     return Err(status::with_code(
                         tonic::Code::NotFound,
@@ -534,11 +537,9 @@ impl pb::registry_server::Registry for RegistryService {
             .observed("ListServices", async {
                 let namespace = namespace::scope_of(&request)?;
                 self.read_barrier(request.get_ref().consistency).await?;
-                let (revision, views) = self
-                    .node
-                    .registry()
-                    .services_at(namespace.as_deref(), None)
-                    .map_err(status::storage)?;
+                let (registry, scope) = (self.node.registry().clone(), namespace.clone());
+                let (revision, views) =
+                    status::blocking(move || registry.services_at(scope.as_deref(), None)).await?;
                 Ok(pb::ListServicesResponse {
                     services: views.iter().map(view_pb).collect(),
                     revision,
@@ -571,11 +572,15 @@ impl pb::registry_server::Registry for RegistryService {
                 let live = self.node.subscribe_registry();
                 let (sender, receiver) = crate::server::outbox::channel();
                 let (start, snapshot) = if request.initial_snapshot {
-                    let (revision, views) = self
-                        .node
-                        .registry()
-                        .services_at(namespace.as_deref(), service.as_deref())
-                        .map_err(status::storage)?;
+                    let (registry, scope, name) = (
+                        self.node.registry().clone(),
+                        namespace.clone(),
+                        service.clone(),
+                    );
+                    let (revision, views) = status::blocking(move || {
+                        registry.services_at(scope.as_deref(), name.as_deref())
+                    })
+                    .await?;
                     (revision + 1, snapshot_messages(revision, &views))
                 } else {
                     let start = history::start_revision(&self.node, request.start_revision)?;

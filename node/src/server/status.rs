@@ -90,6 +90,7 @@ pub fn write(error: WriteError) -> Status {
         ),
         WriteError::Unexpected(message) => with(Code::Internal, "internal", message, &[]),
         WriteError::QuotaExceeded(exceeded) => quota_exceeded(exceeded.quota, exceeded.to_string()),
+        WriteError::DiskFull(message) => with(Code::ResourceExhausted, "disk_full", message, &[]),
     }
 }
 
@@ -146,6 +147,22 @@ fn not_leader(leader_id: Option<u64>) -> Status {
         .map(|id| (LEADER_HEADER, id.to_string()))
         .collect();
     with(Code::Unavailable, "not_leader", message, &headers)
+}
+
+/// Runs a storage read that may scan many rows on a blocking thread, off the async workers
+/// that carry heartbeats and other requests; its error as a status.
+pub async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::task::spawn_blocking(read).await {
+        Ok(result) => result.map_err(storage),
+        Err(error) => Err(with(
+            Code::Internal,
+            "storage",
+            format!("a storage task failed: {error}"),
+            &[],
+        )),
+    }
 }
 
 pub fn storage(error: StorageError) -> Status {

@@ -18,9 +18,8 @@ use strata_stream::{
     GroupConfig, GroupStep, Message, NewMessage, Notice, Settle, SettleOutcome, StartAt,
     StreamCommand, StreamFailure, StreamResponse, Topic, TopicConfig,
 };
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::metrics::Metrics;
@@ -149,7 +148,11 @@ impl StreamService {
         inbound: Inbound,
     ) -> Result<ConsumeStream, Status> {
         let subscription = subscription_of(subscribe)?;
-        let (sender, receiver) = mpsc::channel(CONSUME_CHANNEL_CAPACITY);
+        let (sender, receiver) = super::outbox::consume_channel(
+            CONSUME_CHANNEL_CAPACITY,
+            "consume again: a group resumes from its acked floor, and what this stream held \
+             is delivered again after its ack wait",
+        );
         let context = SessionContext {
             node: self.node.clone(),
             notices: self.node.subscribe_streams(),
@@ -177,7 +180,7 @@ impl StreamService {
                 tokio::spawn(run_ephemeral(context, subscription, inbound));
             }
         }
-        Ok(Box::pin(ReceiverStream::new(receiver)) as ConsumeStream)
+        Ok(Box::pin(receiver) as ConsumeStream)
     }
 
     pub async fn publish_messages(
@@ -886,7 +889,8 @@ struct SessionContext {
     node: RaftNode,
     notices: broadcast::Receiver<std::sync::Arc<(u64, Vec<Notice>)>>,
     namespace: String,
-    out: mpsc::Sender<Result<pb::ConsumeResponse, Status>>,
+    /// Cuts a client that leaves what it was sent unread (see `outbox`).
+    out: super::outbox::Outbox<pb::ConsumeResponse>,
     stopping: tokio::sync::watch::Receiver<bool>,
     /// Quiet this long, the session proves it can still serve and says so (or ends).
     heartbeat: Duration,
@@ -926,6 +930,7 @@ impl SessionContext {
             }
         };
         let namespace = self.namespace.as_str();
+        let gone = self.out.client_gone();
         tokio::select! {
             request = request => Wake::Client(request),
             notice = self.notices.recv() => {
@@ -937,7 +942,7 @@ impl SessionContext {
             }
             _ = sleep => Wake::Timer,
             _ = self.stopping.wait_for(|stop| *stop) => Wake::Stop,
-            _ = self.out.closed() => Wake::ClientGone,
+            _ = gone.wait() => Wake::ClientGone,
         }
     }
 
@@ -963,6 +968,9 @@ impl SessionContext {
     /// it, or left behind would otherwise wait for entries that never come while its client
     /// hears nothing (issue 21). Returns false when the session has ended.
     async fn beat_if_due(&mut self) -> bool {
+        if self.out.cut_if_stalled().is_err() {
+            return false;
+        }
         if Instant::now() < self.heartbeat_due() {
             return true;
         }
@@ -975,12 +983,11 @@ impl SessionContext {
                 self.last_sent = Instant::now();
                 // Never wait for a client that is not reading: a full channel already tells it
                 // plenty.
-                match self.out.try_send(Ok(pb::ConsumeResponse {
-                    response: Some(pb::consume_response::Response::Heartbeat(beat)),
-                })) {
-                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => true,
-                    Err(mpsc::error::TrySendError::Closed(_)) => false,
-                }
+                self.out
+                    .try_send(Ok(pb::ConsumeResponse {
+                        response: Some(pb::consume_response::Response::Heartbeat(beat)),
+                    }))
+                    .is_ok()
             }
             Err(status) => {
                 self.fail(status).await;
@@ -990,7 +997,7 @@ impl SessionContext {
     }
 
     async fn fail(&self, status: Status) {
-        let _ = self.out.send(Err(status)).await;
+        self.out.finish(status).await;
     }
 
     async fn stopped(&self) {

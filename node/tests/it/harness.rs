@@ -30,6 +30,8 @@ pub struct Server {
     pub http: String,
     pub data_dir: PathBuf,
     extra_args: Vec<String>,
+    /// Environment variables the process starts with (kept across restarts).
+    env: Vec<(String, String)>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -55,19 +57,24 @@ impl Server {
     }
 
     fn spawn(data_dir: &Path, extra_args: Vec<String>) -> Self {
-        Self::try_spawn(data_dir, extra_args)
+        Self::try_spawn(data_dir, extra_args, Vec::new())
             .expect("the server did not print its ready line within 30 s")
     }
 
     /// Like `start_at`, but `None` when the process exits or stays silent instead of serving
     /// (a port taken by another test between choosing it and binding it, say).
     pub fn try_start_at(data_dir: &Path, extra_args: Vec<String>) -> Option<Self> {
-        Self::try_spawn(data_dir, extra_args)
+        Self::try_spawn(data_dir, extra_args, Vec::new())
     }
 
-    fn try_spawn(data_dir: &Path, extra_args: Vec<String>) -> Option<Self> {
+    fn try_spawn(
+        data_dir: &Path,
+        extra_args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Option<Self> {
         let mut child = serve_command(data_dir)
             .args(&extra_args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
                 "STRATA_LOG",
                 // STRATA_TEST_NODE_LOG: another filter for the nodes, to look into a test.
@@ -105,6 +112,7 @@ impl Server {
             child: Some(child),
             data_dir: data_dir.to_path_buf(),
             extra_args,
+            env,
             _temp: None,
         })
     }
@@ -142,7 +150,26 @@ impl Server {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server before restarting it");
         let temp = self._temp.take();
-        *self = Self::spawn(&self.data_dir.clone(), self.extra_args.clone());
+        *self = Self::try_spawn(
+            &self.data_dir.clone(),
+            self.extra_args.clone(),
+            self.env.clone(),
+        )
+        .expect("the server did not print its ready line within 30 s");
+        self._temp = temp;
+    }
+
+    /// Starts a new process on the same data directory with `env` set (and kept for later
+    /// restarts).
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        assert!(self.child.is_none(), "stop the server before restarting it");
+        let temp = self._temp.take();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        *self = Self::try_spawn(&self.data_dir.clone(), self.extra_args.clone(), env)
+            .expect("the server did not print its ready line within 30 s");
         self._temp = temp;
     }
 

@@ -79,6 +79,9 @@ pub enum LeaderError {
     Fatal(String),
     #[error("no outcome within {0} ms; the operation may or may not take effect")]
     Timeout(u64),
+    /// Nothing was done: the leader's disk is below its free-space reserve.
+    #[error("{0}")]
+    DiskFull(String),
 }
 
 /// One node's view of itself, from its Raft metrics.

@@ -194,6 +194,9 @@ impl StateMachine {
         crate::failpoints::error_point("apply-error").map_err(write_error)?;
         let events = self.kv.commit(txn).map_err(write_error)?;
         self.quota.publish(usage);
+        if let Some(request) = request {
+            self.clock.observe(request.time_ms);
+        }
         self.revisions.set(revision);
         if !events.is_empty() {
             // No receivers is fine: nobody is watching.

@@ -170,7 +170,9 @@ func (t *Table) DeleteIf(ctx context.Context, key []byte, rev uint64) (uint64, e
 	return t.delete(ctx, &kvpb.DeleteRequest{Key: key, ExpectedModRevision: &rev})
 }
 
-// DeletePrefix removes every key that starts with prefix.
+// DeletePrefix removes every key that starts with prefix. The server goes in steps of
+// 1,000 keys, each its own revision, so other writes run between them; if the call fails
+// half-way, what was deleted stays deleted, and calling again finishes the job.
 func (t *Table) DeletePrefix(ctx context.Context, prefix []byte) (uint64, error) {
 	return t.delete(ctx, &kvpb.DeleteRequest{Key: prefix, Prefix: true})
 }

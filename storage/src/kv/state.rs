@@ -284,7 +284,10 @@ impl KvState {
         limit: u32,
         time_ms: u64,
     ) -> Result<(u64, bool), StorageError> {
-        debug_assert!(txn.overlay.is_empty(), "a prefix step is a command of its own");
+        debug_assert!(
+            txn.overlay.is_empty(),
+            "a prefix step is a command of its own"
+        );
         let start = scan_prefix(scope, prefix);
         let end = keys::prefix_end(&start);
         let mut rows = self.range(&start, end.as_deref(), false);

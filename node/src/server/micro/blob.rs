@@ -8,7 +8,6 @@ use std::pin::Pin;
 
 use futures::Stream;
 use strata_proto::micro::store as pb;
-use strata_raft::node::now_ms;
 use strata_raft::RaftNode;
 use strata_storage::kv::{Expiry, KvCommand, KvResponse, ListQuery, Precondition, Put, Scope};
 use tonic::{Request, Response, Status, Streaming};
@@ -98,7 +97,7 @@ impl pb::blob_store_server::BlobStore for BlobService {
                 let record = self
                     .node
                     .kv()
-                    .get(&scope, &key, now_ms())
+                    .get(&scope, &key, self.node.cluster_now())
                     .map_err(status::storage)?
                     .ok_or_else(|| Status::not_found("Blob not found"))?;
                 let chunks: Vec<Result<pb::BlobReadResponse, Status>> = record
@@ -225,7 +224,8 @@ impl pb::blob_store_server::BlobStore for BlobService {
                     keys_only: true,
                     ..Default::default()
                 };
-                let page = tokio::task::spawn_blocking(move || kv.list(&scope, &query, now_ms()))
+                let now = self.node.cluster_now();
+                let page = tokio::task::spawn_blocking(move || kv.list(&scope, &query, now))
                     .await
                     .map_err(|e| Status::internal(format!("listing stopped: {e}")))?
                     .map_err(status::storage)?;

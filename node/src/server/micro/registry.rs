@@ -267,11 +267,14 @@ impl pb::registry_server::Registry for RegistryService {
                     .linearizable_barrier()
                     .await
                     .map_err(status::read)?;
-                let (_, views) = self
-                    .node
-                    .registry()
-                    .services_at(namespace.as_deref(), Some(&req.service))
-                    .map_err(status::storage)?;
+                let (registry, scope, name) = (
+                    self.node.registry().clone(),
+                    namespace.clone(),
+                    req.service.clone(),
+                );
+                let (_, views) =
+                    status::blocking(move || registry.services_at(scope.as_deref(), Some(&name)))
+                        .await?;
                 if views.is_empty() {
                     return Err(Status::not_found("service not found"));
                 }
@@ -374,11 +377,9 @@ impl pb::registry_server::Registry for RegistryService {
                     .linearizable_barrier()
                     .await
                     .map_err(status::read)?;
-                let (_, views) = self
-                    .node
-                    .registry()
-                    .services_at(namespace.as_deref(), None)
-                    .map_err(status::storage)?;
+                let (registry, scope) = (self.node.registry().clone(), namespace.clone());
+                let (_, views) =
+                    status::blocking(move || registry.services_at(scope.as_deref(), None)).await?;
                 Ok(pb::ListResponse {
                     services: views.iter().map(view_pb).collect(),
                 })

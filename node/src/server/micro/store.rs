@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 
 use strata_proto::micro::store as pb;
-use strata_raft::node::now_ms;
 use strata_raft::RaftNode;
 use strata_storage::kv::{
     Expiry, KvCommand, KvResponse, ListQuery, Precondition, Put, Record, Scope,
@@ -73,8 +72,8 @@ impl StoreService {
             .await
             .map_err(status::read)?;
         let kv = self.node.kv().clone();
+        let now = self.node.cluster_now();
         tokio::task::spawn_blocking(move || {
-            let now = now_ms();
             let mut query = ListQuery {
                 prefix: walk.prefix,
                 suffix: walk.suffix,
@@ -169,7 +168,7 @@ impl pb::store_server::Store for StoreService {
                         .linearizable_barrier()
                         .await
                         .map_err(status::read)?;
-                    let now = now_ms();
+                    let now = self.node.cluster_now();
                     return match self
                         .node
                         .kv()
@@ -194,7 +193,7 @@ impl pb::store_server::Store for StoreService {
                     descending: descending(&options.order),
                     keys_only: false,
                 };
-                let now = now_ms();
+                let now = self.node.cluster_now();
                 let records = self
                     .walk(scope, walk)
                     .await?

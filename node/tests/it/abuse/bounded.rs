@@ -40,7 +40,10 @@ async fn a_large_prefix_delete_goes_in_steps_and_stalls_no_one() {
         matches!(&error, Error::PreconditionFailed { message, .. } if message.contains("at most 10000")),
         "{error:?}"
     );
-    assert!(big.get("doomed/000000").await.unwrap().is_some(), "the failed txn deleted");
+    assert!(
+        big.get("doomed/000000").await.unwrap().is_some(),
+        "the failed txn deleted"
+    );
 
     // A bystander writes and reads throughout the delete.
     let before = big.put("marker", "1").await.unwrap().revision;
@@ -73,9 +76,7 @@ async fn a_large_prefix_delete_goes_in_steps_and_stalls_no_one() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (revisions, slowest) = bystander.await.unwrap();
     assert_eq!(deleted, KEYS as u64);
-    println!(
-        "deleted {deleted} keys in {took:?}; the bystander's slowest put+get: {slowest:?}"
-    );
+    println!("deleted {deleted} keys in {took:?}; the bystander's slowest put+get: {slowest:?}");
     // The history shows the steps: at least 20 revisions of at most 1,000 deletes each, and
     // the bystander's writes landed between them. None of them waited long.
     let mut watch = big.watch("doomed/", true, before + 1).await.unwrap();
@@ -97,10 +98,76 @@ async fn a_large_prefix_delete_goes_in_steps_and_stalls_no_one() {
         revisions.iter().any(|r| *r > first && *r < last),
         "no other write ran between the steps ({first}..{last})"
     );
-    assert!(slowest < Duration::from_secs(2), "a bystander waited {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a bystander waited {slowest:?}"
+    );
 
     // Nothing is left under the prefix, and the rest of the table is untouched.
     let left = big.list(List::prefix("doomed/").limit(10)).await.unwrap();
     assert!(left.records.is_empty(), "{} keys left", left.records.len());
     assert!(big.get("kept").await.unwrap().is_some());
+}
+
+/// A consumer that stops reading holds at most its credit, and only for a while: once what
+/// it was sent has sat unread for 30 s it is cut with `slow_reader`, and its messages go to
+/// the group's other members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_that_stops_reading_is_cut_with_a_clear_status() {
+    use strata_client::stream::proto::{
+        consume_request, consume_response, stream_client::StreamClient, ConsumeRequest, Subscribe,
+    };
+    use strata_client::stream::Publish;
+
+    let server = Server::start();
+    let client = server.client("default").await;
+    let topic = client.topic("slow");
+    topic.publish(Publish::new("first")).await.unwrap();
+    let subscribe = ConsumeRequest {
+        request: Some(consume_request::Request::Subscribe(Subscribe {
+            topic: "slow".into(),
+            group: "g".into(),
+            max_in_flight: 200,
+            heartbeat_ms: 1_000,
+            ..Default::default()
+        })),
+    };
+    let (_requests, inbound) = tokio::sync::mpsc::channel::<ConsumeRequest>(1);
+    let inbound = futures::stream::iter([subscribe])
+        .chain(tokio_stream::wrappers::ReceiverStream::new(inbound));
+    let mut stream = StreamClient::connect(format!("http://{}", server.grpc))
+        .await
+        .unwrap()
+        .consume(inbound)
+        .await
+        .unwrap()
+        .into_inner();
+    // More than the HTTP/2 windows and buffers hold: the rest waits in the session's queue.
+    for _ in 0..150 {
+        topic
+            .publish(Publish::new(vec![b'm'; 128 * 1024]))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(36)).await;
+    let mut read = 0;
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+            Ok(Some(Ok(response))) => {
+                if let Some(consume_response::Response::Message(_)) = response.response {
+                    read += 1;
+                }
+            }
+            Ok(Some(Err(status))) => break status,
+            other => panic!("after {read} messages: {other:?}"),
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert_eq!(
+        status.metadata().get("x-strata-error").unwrap(),
+        "slow_reader"
+    );
+    assert!(read < 151, "every message arrived: nothing was cut");
+    // The node serves on, and the group delivers to a member that reads.
+    topic.publish(Publish::new("after")).await.unwrap();
 }

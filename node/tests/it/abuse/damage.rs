@@ -130,7 +130,15 @@ async fn a_torn_wal_tail_loses_nothing_acknowledged() {
     // A crash during a write that was never acknowledged: a partial record at the end.
     let wal = largest(&server.data_dir.join("db"), ".log");
     let mut file = std::fs::OpenOptions::new().append(true).open(&wal).unwrap();
-    // A record header promising 30,000 bytes (crc, length, type "full"), then 100 of them.
+    // The WAL is written in blocks of 32 KiB, and no record crosses a block's end. Zeros up
+    // to the next block (what a preallocated region looks like; the reader skips them), then
+    // a record header promising 30,000 bytes (crc, length, type "full") and 100 of them: the
+    // write that the crash cut short.
+    let len = file.metadata().unwrap().len();
+    let in_block = (len % 32_768) as usize;
+    if in_block != 0 {
+        file.write_all(&vec![0u8; 32_768 - in_block]).unwrap();
+    }
     file.write_all(&[0, 0, 0, 0, 0x30, 0x75, 1]).unwrap();
     file.write_all(&[7u8; 100]).unwrap();
     file.sync_all().unwrap();

@@ -3,5 +3,7 @@
 //! acknowledged write is still there.
 
 mod bounded;
+mod clock;
 mod damage;
+mod disk;
 mod membership;

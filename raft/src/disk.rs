@@ -1,0 +1,101 @@
+//! Free disk space: writes that grow the data stop while the disk is nearly full, before the
+//! log's fsync would fail (which stops Raft and the node). Reads, deletes, acks, keepalives and
+//! expiry go on, and growth resumes by itself once space returns, as in etcd's NOSPACE alarm.
+//!
+//! The leader checks its own data directory before proposing; followers' disks are assumed no
+//! smaller (a follower whose disk fills first still stops on the failed write).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a measurement of free space is reused.
+const MEASURE_EVERY: Duration = Duration::from_millis(100);
+
+#[derive(Debug)]
+pub struct DiskGuard {
+    dir: PathBuf,
+    /// Writes that grow the data are refused below this many free bytes (0: never).
+    reserve: u64,
+    free: AtomicU64,
+    measured: Mutex<Option<Instant>>,
+}
+
+impl DiskGuard {
+    pub fn new(dir: PathBuf, reserve: u64) -> Self {
+        Self {
+            dir,
+            reserve,
+            free: AtomicU64::new(u64::MAX),
+            measured: Mutex::new(None),
+        }
+    }
+
+    /// `Err` naming the directory and the numbers when free space is below the reserve.
+    pub fn check(&self) -> Result<(), String> {
+        if self.reserve == 0 {
+            return Ok(());
+        }
+        let free = self.free_bytes();
+        if free >= self.reserve {
+            return Ok(());
+        }
+        Err(format!(
+            "the disk holding {} has {free} bytes free, below the reserve of {} \
+             (--min-free-bytes): writes that add data are refused until space returns; reads, \
+             deletes and acks go on",
+            self.dir.display(),
+            self.reserve
+        ))
+    }
+
+    /// Free bytes for an unprivileged writer, measured at most every 100 ms (one `statvfs`:
+    /// a metadata call that does not wait on the disk).
+    pub fn free_bytes(&self) -> u64 {
+        let mut measured = self.measured.lock().unwrap_or_else(|p| p.into_inner());
+        if measured.is_none_or(|at| at.elapsed() >= MEASURE_EVERY) {
+            match available(&self.dir) {
+                Ok(free) => self.free.store(free, Ordering::Relaxed),
+                Err(error) => {
+                    tracing::warn!(dir = %self.dir.display(), %error, "measuring free disk space")
+                }
+            }
+            *measured = Some(Instant::now());
+        }
+        self.free.load(Ordering::Relaxed)
+    }
+}
+
+fn available(dir: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("a path with a NUL byte"))?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and `stats` is written by statvfs before it is read.
+    let result = unsafe { libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled `stats`.
+    let stats = unsafe { stats.assume_init() };
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measures_the_disk_and_refuses_below_the_reserve() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = DiskGuard::new(dir.path().into(), 1).free_bytes();
+        assert!(free > 0 && free < u64::MAX, "{free}");
+        assert!(DiskGuard::new(dir.path().into(), 0).check().is_ok());
+        assert!(DiskGuard::new(dir.path().into(), 1).check().is_ok());
+        let error = DiskGuard::new(dir.path().into(), u64::MAX)
+            .check()
+            .unwrap_err();
+        assert!(error.contains(&dir.path().display().to_string()), "{error}");
+    }
+}
