@@ -20,7 +20,7 @@ pub struct Node {
     bind: String,
     child: Option<Child>,
     paused: bool,
-    /// Started with failpoints armed (the heal restarts it without).
+    /// Started with failpoints armed or a skewed clock (the heal restarts it without).
     armed: bool,
 }
 
@@ -293,10 +293,26 @@ impl Cluster {
     /// `log-after-fsync=5%return`): it crashes by itself when one fires.
     pub fn restart_armed(&mut self, id: u64, failpoints: &str) -> anyhow::Result<()> {
         self.kill(id);
-        self.spawn_armed(id, Some(failpoints))
+        self.spawn_with(id, Some(failpoints), None)
+    }
+
+    /// Restarts node `id` with its wall clock `skew_ms` off (a debug build's
+    /// `STRATA_TEST_CLOCK_SKEW_MS`); the heal restarts it with the right time.
+    pub fn restart_skewed(&mut self, id: u64, skew_ms: i64) -> anyhow::Result<()> {
+        self.kill(id);
+        self.spawn_with(id, None, Some(skew_ms))
     }
 
     fn spawn_armed(&mut self, id: u64, failpoints: Option<&str>) -> anyhow::Result<()> {
+        self.spawn_with(id, failpoints, None)
+    }
+
+    fn spawn_with(
+        &mut self,
+        id: u64,
+        failpoints: Option<&str>,
+        skew_ms: Option<i64>,
+    ) -> anyhow::Result<()> {
         let node = self.nodes.get(&id).context("no such node")?;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -348,7 +364,8 @@ impl Cluster {
                     .iter()
                     .map(|mode| ("STRATA_UNSAFE_TEST_SWITCH", mode.as_str())),
             )
-            .envs(failpoints.map(|points| ("FAILPOINTS", points)))
+            .envs(failpoints.map(|points| ("FAILPOINTS", points.to_string())))
+            .envs(skew_ms.map(|skew| ("STRATA_TEST_CLOCK_SKEW_MS", skew.to_string())))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -370,7 +387,7 @@ impl Cluster {
         let node = self.nodes.get_mut(&id).expect("checked above");
         node.child = Some(child);
         node.paused = false;
-        node.armed = failpoints.is_some();
+        node.armed = failpoints.is_some() || skew_ms.is_some();
         Ok(())
     }
 

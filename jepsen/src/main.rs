@@ -122,6 +122,7 @@ enum Fault {
     Netem,
     Membership,
     Failpoint,
+    ClockSkew,
 }
 
 /// The crash points a `failpoint` fault arms (see strata-raft's `failpoints` module), each with
@@ -151,9 +152,11 @@ fn parse_nemesis(text: &str) -> anyhow::Result<Vec<Fault>> {
             "netem" => Fault::Netem,
             "membership" => Fault::Membership,
             "failpoint" => Fault::Failpoint,
+            "clock-skew" => Fault::ClockSkew,
             other => bail!(
                 "nemesis {other:?} is not built yet; have: kill, kill-leader, kill-all, pause, \
-                 pause-leader, partition, partition-leader, bridge, asymmetric, netem, membership, failpoint, none"
+                 pause-leader, partition, partition-leader, bridge, asymmetric, netem, membership, failpoint, \
+                 clock-skew, none"
             ),
         });
     }
@@ -481,6 +484,16 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 }
             }
             Fault::Pause | Fault::PauseLeader => cluster.pause(victim),
+            Fault::ClockSkew => {
+                // Restart the victim with its wall clock up to 30 s off either way (within a
+                // token's leeway); the heal restarts it with the right time. The leader's
+                // clock, carried by the log, is the only one that may move anything.
+                let skew_ms = rng.below(60_001) as i64 - 30_000;
+                detail = format!("{skew_ms:+} ms");
+                if let Err(error) = cluster.restart_skewed(victim, skew_ms) {
+                    println!("  node {victim} did not restart with a skewed clock: {error:#}");
+                }
+            }
             Fault::Failpoint => {
                 let (point, percent) = FAILPOINTS[rng.below(FAILPOINTS.len() as u64) as usize];
                 detail = format!("{point}={percent}%return");

@@ -97,6 +97,13 @@ fn register_stays_linearizable_under_kills_and_pauses() {
     run("register", "kill-leader,pause", "1");
 }
 
+/// Nodes restarted with their wall clocks up to 30 s off, and kills: registrations with TTLs
+/// and config still converge and lose nothing, as the log carries the leader's time.
+#[test]
+fn registry_converges_under_clock_skew_and_kills() {
+    run("registry", "clock-skew,kill", "5");
+}
+
 #[test]
 fn set_loses_nothing_when_every_node_is_killed() {
     run("set", "kill-all,kill", "2");
