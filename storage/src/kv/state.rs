@@ -293,16 +293,7 @@ impl KvState {
         let mut rows = self.range(&start, end.as_deref(), false);
         let mut deleted = 0;
         for item in rows.by_ref().take(limit as usize) {
-            let storage_key = item?.0.to_vec();
-            let Some(record) = self.load(txn, &storage_key)? else {
-                continue;
-            };
-            let (_, user_key) = decode_record_key(&storage_key)?;
-            let expired = record.is_expired_at(time_ms);
-            self.remove(txn, scope, &user_key, &storage_key, &record, expired);
-            if !expired {
-                deleted += 1;
-            }
+            deleted += self.remove_stored(txn, scope, &item?.0, time_ms)? as u64;
         }
         let more = rows.next().transpose()?.is_some();
         Ok((deleted, more))
@@ -460,17 +451,27 @@ impl KvState {
         );
         let mut deleted = 0;
         for storage_key in candidates {
-            let Some(record) = self.load(txn, &storage_key)? else {
-                continue;
-            };
-            let (_, user_key) = decode_record_key(&storage_key)?;
-            let expired = record.is_expired_at(time_ms);
-            self.remove(txn, scope, &user_key, &storage_key, &record, expired);
-            if !expired {
-                deleted += 1;
-            }
+            deleted += self.remove_stored(txn, scope, &storage_key, time_ms)? as u64;
         }
         Ok(deleted)
+    }
+
+    /// Removes the record at `storage_key` if there is one (an expired one too); whether a
+    /// live record went.
+    fn remove_stored(
+        &self,
+        txn: &mut StateTxn,
+        scope: &Scope,
+        storage_key: &[u8],
+        time_ms: u64,
+    ) -> Result<bool, StorageError> {
+        let Some(record) = self.load(txn, storage_key)? else {
+            return Ok(false);
+        };
+        let (_, user_key) = decode_record_key(storage_key)?;
+        let expired = record.is_expired_at(time_ms);
+        self.remove(txn, scope, &user_key, storage_key, &record, expired);
+        Ok(!expired)
     }
 
     fn remove(

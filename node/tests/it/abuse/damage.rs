@@ -294,14 +294,7 @@ async fn a_member_with_damaged_data_is_rebuilt_from_its_peers_by_the_documented_
             "key {i} is missing or wrong on node {victim}"
         );
     }
-    let status = cluster.cluster_cli(&["status"]).unwrap();
-    let voters = status["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["voter"] == true)
-        .count();
-    assert_eq!(voters, 3, "{status}");
+    super::assert_voters(&cluster, 3);
 }
 
 /// Runs a membership command until it succeeds (a change in flight, or a promotion of a

@@ -24,14 +24,7 @@ async fn a_learner_that_never_answered_is_not_promoted() {
         assert!(error.contains("has not answered the leader"), "{error}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let status = cluster.cluster_cli(&["status"]).unwrap();
-    let voters = status["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["voter"] == true)
-        .count();
-    assert_eq!(voters, 3, "{status}");
+    super::assert_voters(&cluster, 3);
     // The cluster still commits, and the learner goes again.
     for i in 0..20 {
         table.put(format!("after-{i}"), "1").await.unwrap();

@@ -7,3 +7,15 @@ mod clock;
 mod damage;
 mod disk;
 mod membership;
+
+/// `strata cluster status` shows `count` voters.
+fn assert_voters(cluster: &crate::harness::Cluster, count: usize) {
+    let status = cluster.cluster_cli(&["status"]).unwrap();
+    let voters = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["voter"] == true)
+        .count();
+    assert_eq!(voters, count, "{status}");
+}
