@@ -571,6 +571,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let revision = self.revisions.applied();
         let _ = self.notices.send(Arc::new((revision, Vec::new())));
         let _ = self.registry_events.send(Arc::new((revision, Vec::new())));
+        // Likewise for key-value watchers: no events means "read history from where you are"
+        // (before, a kv watcher on a node that installed a snapshot skipped its revisions).
+        let _ = self.events.send(Arc::new(RevisionEvents {
+            revision,
+            events: Vec::new(),
+        }));
         Ok(())
     }
 

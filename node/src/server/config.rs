@@ -414,6 +414,7 @@ struct ConfigFollower {
 }
 
 impl Follower for ConfigFollower {
+    type Feed = history::RegistryFeed;
     type Response = pb::WatchResponse;
 
     fn render(

@@ -1,13 +1,18 @@
-//! Feeds one registry or config watcher: history from a revision first, then live events,
-//! falling back to history whenever the live buffer overflowed or a snapshot was installed.
-//! Each revision is examined once, in order; what a watcher sees of it is its [`Follower`]'s
-//! business.
+//! The one watch pump, for every watcher (key-value, registry, config, Micro's registry): it
+//! feeds one watcher history from a revision first, then live events, falling back to history
+//! whenever the live buffer overflowed or a snapshot was installed. Each revision is examined
+//! once, in order; where the events come from is its [`Feed`]'s business, what a watcher sees
+//! of them its [`Follower`]'s. Progress goes out after a whole interval in which the watcher
+//! was sent nothing, however busy the cluster is with events it filters out, and only from a
+//! node that proved it is current.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use strata_raft::RaftNode;
 use strata_registry::RegistryEvent;
+use strata_storage::kv::{Event, RevisionEvents};
+use strata_storage::StorageError;
 use tokio::sync::broadcast;
 use tonic::Status;
 
@@ -18,16 +23,76 @@ const HISTORY_BATCH: usize = 256;
 const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
-pub type Live = broadcast::Receiver<Arc<(u64, Vec<RegistryEvent>)>>;
+/// Where a subsystem's events come from: its live broadcast and its stored history.
+pub trait Feed: Send + 'static {
+    type Event: Send + Sync + 'static;
+    /// What the live broadcast carries: one revision's events. Empty events mean a snapshot
+    /// was installed: look in history.
+    type Item: Send + Sync + 'static;
+    fn parts(item: &Self::Item) -> (u64, &[Self::Event]);
+    /// Up to `batch` stored revisions from `next`, and the oldest revision still stored.
+    #[allow(clippy::type_complexity)]
+    fn history(
+        node: &RaftNode,
+        next: u64,
+        batch: usize,
+    ) -> Result<(Vec<(u64, Vec<Self::Event>)>, u64), StorageError>;
+}
+
+/// Registry and config events (`registry_history`).
+pub struct RegistryFeed;
+
+impl Feed for RegistryFeed {
+    type Event = RegistryEvent;
+    type Item = (u64, Vec<RegistryEvent>);
+    fn parts(item: &Self::Item) -> (u64, &[RegistryEvent]) {
+        (item.0, &item.1)
+    }
+    fn history(
+        node: &RaftNode,
+        next: u64,
+        batch: usize,
+    ) -> Result<(Vec<(u64, Vec<RegistryEvent>)>, u64), StorageError> {
+        let page = node.registry().history(next, batch)?;
+        Ok((page.revisions, page.floor))
+    }
+}
+
+/// Key-value events (`kv_history`).
+pub struct KvFeed;
+
+impl Feed for KvFeed {
+    type Event = Event;
+    type Item = RevisionEvents;
+    fn parts(item: &Self::Item) -> (u64, &[Event]) {
+        (item.revision, &item.events)
+    }
+    fn history(
+        node: &RaftNode,
+        next: u64,
+        batch: usize,
+    ) -> Result<(Vec<(u64, Vec<Event>)>, u64), StorageError> {
+        let page = node.kv().history(next, batch)?;
+        let revisions = page
+            .revisions
+            .into_iter()
+            .map(|revision| (revision.revision, revision.events))
+            .collect();
+        Ok((revisions, page.floor))
+    }
+}
+
+pub type Live<F> = broadcast::Receiver<Arc<<<F as Follower>::Feed as Feed>::Item>>;
 
 /// What one watcher makes of the events.
 pub trait Follower: Send + 'static {
+    type Feed: Feed;
     type Response: Send + 'static;
     /// Responses for one revision's events (none when nothing concerns this watcher).
     fn render(
         &mut self,
         revision: u64,
-        events: &[RegistryEvent],
+        events: &[<Self::Feed as Feed>::Event],
     ) -> Result<Vec<Self::Response>, Status>;
     /// A message saying everything up to `revision` was examined; `None` for watchers whose
     /// protocol has no such message (Micro's), which are still ended when their node turns
@@ -90,7 +155,7 @@ pub struct Pump<F: Follower> {
 
 impl<F: Follower> Pump<F> {
     /// `live` must have been subscribed before the start revision was chosen.
-    pub async fn run(mut self, mut live: Live) {
+    pub async fn run(mut self, mut live: Live<F>) {
         if !self.catch_up().await {
             return;
         }
@@ -106,14 +171,15 @@ impl<F: Follower> Pump<F> {
             tokio::select! {
                 received = live.recv() => match received {
                     // An empty list: a snapshot was installed; history has what happened.
-                    Ok(item) if item.1.is_empty() => {
+                    Ok(item) if F::Feed::parts(&item).1.is_empty() => {
                         if !self.catch_up().await {
                             return;
                         }
                     }
                     Ok(item) => {
-                        if item.0 >= self.next {
-                            match self.deliver(item.0, &item.1).await {
+                        let (revision, events) = F::Feed::parts(&item);
+                        if revision >= self.next {
+                            match self.deliver(revision, events).await {
                                 Delivered::Closed => return,
                                 Delivered::Some => sent_at = tokio::time::Instant::now(),
                                 Delivered::Nothing => {}
@@ -158,25 +224,28 @@ impl<F: Follower> Pump<F> {
         }
     }
 
-    /// Delivers history from `next` to the newest stored revision. False when the watch ends.
+    /// Delivers history from `next` to the newest stored revision (read in pages on a
+    /// blocking thread). False when the watch ends.
     async fn catch_up(&mut self) -> bool {
         loop {
-            let page = match self.node.registry().history(self.next, HISTORY_BATCH) {
+            let (node, next) = (self.node.clone(), self.next);
+            let page = status::blocking(move || F::Feed::history(&node, next, HISTORY_BATCH)).await;
+            let (revisions, floor) = match page {
                 Ok(page) => page,
-                Err(error) => {
-                    let _ = self.sender.send(Err(status::storage(error))).await;
+                Err(status) => {
+                    let _ = self.sender.send(Err(status)).await;
                     return false;
                 }
             };
-            if self.next < page.floor {
+            if self.next < floor {
                 let _ = self
                     .sender
-                    .send(Err(status::compacted(self.next, page.floor)))
+                    .send(Err(status::compacted(self.next, floor)))
                     .await;
                 return false;
             }
-            let done = page.revisions.len() < HISTORY_BATCH;
-            for (revision, events) in &page.revisions {
+            let done = revisions.len() < HISTORY_BATCH;
+            for (revision, events) in &revisions {
                 if let Delivered::Closed = self.deliver(*revision, events).await {
                     return false;
                 }
@@ -187,7 +256,7 @@ impl<F: Follower> Pump<F> {
         }
     }
 
-    async fn deliver(&mut self, revision: u64, events: &[RegistryEvent]) -> Delivered {
+    async fn deliver(&mut self, revision: u64, events: &[<F::Feed as Feed>::Event]) -> Delivered {
         self.next = revision + 1;
         match self.follower.render(revision, events) {
             Ok(responses) if responses.is_empty() => Delivered::Nothing,

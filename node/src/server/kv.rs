@@ -1,34 +1,25 @@
 //! `strata.kv.v1.Kv`: each handler parses and validates, delegates to Raft (writes) or the
 //! state machine (reads), and encodes. Nothing here decides what a command does.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use base64::Engine as _;
 use strata_proto::kv::v1 as pb;
 use strata_raft::node::now_ms;
 use strata_raft::RaftNode;
 use strata_storage::kv::{
     Compare, CompareOp, CompareTarget, Event, EventKind, KvCommand, KvResponse, ListQuery,
-    Precondition, Put, Record, RevisionEvents, Scope, TxnOp, TxnOpResult, PREFIX_DELETE_STEP,
+    Precondition, Put, Record, Scope, TxnOp, TxnOpResult, PREFIX_DELETE_STEP,
 };
-use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
 use super::metrics::Metrics;
 use super::{namespace, status, validate};
 
-/// Revisions read from history per step while a watcher catches up.
-const WATCH_HISTORY_BATCH: usize = 256;
-/// Responses buffered per watcher before the pump waits for the client.
 /// Encoded bytes of events per watch response: a revision with more (a large prefix delete)
 /// comes in fragments, so no response nears the message limit and a slow watcher's queue
 /// (outbox.rs) holds at most about outbox::CAPACITY of these.
 const WATCH_FRAGMENT_BYTES: usize = 1024 * 1024;
 /// A list page ends early past this many key and value bytes, well inside the response limit.
 const MAX_LIST_PAGE_BYTES: usize = 16 * 1024 * 1024;
-const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
-const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
 #[derive(Clone)]
 pub struct KvService {
@@ -424,10 +415,7 @@ impl pb::kv_server::Kv for KvService {
             } else {
                 validate::key("key", &req.key)?;
             }
-            let progress = match req.progress_interval_ms {
-                0 => DEFAULT_PROGRESS_INTERVAL,
-                ms => Duration::from_millis(ms.into()).max(MIN_PROGRESS_INTERVAL),
-            };
+            let progress = super::history::progress_interval(req.progress_interval_ms);
             // Subscribe before reading history so that no revision falls between the two.
             let live = self.node.subscribe();
             let start = match req.start_revision {
@@ -444,9 +432,9 @@ impl pb::kv_server::Kv for KvService {
                 key: req.key,
                 prefix: req.prefix,
             };
-            let pump = WatchPump {
+            let pump = super::history::Pump {
                 node: self.node.clone(),
-                filter,
+                follower: filter,
                 next: start,
                 sender,
                 progress,
@@ -539,111 +527,31 @@ impl WatchFilter {
     }
 }
 
-/// Feeds one watcher: history from `next` first, then live events, falling back to history
-/// whenever the live buffer overflowed. Each revision is delivered once, in order.
-struct WatchPump {
-    node: RaftNode,
-    filter: WatchFilter,
-    /// The first revision not yet examined.
-    next: u64,
-    sender: super::outbox::Outbox<pb::WatchResponse>,
-    progress: Duration,
-    stopping: tokio::sync::watch::Receiver<bool>,
-}
+impl super::history::Follower for WatchFilter {
+    type Feed = super::history::KvFeed;
+    type Response = pb::WatchResponse;
 
-impl WatchPump {
-    async fn run(mut self, mut live: broadcast::Receiver<Arc<RevisionEvents>>) {
-        if !self.catch_up().await {
-            return;
-        }
-        // Owned handles, so the select below borrows nothing of `self`.
-        let mut stopping = self.stopping.clone();
-        let client_side = self.sender.client_gone();
-        loop {
-            tokio::select! {
-                received = live.recv() => match received {
-                    Ok(revision) => {
-                        if revision.revision >= self.next && !self.deliver(&revision).await {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        if !self.catch_up().await {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                _ = tokio::time::sleep(self.progress) => {
-                    // Only a node still current with the cluster may say "nothing happened".
-                    let applied = match super::history::confirm_current(&self.node, self.progress).await {
-                        Ok(applied) => applied,
-                        Err(status) => {
-                            let _ = self.sender.send(Err(status)).await;
-                            return;
-                        }
-                    };
-                    // Everything up to here has been examined; never claim past what is applied.
-                    let seen = (self.next - 1).min(applied);
-                    let notice = pb::WatchResponse { events: Vec::new(), revision: seen, fragment: false };
-                    if self.sender.send(Ok(notice)).await.is_err() {
-                        return;
-                    }
-                }
-                _ = client_side.wait() => return,
-                _ = stopped(&mut stopping) => {
-                    let status = Status::unavailable("the server is shutting down; resume the watch from the last revision seen");
-                    let _ = self.sender.send(Err(status)).await;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Delivers history from `next` to the newest stored revision. False when the watch ends.
-    async fn catch_up(&mut self) -> bool {
-        loop {
-            let page = match self.node.kv().history(self.next, WATCH_HISTORY_BATCH) {
-                Ok(page) => page,
-                Err(error) => {
-                    let _ = self.sender.send(Err(status::storage(error))).await;
-                    return false;
-                }
-            };
-            if self.next < page.floor {
-                let _ = self
-                    .sender
-                    .send(Err(status::compacted(self.next, page.floor)))
-                    .await;
-                return false;
-            }
-            let done = page.revisions.len() < WATCH_HISTORY_BATCH;
-            for revision in &page.revisions {
-                if !self.deliver(revision).await {
-                    return false;
-                }
-            }
-            if done {
-                return true;
-            }
-        }
-    }
-
-    async fn deliver(&mut self, revision: &RevisionEvents) -> bool {
-        debug_assert!(revision.revision >= self.next);
-        self.next = revision.revision + 1;
-        let events: Vec<pb::Event> = revision
-            .events
+    /// The watched key's (or prefix's) events of one revision, in responses of at most about
+    /// [`WATCH_FRAGMENT_BYTES`] each.
+    fn render(
+        &mut self,
+        revision: u64,
+        events: &[Event],
+    ) -> Result<Vec<pb::WatchResponse>, Status> {
+        let events: Vec<pb::Event> = events
             .iter()
-            .filter(|event| self.filter.matches(event))
-            .map(|event| event_to_pb(event, revision.revision))
+            .filter(|event| self.matches(event))
+            .map(|event| event_to_pb(event, revision))
             .collect();
-        for response in fragments(events, revision.revision, WATCH_FRAGMENT_BYTES) {
-            if self.sender.send(Ok(response)).await.is_err() {
-                return false;
-            }
-        }
-        true
+        Ok(fragments(events, revision, WATCH_FRAGMENT_BYTES))
+    }
+
+    fn progress(&self, revision: u64) -> Option<pb::WatchResponse> {
+        Some(pb::WatchResponse {
+            events: Vec::new(),
+            revision,
+            fragment: false,
+        })
     }
 }
 
@@ -674,11 +582,6 @@ fn fragments(events: Vec<pb::Event>, revision: u64, budget: usize) -> Vec<pb::Wa
         });
     }
     responses
-}
-
-/// Completes once the server is stopping (the guard `wait_for` returns is not `Send`).
-async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = stopping.wait_for(|stop| *stop).await;
 }
 
 fn compare_of(compare: &pb::Compare) -> Result<Compare, Status> {

@@ -327,6 +327,7 @@ struct RegistryFollower {
 }
 
 impl Follower for RegistryFollower {
+    type Feed = history::RegistryFeed;
     type Response = pb::WatchResponse;
 
     fn render(

@@ -209,6 +209,7 @@ fn node_result(event: &NodeEvent, timestamp: i64) -> pb::Result {
 }
 
 impl Follower for MicroFollower {
+    type Feed = history::RegistryFeed;
     type Response = pb::Result;
 
     fn render(

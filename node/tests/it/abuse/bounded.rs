@@ -171,3 +171,51 @@ async fn a_consumer_that_stops_reading_is_cut_with_a_clear_status() {
     // The node serves on, and the group delivers to a member that reads.
     topic.publish(Publish::new("after")).await.unwrap();
 }
+
+/// A watch of a quiet key hears progress while the rest of the table is busy (the key-value
+/// watch once had a pump of its own whose progress timer every unrelated event reset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quiet_watch_hears_progress_while_others_write() {
+    use strata_client::proto::{kv_client::KvClient, WatchRequest};
+
+    let server = Server::start();
+    let table = server.client("default").await.table("", "");
+    let mut watch = KvClient::connect(format!("http://{}", server.grpc))
+        .await
+        .unwrap()
+        .watch(WatchRequest {
+            key: b"quiet".to_vec(),
+            progress_interval_ms: 300,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let writer = tokio::spawn(async move {
+        for i in 0..60 {
+            table.put(format!("busy/{i}"), "v").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let started = Instant::now();
+    let mut notices = Vec::new();
+    while started.elapsed() < Duration::from_secs(2) {
+        let response = tokio::time::timeout(Duration::from_secs(2), watch.next())
+            .await
+            .expect("no progress for 2 s while others write")
+            .unwrap()
+            .unwrap();
+        assert!(response.events.is_empty(), "an event of another key");
+        notices.push(response.revision);
+    }
+    writer.await.unwrap();
+    assert!(
+        notices.len() >= 3,
+        "{} progress notices in 2 s",
+        notices.len()
+    );
+    assert!(
+        notices.windows(2).all(|w| w[0] <= w[1]) && notices.last() > notices.first(),
+        "progress does not move with the busy table: {notices:?}"
+    );
+}
