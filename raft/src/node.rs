@@ -561,6 +561,7 @@ impl RaftNode {
 
     async fn write(&self, command: Command) -> Result<Response, WriteError> {
         let request = Request {
+            // Replaced by the leader's stamp before it is proposed (see `clock`).
             time_ms: now_ms(),
             command,
         };

@@ -53,8 +53,8 @@ impl Engine {
         Ok(report)
     }
 
-    /// Writes every memtable out to table files and waits (used by tests that damage tables,
-    /// and before a backup of the files).
+    /// Writes every memtable out to table files and waits (tests that damage a table file
+    /// use it to have one).
     pub fn flush_all(&self) -> Result<(), StorageError> {
         let handles: Vec<_> = ALL_CFS.iter().map(|name| self.cf(name)).collect();
         self.db()

@@ -23,6 +23,9 @@ const HISTORY_BATCH: usize = 256;
 const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Up to a batch of stored revisions with their events, and the oldest revision still stored.
+pub type HistoryPage<E> = (Vec<(u64, Vec<E>)>, u64);
+
 /// Where a subsystem's events come from: its live broadcast and its stored history.
 pub trait Feed: Send + 'static {
     type Event: Send + Sync + 'static;
@@ -30,13 +33,12 @@ pub trait Feed: Send + 'static {
     /// was installed: look in history.
     type Item: Send + Sync + 'static;
     fn parts(item: &Self::Item) -> (u64, &[Self::Event]);
-    /// Up to `batch` stored revisions from `next`, and the oldest revision still stored.
-    #[allow(clippy::type_complexity)]
+    /// Up to `batch` stored revisions from `next`.
     fn history(
         node: &RaftNode,
         next: u64,
         batch: usize,
-    ) -> Result<(Vec<(u64, Vec<Self::Event>)>, u64), StorageError>;
+    ) -> Result<HistoryPage<Self::Event>, StorageError>;
 }
 
 /// Registry and config events (`registry_history`).
@@ -52,7 +54,7 @@ impl Feed for RegistryFeed {
         node: &RaftNode,
         next: u64,
         batch: usize,
-    ) -> Result<(Vec<(u64, Vec<RegistryEvent>)>, u64), StorageError> {
+    ) -> Result<HistoryPage<RegistryEvent>, StorageError> {
         let page = node.registry().history(next, batch)?;
         Ok((page.revisions, page.floor))
     }
@@ -71,7 +73,7 @@ impl Feed for KvFeed {
         node: &RaftNode,
         next: u64,
         batch: usize,
-    ) -> Result<(Vec<(u64, Vec<Event>)>, u64), StorageError> {
+    ) -> Result<HistoryPage<Event>, StorageError> {
         let page = node.kv().history(next, batch)?;
         let revisions = page
             .revisions

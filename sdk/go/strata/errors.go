@@ -38,6 +38,8 @@ const (
 	CodeModRevisionMismatch = "mod_revision_mismatch"
 	CodeAlreadyExists       = "already_exists"
 	CodeTooManyKeys         = "too_many_keys"
+	CodeDiskFull            = "disk_full"
+	CodeSlowReader          = "slow_reader"
 )
 
 // Sentinel errors: every error the SDK returns wraps one of these where it applies, so that
