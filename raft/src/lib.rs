@@ -18,6 +18,7 @@ pub mod leases;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod recovery;
 pub mod rounds;
 pub mod state_machine;
 #[cfg(test)]
@@ -26,6 +27,8 @@ pub mod types;
 
 pub use network::message::NodeStatus;
 pub use network::{tls, PeerTransport};
-pub use node::{Bootstrap, MemberView, MembershipError, RaftNode, RaftNodeConfig, WriteError};
+pub use node::{
+    Bootstrap, MemberView, MembershipError, MembershipView, RaftNode, RaftNodeConfig, WriteError,
+};
 pub use rounds::RoundCounts;
 pub use types::{Command, Request, Response, TypeConfig};

@@ -38,6 +38,26 @@ impl RaftLogStore {
         Self { log, flusher }
     }
 
+    /// Writes `entry` after the last one and stores `vote`, durably, outside of openraft (for
+    /// offline recovery only: see `recovery`).
+    pub(crate) fn write_outside_raft(
+        &self,
+        entry: &Entry<TypeConfig>,
+        vote: &Vote<u64>,
+    ) -> Result<(), StorageError<u64>> {
+        let bytes = bincode::serialize(entry).map_err(write_error)?;
+        self.log
+            .append([(entry.log_id.index, bytes.as_slice())])
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        let vote_bytes = bincode::serialize(vote).map_err(write_error)?;
+        self.log
+            .put_meta(META_VOTE, &vote_bytes)
+            .map_err(|e| StorageIOError::write_vote(&e))?;
+        self.log
+            .sync()
+            .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+
     fn last_purged(&self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
         self.log
             .get_meta(META_PURGED)

@@ -5,10 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use std::collections::BTreeSet;
-
 use openraft::error::{InitializeError, RaftError};
-use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use strata_auth::{AuthCommand, AuthResponse, AuthState};
 use strata_registry::{RegistryCommand, RegistryEvent, RegistryResponse, RegistryState};
 use strata_storage::kv::{KvCommand, KvResponse, KvState, RevisionEvents};
@@ -18,6 +16,9 @@ use strata_stream::{Notice, StreamCommand, StreamResponse, StreamState};
 use tokio::sync::broadcast;
 
 use crate::leases::LeaseTable;
+
+mod membership;
+pub use membership::{MemberView, MembershipError, MembershipView};
 
 use crate::batcher::{BatchCounts, BatchLimits, Batcher};
 use crate::log_store::RaftLogStore;
@@ -151,26 +152,6 @@ pub enum ReadError {
     Unavailable(String),
 }
 
-/// Why a membership change was not made.
-#[derive(Debug, thiserror::Error)]
-pub enum MembershipError {
-    #[error("no leader is known, or it could not be reached: {0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Rejected(String),
-    #[error("the change's outcome is unknown: {0}")]
-    Unknown(String),
-}
-
-/// A member of the cluster and what it says of itself (or why it could not be asked).
-#[derive(Debug, Clone)]
-pub struct MemberView {
-    pub node_id: u64,
-    pub peer_addr: String,
-    pub voter: bool,
-    pub status: Result<NodeStatus, String>,
-}
-
 /// Where a leader-only operation failed.
 #[derive(Debug)]
 enum RouteError {
@@ -216,31 +197,34 @@ fn verify_on_start(engine: &Engine, tables: bool) -> Result<(), strata_storage::
 /// a node restarted with the wrong id would never be elected and would look healthy.
 fn claim_node_id(data_dir: &Path, node_id: u64) -> Result<(), OpenError> {
     std::fs::create_dir_all(data_dir)?;
-    let path = data_dir.join("node_id");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let found: u64 = text.trim().parse().map_err(|_| {
-                OpenError::Raft(format!(
-                    "{} does not hold a node id: {text:?}",
-                    path.display()
-                ))
-            })?;
-            if found != node_id {
-                return Err(OpenError::WrongNode {
-                    found,
-                    wanted: node_id,
-                });
-            }
-            Ok(())
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+    match read_node_id(data_dir)? {
+        Some(found) if found != node_id => Err(OpenError::WrongNode {
+            found,
+            wanted: node_id,
+        }),
+        Some(_) => Ok(()),
+        None => {
             let temporary = data_dir.join("node_id.tmp");
             std::fs::write(&temporary, format!("{node_id}\n"))?;
             std::fs::File::open(&temporary)?.sync_all()?;
-            std::fs::rename(&temporary, &path)?;
+            std::fs::rename(&temporary, data_dir.join("node_id"))?;
             std::fs::File::open(data_dir)?.sync_all()?;
             Ok(())
         }
+    }
+}
+
+/// The node that owns `data_dir`, if one has claimed it.
+pub(crate) fn read_node_id(data_dir: &Path) -> Result<Option<u64>, OpenError> {
+    let path = data_dir.join("node_id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map(Some).map_err(|_| {
+            OpenError::Raft(format!(
+                "{} does not hold a node id: {text:?}",
+                path.display()
+            ))
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(error.into()),
     }
 }
@@ -818,50 +802,10 @@ impl RaftNode {
         }
     }
 
-    /// Adds a node as a learner: it receives the log (or a snapshot) but does not vote.
-    pub async fn add_learner(
-        &self,
-        node_id: u64,
-        peer_addr: String,
-    ) -> Result<u64, MembershipError> {
-        self.change_membership(LeaderOp::AddLearner { node_id, peer_addr })
-            .await
-    }
-
     /// The cluster's time as this node knows it (the leader's clock, carried by the log): what
     /// reads judge expiry by. See `clock`.
     pub fn cluster_now(&self) -> u64 {
         self.clock.now()
-    }
-
-    /// Makes a caught-up learner a voter (joint consensus).
-    pub async fn promote(&self, node_id: u64) -> Result<u64, MembershipError> {
-        self.change_membership(LeaderOp::Promote { node_id }).await
-    }
-
-    /// Removes a voter or learner from the cluster (joint consensus for voters).
-    pub async fn remove(&self, node_id: u64) -> Result<u64, MembershipError> {
-        self.change_membership(LeaderOp::Remove { node_id }).await
-    }
-
-    async fn change_membership(&self, op: LeaderOp) -> Result<u64, MembershipError> {
-        match self.route(op).await {
-            Ok(LeaderReply::MembershipChanged(index)) => Ok(index),
-            Ok(other) => Err(MembershipError::Unknown(format!(
-                "unexpected reply {other:?}"
-            ))),
-            Err(RouteError::Leader(LeaderError::Rejected(reason))) => {
-                Err(MembershipError::Rejected(reason))
-            }
-            Err(RouteError::Leader(error @ (LeaderError::Timeout(_) | LeaderError::Fatal(_)))) => {
-                Err(MembershipError::Unknown(error.to_string()))
-            }
-            Err(RouteError::Leader(error)) => Err(MembershipError::Unavailable(error.to_string())),
-            Err(RouteError::Call(error)) if error.not_sent() => {
-                Err(MembershipError::Unavailable(error.to_string()))
-            }
-            Err(RouteError::Call(error)) => Err(MembershipError::Unknown(error.to_string())),
-        }
     }
 
     /// Runs `op` here if this node leads, or on the leader it knows of. Never forwards twice: the
@@ -962,7 +906,10 @@ impl RaftNode {
                 request.time_ms = self.clock.stamp();
                 Box::pin(self.register_as_leader(request)).await
             }
-            LeaderOp::AddLearner { .. } | LeaderOp::Promote { .. } | LeaderOp::Remove { .. }
+            LeaderOp::AddLearner { .. }
+            | LeaderOp::Promote { .. }
+            | LeaderOp::Remove { .. }
+            | LeaderOp::SetVoters { .. }
                 if !self
                     .membership()
                     .voter_ids()
@@ -976,98 +923,12 @@ impl RaftNode {
                 Err(LeaderError::NotLeader { leader_id: None })
             }
             LeaderOp::AddLearner { node_id, peer_addr } => {
-                let membership = self.membership();
-                if membership.voter_ids().any(|id| id == node_id) {
-                    return Err(LeaderError::Rejected(format!(
-                        "node {node_id} is already a voter"
-                    )));
-                }
-                let written = self
-                    .raft
-                    .add_learner(node_id, BasicNode::new(peer_addr), false)
-                    .await
-                    .map_err(write_error)?;
-                Ok(LeaderReply::MembershipChanged(written.log_id.index))
+                self.add_learner_as_leader(node_id, peer_addr).await
             }
-            LeaderOp::Promote { node_id } => {
-                let membership = self.membership();
-                if membership.voter_ids().any(|id| id == node_id) {
-                    return Err(LeaderError::Rejected(format!(
-                        "node {node_id} is already a voter"
-                    )));
-                }
-                if !membership.learner_ids().any(|id| id == node_id) {
-                    return Err(LeaderError::Rejected(format!(
-                        "node {node_id} is not a learner; add it with `strata cluster add-learner` first"
-                    )));
-                }
-                let (last_log, matched) = {
-                    let metrics = self.raft.metrics();
-                    let metrics = metrics.borrow();
-                    let matched = metrics
-                        .replication
-                        .as_ref()
-                        .and_then(|r| r.get(&node_id).copied().flatten())
-                        .map(|id| id.index);
-                    (metrics.last_log_index.unwrap_or(0), matched)
-                };
-                // A learner that never answered the leader (nothing listens at its address, or
-                // it cannot reach us) would be a voter that never votes: with it, a cluster of
-                // three needs three of four, and the next failure loses the quorum.
-                let Some(matched) = matched else {
-                    return Err(LeaderError::Rejected(format!(
-                        "node {node_id} has not answered the leader yet (is it running, at the \
-                         address it was added with?); see `strata cluster status`, then retry"
-                    )));
-                };
-                let lag = last_log.saturating_sub(matched);
-                if lag > self.config.promote_max_lag {
-                    return Err(LeaderError::Rejected(format!(
-                        "node {node_id} is {lag} entries behind the leader (at most {} allowed); \
-                         wait for it to catch up (see `strata cluster status`) and retry",
-                        self.config.promote_max_lag
-                    )));
-                }
-                let written = self
-                    .raft
-                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
-                    .await
-                    .map_err(write_error)?;
-                Ok(LeaderReply::MembershipChanged(written.log_id.index))
-            }
-            LeaderOp::Remove { node_id } => {
-                let membership = self.membership();
-                let change = if membership.voter_ids().any(|id| id == node_id) {
-                    if membership.voter_ids().count() == 1 {
-                        return Err(LeaderError::Rejected(format!(
-                            "node {node_id} is the only voter; a cluster cannot remove its last voter"
-                        )));
-                    }
-                    ChangeMembers::RemoveVoters(BTreeSet::from([node_id]))
-                } else if membership.learner_ids().any(|id| id == node_id) {
-                    ChangeMembers::RemoveNodes(BTreeSet::from([node_id]))
-                } else {
-                    return Err(LeaderError::Rejected(format!(
-                        "node {node_id} is not a member of the cluster"
-                    )));
-                };
-                let written = self
-                    .raft
-                    .change_membership(change, false)
-                    .await
-                    .map_err(write_error)?;
-                Ok(LeaderReply::MembershipChanged(written.log_id.index))
-            }
+            LeaderOp::Promote { node_id } => self.promote_as_leader(node_id).await,
+            LeaderOp::Remove { node_id } => self.remove_as_leader(node_id).await,
+            LeaderOp::SetVoters { node_ids } => self.set_voters_as_leader(node_ids).await,
         }
-    }
-
-    fn membership(&self) -> openraft::Membership<u64, BasicNode> {
-        self.raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone()
     }
 
     /// This node's own view of itself.
@@ -1107,41 +968,6 @@ impl RaftNode {
                 })
                 .unwrap_or_default(),
         }
-    }
-
-    /// Every member of the cluster as this node knows the membership, each asking itself.
-    pub async fn cluster_status(&self, timeout: Duration) -> Vec<MemberView> {
-        let membership = self.membership();
-        let voters: BTreeSet<u64> = membership.voter_ids().collect();
-        let members: Vec<(u64, String)> = membership
-            .nodes()
-            .map(|(id, node)| (*id, node.addr.clone()))
-            .collect();
-        let asks = members.into_iter().map(|(node_id, peer_addr)| {
-            let voter = voters.contains(&node_id);
-            async move {
-                let status = if node_id == self.config.node_id {
-                    Ok(self.local_status().await)
-                } else {
-                    match self
-                        .transport
-                        .call(node_id, &peer_addr, &PeerRequest::Status, timeout)
-                        .await
-                    {
-                        Ok(PeerResponse::Status(status)) => Ok(status),
-                        Ok(other) => Err(format!("unexpected answer {other:?}")),
-                        Err(error) => Err(error.to_string()),
-                    }
-                };
-                MemberView {
-                    node_id,
-                    peer_addr,
-                    voter,
-                    status,
-                }
-            }
-        });
-        futures::future::join_all(asks).await
     }
 
     /// Runs until `shutdown` fires: while this node leads, proposes the removal of keys whose

@@ -407,7 +407,7 @@ impl StateMachine {
             .transpose()
     }
 
-    fn applied(&self) -> Result<AppliedState, StorageError<u64>> {
+    pub(crate) fn applied(&self) -> Result<AppliedState, StorageError<u64>> {
         Ok((
             self.read_meta(META_LAST_APPLIED)?.flatten(),
             self.read_meta(META_MEMBERSHIP)?.unwrap_or_default(),

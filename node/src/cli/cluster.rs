@@ -1,4 +1,5 @@
-//! `strata cluster status|add-learner|promote|remove`.
+//! `strata cluster status|add-learner|promote|remove|set-voters`, and the offline
+//! `inspect-data|force-new-cluster` on a stopped node's data directory.
 
 use anyhow::{bail, Context};
 use serde_json::json;
@@ -53,6 +54,30 @@ enum ClusterCommand {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         node_id: u64,
     },
+    /// Make the voters exactly these: completes a change left joint ("outcome unknown"; see
+    /// `status`) with the new set, or rolls it back with the old one.
+    SetVoters {
+        /// Node ids, comma-separated; each a member already (new voters: caught-up learners).
+        #[arg(long, value_delimiter = ',', required = true,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        voters: Vec<u64>,
+    },
+    /// Offline: show what a stopped node's data directory holds (term, last log entry,
+    /// membership), to choose the node to force a new cluster from.
+    InspectData {
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+    },
+    /// Offline, last resort when a quorum is lost for good: make a stopped node's data a
+    /// cluster of that node alone. Keeps everything its log holds; loses what only the other
+    /// members had. See docs/operations.md, "Lost quorum".
+    ForceNewCluster {
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// Do it (without: show what would be done and change nothing).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 type Cluster = ClusterClient<
@@ -87,11 +112,12 @@ async fn connect(endpoints: &[String], access: &Access) -> anyhow::Result<Cluste
     bail!("no endpoint answered: {}", failures.join("; "))
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Change {
     AddLearner(u64),
     Promote(u64),
     Remove(u64),
+    SetVoters(Vec<u64>),
 }
 
 /// Runs a membership change through the first endpoint that can: a node that answers
@@ -112,7 +138,7 @@ async fn change_membership(
                 continue;
             }
         };
-        let result = match change {
+        let result = match change.clone() {
             Change::AddLearner(node_id) => {
                 client
                     .add_learner(pb::AddLearnerRequest {
@@ -123,6 +149,9 @@ async fn change_membership(
             }
             Change::Promote(node_id) => client.promote(pb::PromoteRequest { node_id }).await,
             Change::Remove(node_id) => client.remove(pb::RemoveRequest { node_id }).await,
+            Change::SetVoters(node_ids) => {
+                client.set_voters(pb::SetVotersRequest { node_ids }).await
+            }
         };
         match result {
             Ok(response) => return Ok(response.into_inner()),
@@ -143,6 +172,17 @@ fn grpc_error(status: tonic::Status) -> anyhow::Error {
 }
 
 pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
+    match &args.command {
+        ClusterCommand::InspectData { data_dir } => {
+            let state = strata_raft::recovery::inspect(data_dir).await?;
+            print_data_state(&state, args.json);
+            return Ok(());
+        }
+        ClusterCommand::ForceNewCluster { data_dir, yes } => {
+            return force_new_cluster(data_dir, *yes, args.json).await;
+        }
+        _ => {}
+    }
     let token = match &args.token {
         Some(token) => Some(token.clone()),
         None => super::auth::saved_token(&args.endpoint.join(","), args.ca_file.as_deref()).await?,
@@ -183,6 +223,27 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             node_id,
             change_membership(&args.endpoint, &access, Change::Remove(node_id), "").await?,
         ),
+        ClusterCommand::SetVoters { voters } => {
+            let response = change_membership(
+                &args.endpoint,
+                &access,
+                Change::SetVoters(voters.clone()),
+                "",
+            )
+            .await?;
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"voters": voters, "change": "set voters", "log_index": response.log_index})
+                );
+            } else {
+                println!("voters are {voters:?} (log index {})", response.log_index);
+            }
+            return Ok(());
+        }
+        ClusterCommand::InspectData { .. } | ClusterCommand::ForceNewCluster { .. } => {
+            unreachable!("handled above")
+        }
     };
     if args.json {
         println!(
@@ -195,7 +256,90 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn force_new_cluster(
+    data_dir: &std::path::Path,
+    yes: bool,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    if !yes {
+        let state = strata_raft::recovery::inspect(data_dir).await?;
+        print_data_state(&state, as_json);
+        bail!(
+            "nothing changed. This makes node {} the only voter of a new cluster, keeping its \
+             log up to index {}; whatever only the other members hold is lost, and they must \
+             not start again with their old data (empty their directories and add them back). \
+             Run `strata cluster inspect-data` on each member's directory and force the one with \
+             the highest last log term, then index. Re-run with --yes to do it",
+            state.node_id,
+            state.last_log_index
+        );
+    }
+    let state = strata_raft::recovery::force_new_cluster(data_dir).await?;
+    if as_json {
+        println!(
+            "{}",
+            json!({"node_id": state.node_id, "forced": true, "last_log_index": state.last_log_index})
+        );
+    } else {
+        println!(
+            "node {} is now the only voter of a new cluster (its log up to index {} kept); \
+             start it as before, then add the others back with empty data directories",
+            state.node_id, state.last_log_index
+        );
+    }
+    Ok(())
+}
+
+fn print_data_state(state: &strata_raft::recovery::DataState, as_json: bool) {
+    if as_json {
+        println!(
+            "{}",
+            json!({
+                "node_id": state.node_id,
+                "term": state.term,
+                "last_log_index": state.last_log_index,
+                "last_log_term": state.last_log_term,
+                "applied_index": state.applied_index,
+                "voter_sets": state.voter_sets,
+                "members": state.members,
+            })
+        );
+        return;
+    }
+    println!("node {}", state.node_id);
+    println!("term {}", state.term);
+    println!(
+        "last log entry: index {}, term {}",
+        state.last_log_index, state.last_log_term
+    );
+    println!("applied index {}", state.applied_index);
+    println!(
+        "voters {}",
+        voter_sets(
+            state
+                .voter_sets
+                .iter()
+                .map(|set| set.iter().copied().collect())
+        )
+    );
+    for (id, addr) in &state.members {
+        println!("member {id} at {addr}");
+    }
+}
+
+/// `{1,2,3}`, or `{1,2,3} -> {1,2,3,4}` while joint.
+fn voter_sets(sets: impl Iterator<Item = Vec<u64>>) -> String {
+    sets.map(|set| {
+        let ids: Vec<String> = set.iter().map(u64::to_string).collect();
+        format!("{{{}}}", ids.join(","))
+    })
+    .collect::<Vec<_>>()
+    .join(" -> ")
+}
+
 fn print_status(status: &pb::StatusResponse, as_json: bool) {
+    let membership = status.membership.clone().unwrap_or_default();
+    let sets = || membership.voter_sets.iter().map(|set| set.node_ids.clone());
     if as_json {
         let members: Vec<_> = status
             .members
@@ -224,9 +368,19 @@ fn print_status(status: &pb::StatusResponse, as_json: bool) {
                 member
             })
             .collect();
+        let voter_sets: Vec<Vec<u64>> = sets().collect();
         println!(
             "{}",
-            json!({"node_id": status.node_id, "leader_id": status.leader_id, "members": members})
+            json!({
+                "node_id": status.node_id,
+                "leader_id": status.leader_id,
+                "members": members,
+                "membership": {
+                    "voter_sets": voter_sets,
+                    "log_index": membership.log_index,
+                    "committed": membership.committed,
+                },
+            })
         );
         return;
     }
@@ -235,6 +389,16 @@ fn print_status(status: &pb::StatusResponse, as_json: bool) {
         id => id.to_string(),
     };
     println!("asked node {}; leader: {leader}", status.node_id);
+    let state = match (membership.voter_sets.len(), membership.committed) {
+        (1, true) => "committed",
+        (_, true) => "joint, committed: finish with `set-voters` (new set) or roll back (old set)",
+        (_, false) => "in progress: completes once a quorum of each set holds it",
+    };
+    println!(
+        "voters {} (log index {}, {state})",
+        voter_sets(sets()),
+        membership.log_index
+    );
     println!(
         "{:>4}  {:<8} {:<9} {:>5} {:>10} {:>10} {:>10} {:>8}  {:<21} CLIENT",
         "ID", "MEMBER", "ROLE", "TERM", "LAST LOG", "COMMITTED", "APPLIED", "LAG", "PEER"

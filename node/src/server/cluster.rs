@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use strata_proto::cluster::v1 as pb;
-use strata_raft::{MemberView, MembershipError, NodeStatus, RaftNode};
+use strata_raft::{MemberView, MembershipError, MembershipView, NodeStatus, RaftNode};
 use tonic::{Request, Response, Status};
 
 use super::metrics::Metrics;
@@ -13,6 +13,8 @@ use super::validate;
 
 /// How long status waits for each member to answer.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most voters a `SetVoters` may name (a Raft cluster of more is slower, never safer).
+const MAX_VOTERS: usize = 15;
 
 pub struct ClusterService {
     node: RaftNode,
@@ -79,6 +81,20 @@ pub fn members(views: &[MemberView]) -> Vec<pb::Member> {
         .collect()
 }
 
+pub fn membership_of(view: &MembershipView) -> pb::Membership {
+    pb::Membership {
+        voter_sets: view
+            .voter_sets
+            .iter()
+            .map(|set| pb::VoterSet {
+                node_ids: set.iter().copied().collect(),
+            })
+            .collect(),
+        log_index: view.log_index,
+        committed: view.committed,
+    }
+}
+
 fn membership(error: MembershipError) -> Status {
     match error {
         MembershipError::Unavailable(message) => status::unavailable("no_leader", message),
@@ -108,6 +124,7 @@ impl pb::cluster_server::Cluster for ClusterService {
                 node_id,
                 leader_id,
                 members: members(&views),
+                membership: Some(membership_of(&self.node.membership_view().await)),
             })
         })
         .await
@@ -150,6 +167,27 @@ impl pb::cluster_server::Cluster for ClusterService {
         self.observed("Cluster.Remove", async {
             let id = node_id("node_id", request.into_inner().node_id)?;
             let log_index = self.node.remove(id).await.map_err(membership)?;
+            Ok(pb::MembershipResponse { log_index })
+        })
+        .await
+    }
+
+    async fn set_voters(
+        &self,
+        request: Request<pb::SetVotersRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        self.observed("Cluster.SetVoters", async {
+            let ids = request.into_inner().node_ids;
+            if ids.is_empty() || ids.len() > MAX_VOTERS {
+                return Err(validate::invalid(format!(
+                    "node_ids must name 1 to {MAX_VOTERS} voters"
+                )));
+            }
+            let ids = ids
+                .into_iter()
+                .map(|id| node_id("node_ids", id))
+                .collect::<Result<std::collections::BTreeSet<u64>, Status>>()?;
+            let log_index = self.node.set_voters(ids).await.map_err(membership)?;
             Ok(pb::MembershipResponse { log_index })
         })
         .await

@@ -58,13 +58,14 @@ fn is_public(path: &str) -> bool {
     ) || path.starts_with("/grpc.reflection.")
 }
 
-/// Calls for super admins only: cluster membership changes and namespace limits. Returns what
-/// the refusal names.
+/// Calls for super admins only: every cluster call but `Status` (so a method added later is
+/// guarded unless listed here), and namespace limits. Returns what the refusal names.
 fn super_admin_only(path: &str) -> Option<&'static str> {
     match path {
-        "/strata.cluster.v1.Cluster/AddLearner"
-        | "/strata.cluster.v1.Cluster/Promote"
-        | "/strata.cluster.v1.Cluster/Remove" => Some("cluster membership changes"),
+        "/strata.cluster.v1.Cluster/Status" => None,
+        path if path.starts_with("/strata.cluster.v1.Cluster/") => {
+            Some("cluster membership changes")
+        }
         "/strata.namespace.v1.Namespaces/SetLimits" => Some("namespace limits"),
         _ => None,
     }
@@ -629,6 +630,26 @@ mod tests {
             Resource::new("service", "store", "Store.Read")
         );
         assert_eq!(resource_of("/x"), Resource::new("service", "x", "x."));
+    }
+
+    #[test]
+    fn every_cluster_call_but_status_is_for_super_admins() {
+        for method in [
+            "AddLearner",
+            "Promote",
+            "Remove",
+            "SetVoters",
+            "AnyLaterMethod",
+        ] {
+            let path = format!("/strata.cluster.v1.Cluster/{method}");
+            assert_eq!(
+                super_admin_only(&path),
+                Some("cluster membership changes"),
+                "{path}"
+            );
+        }
+        assert_eq!(super_admin_only("/strata.cluster.v1.Cluster/Status"), None);
+        assert_eq!(super_admin_only("/strata.kv.v1.Kv/Put"), None);
     }
 
     fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {

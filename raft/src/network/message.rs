@@ -55,6 +55,10 @@ pub enum LeaderOp {
     /// A registry registration: a keepalive when it would change nothing (the leader refreshes
     /// the nodes' leases, no log entry), else written like `Write`.
     Register(Request),
+    /// Make the voters exactly these (joint consensus): completes or rolls back a change.
+    SetVoters {
+        node_ids: std::collections::BTreeSet<u64>,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -270,12 +270,13 @@ async fn a_member_with_damaged_data_is_rebuilt_from_its_peers_by_the_documented_
     assert!(stderr.contains(&file_name(&wal)), "{stderr}");
 
     let id = victim.to_string();
-    retry(|| cluster.cluster_cli(&["remove", "--node-id", &id])).await;
+    super::retry(|| cluster.cluster_cli(&["remove", "--node-id", &id])).await;
     std::fs::remove_dir_all(&data_dir).unwrap();
     cluster.start_joining(victim);
     let peer = cluster.peer_addrs[&victim].clone();
-    retry(|| cluster.cluster_cli(&["add-learner", "--node-id", &id, "--peer-addr", &peer])).await;
-    retry(|| cluster.cluster_cli(&["promote", "--node-id", &id])).await;
+    super::retry(|| cluster.cluster_cli(&["add-learner", "--node-id", &id, "--peer-addr", &peer]))
+        .await;
+    super::retry(|| cluster.cluster_cli(&["promote", "--node-id", &id])).await;
 
     // Linearizable reads on the rebuilt node: each waits until it has applied what the
     // leader had committed.
@@ -295,19 +296,4 @@ async fn a_member_with_damaged_data_is_rebuilt_from_its_peers_by_the_documented_
         );
     }
     super::assert_voters(&cluster, 3);
-}
-
-/// Runs a membership command until it succeeds (a change in flight, or a promotion of a
-/// learner still catching up, is refused: nothing done), for up to 30 s.
-async fn retry(mut call: impl FnMut() -> Result<serde_json::Value, String>) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match call() {
-            Ok(_) => return,
-            Err(error) => {
-                assert!(Instant::now() < deadline, "{error}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
 }

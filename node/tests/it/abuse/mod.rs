@@ -19,3 +19,18 @@ fn assert_voters(cluster: &crate::harness::Cluster, count: usize) {
         .count();
     assert_eq!(voters, count, "{status}");
 }
+
+/// Runs a membership command until it succeeds (a change in flight, or a promotion of a
+/// learner still catching up, is refused: nothing done), for up to 30 s.
+pub(crate) async fn retry(mut call: impl FnMut() -> Result<serde_json::Value, String>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match call() {
+            Ok(_) => return,
+            Err(error) => {
+                assert!(std::time::Instant::now() < deadline, "{error}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+}

@@ -64,8 +64,10 @@ type StatusResponse struct {
 	// The node that answered.
 	NodeId uint64 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// The leader the answering node knows of; 0 if none.
-	LeaderId      uint64    `protobuf:"varint,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
-	Members       []*Member `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	LeaderId uint64    `protobuf:"varint,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	Members  []*Member `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	// The membership in force as the answering node knows it.
+	Membership    *Membership `protobuf:"bytes,4,opt,name=membership,proto3" json:"membership,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -121,6 +123,122 @@ func (x *StatusResponse) GetMembers() []*Member {
 	return nil
 }
 
+func (x *StatusResponse) GetMembership() *Membership {
+	if x != nil {
+		return x.Membership
+	}
+	return nil
+}
+
+type Membership struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The voter sets in force: one, or two while a change is in joint consensus (the old set,
+	// then the new), when a quorum of each is needed.
+	VoterSets []*VoterSet `protobuf:"bytes,1,rep,name=voter_sets,json=voterSets,proto3" json:"voter_sets,omitempty"`
+	// The log index of the entry that set it; 0 for the initial membership.
+	LogIndex uint64 `protobuf:"varint,2,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	// Whether that entry is committed (as the answering node knows). A change whose entry is not
+	// committed is still in progress: it completes once a quorum of each set holds it.
+	Committed     bool `protobuf:"varint,3,opt,name=committed,proto3" json:"committed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Membership) Reset() {
+	*x = Membership{}
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Membership) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Membership) ProtoMessage() {}
+
+func (x *Membership) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Membership.ProtoReflect.Descriptor instead.
+func (*Membership) Descriptor() ([]byte, []int) {
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Membership) GetVoterSets() []*VoterSet {
+	if x != nil {
+		return x.VoterSets
+	}
+	return nil
+}
+
+func (x *Membership) GetLogIndex() uint64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+func (x *Membership) GetCommitted() bool {
+	if x != nil {
+		return x.Committed
+	}
+	return false
+}
+
+type VoterSet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeIds       []uint64               `protobuf:"varint,1,rep,packed,name=node_ids,json=nodeIds,proto3" json:"node_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VoterSet) Reset() {
+	*x = VoterSet{}
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VoterSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VoterSet) ProtoMessage() {}
+
+func (x *VoterSet) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VoterSet.ProtoReflect.Descriptor instead.
+func (*VoterSet) Descriptor() ([]byte, []int) {
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *VoterSet) GetNodeIds() []uint64 {
+	if x != nil {
+		return x.NodeIds
+	}
+	return nil
+}
+
 type Member struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	NodeId   uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -139,7 +257,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[2]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -151,7 +269,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[2]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -164,7 +282,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Member) GetNodeId() uint64 {
@@ -227,7 +345,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[3]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -239,7 +357,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[3]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -252,7 +370,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *NodeStatus) GetRole() string {
@@ -329,7 +447,7 @@ type AddLearnerRequest struct {
 
 func (x *AddLearnerRequest) Reset() {
 	*x = AddLearnerRequest{}
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[4]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -341,7 +459,7 @@ func (x *AddLearnerRequest) String() string {
 func (*AddLearnerRequest) ProtoMessage() {}
 
 func (x *AddLearnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[4]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -354,7 +472,7 @@ func (x *AddLearnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddLearnerRequest.ProtoReflect.Descriptor instead.
 func (*AddLearnerRequest) Descriptor() ([]byte, []int) {
-	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AddLearnerRequest) GetNodeId() uint64 {
@@ -380,7 +498,7 @@ type PromoteRequest struct {
 
 func (x *PromoteRequest) Reset() {
 	*x = PromoteRequest{}
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[5]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -392,7 +510,7 @@ func (x *PromoteRequest) String() string {
 func (*PromoteRequest) ProtoMessage() {}
 
 func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[5]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -405,7 +523,7 @@ func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRequest) Descriptor() ([]byte, []int) {
-	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PromoteRequest) GetNodeId() uint64 {
@@ -424,7 +542,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[6]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -436,7 +554,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[6]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -449,7 +567,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RemoveRequest) GetNodeId() uint64 {
@@ -457,6 +575,51 @@ func (x *RemoveRequest) GetNodeId() uint64 {
 		return x.NodeId
 	}
 	return 0
+}
+
+type SetVotersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At least one; each a member (voter or learner) already.
+	NodeIds       []uint64 `protobuf:"varint,1,rep,packed,name=node_ids,json=nodeIds,proto3" json:"node_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetVotersRequest) Reset() {
+	*x = SetVotersRequest{}
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetVotersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetVotersRequest) ProtoMessage() {}
+
+func (x *SetVotersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetVotersRequest.ProtoReflect.Descriptor instead.
+func (*SetVotersRequest) Descriptor() ([]byte, []int) {
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SetVotersRequest) GetNodeIds() []uint64 {
+	if x != nil {
+		return x.NodeIds
+	}
+	return nil
 }
 
 type MembershipResponse struct {
@@ -469,7 +632,7 @@ type MembershipResponse struct {
 
 func (x *MembershipResponse) Reset() {
 	*x = MembershipResponse{}
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[7]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -481,7 +644,7 @@ func (x *MembershipResponse) String() string {
 func (*MembershipResponse) ProtoMessage() {}
 
 func (x *MembershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[7]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -494,7 +657,7 @@ func (x *MembershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembershipResponse.ProtoReflect.Descriptor instead.
 func (*MembershipResponse) Descriptor() ([]byte, []int) {
-	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MembershipResponse) GetLogIndex() uint64 {
@@ -509,11 +672,22 @@ var File_strata_cluster_v1_cluster_proto protoreflect.FileDescriptor
 const file_strata_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x1fstrata/cluster/v1/cluster.proto\x12\x11strata.cluster.v1\"\x0f\n" +
-	"\rStatusRequest\"{\n" +
+	"\rStatusRequest\"\xba\x01\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\x04R\bleaderId\x123\n" +
-	"\amembers\x18\x03 \x03(\v2\x19.strata.cluster.v1.MemberR\amembers\"\xc0\x01\n" +
+	"\amembers\x18\x03 \x03(\v2\x19.strata.cluster.v1.MemberR\amembers\x12=\n" +
+	"\n" +
+	"membership\x18\x04 \x01(\v2\x1d.strata.cluster.v1.MembershipR\n" +
+	"membership\"\x83\x01\n" +
+	"\n" +
+	"Membership\x12:\n" +
+	"\n" +
+	"voter_sets\x18\x01 \x03(\v2\x1b.strata.cluster.v1.VoterSetR\tvoterSets\x12\x1b\n" +
+	"\tlog_index\x18\x02 \x01(\x04R\blogIndex\x12\x1c\n" +
+	"\tcommitted\x18\x03 \x01(\bR\tcommitted\"%\n" +
+	"\bVoterSet\x12\x19\n" +
+	"\bnode_ids\x18\x01 \x03(\x04R\anodeIds\"\xc0\x01\n" +
 	"\x06Member\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1b\n" +
 	"\tpeer_addr\x18\x02 \x01(\tR\bpeerAddr\x12\x14\n" +
@@ -540,15 +714,18 @@ const file_strata_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x0ePromoteRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\"(\n" +
 	"\rRemoveRequest\x12\x17\n" +
-	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\"1\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\"-\n" +
+	"\x10SetVotersRequest\x12\x19\n" +
+	"\bnode_ids\x18\x01 \x03(\x04R\anodeIds\"1\n" +
 	"\x12MembershipResponse\x12\x1b\n" +
-	"\tlog_index\x18\x01 \x01(\x04R\blogIndex2\xdb\x02\n" +
+	"\tlog_index\x18\x01 \x01(\x04R\blogIndex2\xb4\x03\n" +
 	"\aCluster\x12M\n" +
 	"\x06Status\x12 .strata.cluster.v1.StatusRequest\x1a!.strata.cluster.v1.StatusResponse\x12Y\n" +
 	"\n" +
 	"AddLearner\x12$.strata.cluster.v1.AddLearnerRequest\x1a%.strata.cluster.v1.MembershipResponse\x12S\n" +
 	"\aPromote\x12!.strata.cluster.v1.PromoteRequest\x1a%.strata.cluster.v1.MembershipResponse\x12Q\n" +
-	"\x06Remove\x12 .strata.cluster.v1.RemoveRequest\x1a%.strata.cluster.v1.MembershipResponseb\x06proto3"
+	"\x06Remove\x12 .strata.cluster.v1.RemoveRequest\x1a%.strata.cluster.v1.MembershipResponse\x12W\n" +
+	"\tSetVoters\x12#.strata.cluster.v1.SetVotersRequest\x1a%.strata.cluster.v1.MembershipResponseb\x06proto3"
 
 var (
 	file_strata_cluster_v1_cluster_proto_rawDescOnce sync.Once
@@ -562,33 +739,40 @@ func file_strata_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_strata_cluster_v1_cluster_proto_rawDescData
 }
 
-var file_strata_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_strata_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_strata_cluster_v1_cluster_proto_goTypes = []any{
 	(*StatusRequest)(nil),      // 0: strata.cluster.v1.StatusRequest
 	(*StatusResponse)(nil),     // 1: strata.cluster.v1.StatusResponse
-	(*Member)(nil),             // 2: strata.cluster.v1.Member
-	(*NodeStatus)(nil),         // 3: strata.cluster.v1.NodeStatus
-	(*AddLearnerRequest)(nil),  // 4: strata.cluster.v1.AddLearnerRequest
-	(*PromoteRequest)(nil),     // 5: strata.cluster.v1.PromoteRequest
-	(*RemoveRequest)(nil),      // 6: strata.cluster.v1.RemoveRequest
-	(*MembershipResponse)(nil), // 7: strata.cluster.v1.MembershipResponse
+	(*Membership)(nil),         // 2: strata.cluster.v1.Membership
+	(*VoterSet)(nil),           // 3: strata.cluster.v1.VoterSet
+	(*Member)(nil),             // 4: strata.cluster.v1.Member
+	(*NodeStatus)(nil),         // 5: strata.cluster.v1.NodeStatus
+	(*AddLearnerRequest)(nil),  // 6: strata.cluster.v1.AddLearnerRequest
+	(*PromoteRequest)(nil),     // 7: strata.cluster.v1.PromoteRequest
+	(*RemoveRequest)(nil),      // 8: strata.cluster.v1.RemoveRequest
+	(*SetVotersRequest)(nil),   // 9: strata.cluster.v1.SetVotersRequest
+	(*MembershipResponse)(nil), // 10: strata.cluster.v1.MembershipResponse
 }
 var file_strata_cluster_v1_cluster_proto_depIdxs = []int32{
-	2, // 0: strata.cluster.v1.StatusResponse.members:type_name -> strata.cluster.v1.Member
-	3, // 1: strata.cluster.v1.Member.status:type_name -> strata.cluster.v1.NodeStatus
-	0, // 2: strata.cluster.v1.Cluster.Status:input_type -> strata.cluster.v1.StatusRequest
-	4, // 3: strata.cluster.v1.Cluster.AddLearner:input_type -> strata.cluster.v1.AddLearnerRequest
-	5, // 4: strata.cluster.v1.Cluster.Promote:input_type -> strata.cluster.v1.PromoteRequest
-	6, // 5: strata.cluster.v1.Cluster.Remove:input_type -> strata.cluster.v1.RemoveRequest
-	1, // 6: strata.cluster.v1.Cluster.Status:output_type -> strata.cluster.v1.StatusResponse
-	7, // 7: strata.cluster.v1.Cluster.AddLearner:output_type -> strata.cluster.v1.MembershipResponse
-	7, // 8: strata.cluster.v1.Cluster.Promote:output_type -> strata.cluster.v1.MembershipResponse
-	7, // 9: strata.cluster.v1.Cluster.Remove:output_type -> strata.cluster.v1.MembershipResponse
-	6, // [6:10] is the sub-list for method output_type
-	2, // [2:6] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	4,  // 0: strata.cluster.v1.StatusResponse.members:type_name -> strata.cluster.v1.Member
+	2,  // 1: strata.cluster.v1.StatusResponse.membership:type_name -> strata.cluster.v1.Membership
+	3,  // 2: strata.cluster.v1.Membership.voter_sets:type_name -> strata.cluster.v1.VoterSet
+	5,  // 3: strata.cluster.v1.Member.status:type_name -> strata.cluster.v1.NodeStatus
+	0,  // 4: strata.cluster.v1.Cluster.Status:input_type -> strata.cluster.v1.StatusRequest
+	6,  // 5: strata.cluster.v1.Cluster.AddLearner:input_type -> strata.cluster.v1.AddLearnerRequest
+	7,  // 6: strata.cluster.v1.Cluster.Promote:input_type -> strata.cluster.v1.PromoteRequest
+	8,  // 7: strata.cluster.v1.Cluster.Remove:input_type -> strata.cluster.v1.RemoveRequest
+	9,  // 8: strata.cluster.v1.Cluster.SetVoters:input_type -> strata.cluster.v1.SetVotersRequest
+	1,  // 9: strata.cluster.v1.Cluster.Status:output_type -> strata.cluster.v1.StatusResponse
+	10, // 10: strata.cluster.v1.Cluster.AddLearner:output_type -> strata.cluster.v1.MembershipResponse
+	10, // 11: strata.cluster.v1.Cluster.Promote:output_type -> strata.cluster.v1.MembershipResponse
+	10, // 12: strata.cluster.v1.Cluster.Remove:output_type -> strata.cluster.v1.MembershipResponse
+	10, // 13: strata.cluster.v1.Cluster.SetVoters:output_type -> strata.cluster.v1.MembershipResponse
+	9,  // [9:14] is the sub-list for method output_type
+	4,  // [4:9] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_strata_cluster_v1_cluster_proto_init() }
@@ -596,14 +780,14 @@ func file_strata_cluster_v1_cluster_proto_init() {
 	if File_strata_cluster_v1_cluster_proto != nil {
 		return
 	}
-	file_strata_cluster_v1_cluster_proto_msgTypes[2].OneofWrappers = []any{}
+	file_strata_cluster_v1_cluster_proto_msgTypes[4].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_cluster_v1_cluster_proto_rawDesc), len(file_strata_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	Cluster_AddLearner_FullMethodName = "/strata.cluster.v1.Cluster/AddLearner"
 	Cluster_Promote_FullMethodName    = "/strata.cluster.v1.Cluster/Promote"
 	Cluster_Remove_FullMethodName     = "/strata.cluster.v1.Cluster/Remove"
+	Cluster_SetVoters_FullMethodName  = "/strata.cluster.v1.Cluster/SetVoters"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -41,6 +42,11 @@ type ClusterClient interface {
 	Promote(ctx context.Context, in *PromoteRequest, opts ...grpc.CallOption) (*MembershipResponse, error)
 	// Removes a voter (through joint consensus) or a learner.
 	Remove(ctx context.Context, in *RemoveRequest, opts ...grpc.CallOption) (*MembershipResponse, error)
+	// Makes the voters exactly this set, through joint consensus. After a change that answered
+	// "outcome unknown" and left the membership joint (see StatusResponse.membership), this
+	// completes it (the new set) or rolls it back (the old one). A node that is not a voter yet
+	// must be a caught-up learner. Setting the voters in force changes nothing.
+	SetVoters(ctx context.Context, in *SetVotersRequest, opts ...grpc.CallOption) (*MembershipResponse, error)
 }
 
 type clusterClient struct {
@@ -91,6 +97,16 @@ func (c *clusterClient) Remove(ctx context.Context, in *RemoveRequest, opts ...g
 	return out, nil
 }
 
+func (c *clusterClient) SetVoters(ctx context.Context, in *SetVotersRequest, opts ...grpc.CallOption) (*MembershipResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MembershipResponse)
+	err := c.cc.Invoke(ctx, Cluster_SetVoters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -105,6 +121,11 @@ type ClusterServer interface {
 	Promote(context.Context, *PromoteRequest) (*MembershipResponse, error)
 	// Removes a voter (through joint consensus) or a learner.
 	Remove(context.Context, *RemoveRequest) (*MembershipResponse, error)
+	// Makes the voters exactly this set, through joint consensus. After a change that answered
+	// "outcome unknown" and left the membership joint (see StatusResponse.membership), this
+	// completes it (the new set) or rolls it back (the old one). A node that is not a voter yet
+	// must be a caught-up learner. Setting the voters in force changes nothing.
+	SetVoters(context.Context, *SetVotersRequest) (*MembershipResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -126,6 +147,9 @@ func (UnimplementedClusterServer) Promote(context.Context, *PromoteRequest) (*Me
 }
 func (UnimplementedClusterServer) Remove(context.Context, *RemoveRequest) (*MembershipResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Remove not implemented")
+}
+func (UnimplementedClusterServer) SetVoters(context.Context, *SetVotersRequest) (*MembershipResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetVoters not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -220,6 +244,24 @@ func _Cluster_Remove_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_SetVoters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetVotersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).SetVoters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_SetVoters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).SetVoters(ctx, req.(*SetVotersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -242,6 +284,10 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Remove",
 			Handler:    _Cluster_Remove_Handler,
+		},
+		{
+			MethodName: "SetVoters",
+			Handler:    _Cluster_SetVoters_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
