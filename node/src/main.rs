@@ -146,6 +146,11 @@ struct ServeArgs {
     /// resume by themselves when space returns). 0: never refuse.
     #[arg(long, env = "STRATA_MIN_FREE_BYTES", default_value_t = 128 * 1024 * 1024)]
     min_free_bytes: u64,
+    /// Bytes kept in the data directory (file `start-reserve`) and freed just before the next
+    /// start opens the database, which after a crash writes up to 64 MiB of log out as tables:
+    /// so a disk filled by something else cannot stop the start. 0: keep none.
+    #[arg(long, env = "STRATA_START_RESERVE_BYTES", default_value_t = 96 * 1024 * 1024)]
+    start_reserve_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -197,6 +202,7 @@ fn main() -> std::process::ExitCode {
                     snapshot_every_entries: args.snapshot_every_entries,
                     verify_on_start: args.verify_on_start == Switch::On,
                     min_free_bytes: args.min_free_bytes,
+                    start_reserve_bytes: args.start_reserve_bytes,
                     registry_max_nodes: args.registry_max_nodes,
                     secret_key_file: args.secret_key_file,
                     auth: args.auth.map(|switch| switch == Switch::On),

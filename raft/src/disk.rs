@@ -4,6 +4,11 @@
 //!
 //! The leader checks its own data directory before proposing; followers' disks are assumed no
 //! smaller (a follower whose disk fills first still stops on the failed write).
+//!
+//! [`StartReserve`] keeps space for the next start: opening the database after a crash writes
+//! the write-ahead log's contents out as tables (bounded by `strata_storage::MAX_WAL_BYTES`), and
+//! a disk that something else filled meanwhile would refuse that. A file of that size is kept
+//! in the data directory and deleted just before the open.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,6 +72,70 @@ impl DiskGuard {
     }
 }
 
+/// Space kept for the next start (see the module notes): a preallocated file in the data
+/// directory, deleted before the database opens and made again after.
+#[derive(Debug, Clone)]
+pub struct StartReserve {
+    path: PathBuf,
+    bytes: u64,
+}
+
+impl StartReserve {
+    pub const FILE: &'static str = "start-reserve";
+
+    pub fn new(data_dir: &std::path::Path, bytes: u64) -> Self {
+        Self {
+            path: data_dir.join(Self::FILE),
+            bytes,
+        }
+    }
+
+    /// Frees the reserved space for the open that follows.
+    pub fn release(&self) -> std::io::Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the reserve is in place (or none is wanted).
+    pub fn is_held(&self) -> bool {
+        self.bytes == 0 || std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.bytes)
+    }
+
+    /// Reserves the space again if it is not held, only if `keep_free` bytes stay free after
+    /// it (so making it never fills the disk under the writes going on): `Ok(false)` if the
+    /// disk has too little free space now (nothing is left behind; try again later). Blocking:
+    /// call off the async workers.
+    pub fn restore(&self, keep_free: u64) -> std::io::Result<bool> {
+        use std::os::unix::io::AsRawFd;
+        if self.is_held() {
+            return Ok(true);
+        }
+        let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
+        if available(dir)? < self.bytes.saturating_add(keep_free) {
+            return Ok(false);
+        }
+        let temporary = self.path.with_extension("tmp");
+        let file = std::fs::File::create(&temporary)?;
+        let length = libc::off_t::try_from(self.bytes)
+            .map_err(|_| std::io::Error::other("a reserve too large for this platform"))?;
+        // SAFETY: `file` is an open descriptor for the duration of the call.
+        let result = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, length) };
+        if result != 0 {
+            drop(file);
+            let _ = std::fs::remove_file(&temporary);
+            if result == libc::ENOSPC {
+                return Ok(false);
+            }
+            return Err(std::io::Error::from_raw_os_error(result));
+        }
+        file.sync_all()?;
+        std::fs::rename(&temporary, &self.path)?;
+        Ok(true)
+    }
+}
+
 fn available(dir: &std::path::Path) -> std::io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
@@ -97,5 +166,25 @@ mod tests {
             .check()
             .unwrap_err();
         assert!(error.contains(&dir.path().display().to_string()), "{error}");
+    }
+
+    #[test]
+    fn the_start_reserve_is_released_and_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let reserve = StartReserve::new(dir.path(), 1 << 20);
+        assert!(!reserve.is_held());
+        assert!(
+            !reserve.restore(u64::MAX).unwrap(),
+            "made with no room to spare"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert!(reserve.restore(0).unwrap());
+        assert!(reserve.is_held());
+        let file = dir.path().join(StartReserve::FILE);
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), 1 << 20);
+        reserve.release().unwrap();
+        assert!(!file.exists() && !reserve.is_held());
+        reserve.release().unwrap();
+        assert!(StartReserve::new(dir.path(), 0).is_held());
     }
 }

@@ -85,6 +85,8 @@ pub struct RaftNodeConfig {
     /// As leader, refuse writes that add data while the data directory's disk has fewer free
     /// bytes than this (0: never); see `disk`.
     pub min_free_bytes: u64,
+    /// Bytes kept in the data directory for the next start (see `disk::StartReserve`); 0: none.
+    pub start_reserve_bytes: u64,
     /// Added to this node's wall clock, to test a node whose clock is wrong; the binary sets
     /// it only in debug builds.
     pub clock_skew_ms: i64,
@@ -103,6 +105,7 @@ impl Default for RaftNodeConfig {
             verify_tables_on_start: true,
             clock_skew_ms: 0,
             min_free_bytes: 0,
+            start_reserve_bytes: 0,
             heartbeat_interval_ms: 50,
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
@@ -253,6 +256,8 @@ pub struct RaftNode {
     clock: Arc<crate::clock::ClusterClock>,
     /// Free space of the data directory's disk, checked before proposing growth.
     disk: Arc<crate::disk::DiskGuard>,
+    /// Space kept for the next start.
+    start_reserve: crate::disk::StartReserve,
 }
 
 impl RaftNode {
@@ -264,6 +269,8 @@ impl RaftNode {
         transport: Arc<PeerTransport>,
     ) -> Result<Self, OpenError> {
         claim_node_id(data_dir, config.node_id)?;
+        // The space kept for this moment: the open may write the WAL's contents out as tables.
+        crate::disk::StartReserve::new(data_dir, config.start_reserve_bytes).release()?;
         let engine = Engine::open(&data_dir.join("db"))?;
         let verified = {
             let engine = engine.clone();
@@ -300,6 +307,7 @@ impl RaftNode {
         let clock = state_machine.clock();
         clock.set_skew(config.clock_skew_ms);
         let config_min_free_bytes = config.min_free_bytes;
+        let config_start_reserve_bytes = config.start_reserve_bytes;
         let raft_config = Config {
             cluster_name: "strata".into(),
             heartbeat_interval: config.heartbeat_interval_ms,
@@ -355,6 +363,7 @@ impl RaftNode {
             reads,
             writes,
             clock,
+            start_reserve: crate::disk::StartReserve::new(data_dir, config_start_reserve_bytes),
             disk: Arc::new(crate::disk::DiskGuard::new(
                 data_dir.to_path_buf(),
                 config_min_free_bytes,
@@ -973,6 +982,43 @@ impl RaftNode {
     /// Runs until `shutdown` fires: while this node leads, proposes the removal of keys whose
     /// expiry has passed by its clock. Apply re-checks expiry against the entry's time, so a
     /// key rewritten in the meantime is left alone.
+    /// Runs until `shutdown` fires: keeps the space for the next start reserved, making the
+    /// reserve again (off the async workers) whenever it is missing and the disk has room.
+    pub async fn run_start_reserve(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let reserve = self.start_reserve.clone();
+        // Made only with this much left free, so that making it fills no disk under the writes
+        // going on (the write guard's own reserve, and at least 16 MiB).
+        let keep_free = self.config.min_free_bytes.max(16 * 1024 * 1024);
+        let mut warned = false;
+        loop {
+            if !reserve.is_held() {
+                let attempt = reserve.clone();
+                match off_worker(move || attempt.restore(keep_free)).await {
+                    Ok(true) => {
+                        warned = false;
+                        tracing::info!(
+                            bytes = self.config.start_reserve_bytes,
+                            "reserved space for the next start"
+                        );
+                    }
+                    Ok(false) if !warned => {
+                        warned = true;
+                        tracing::warn!(
+                            bytes = self.config.start_reserve_bytes,
+                            "too little free space to reserve for the next start; retrying every 10 s"
+                        );
+                    }
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!(%error, "reserving space for the next start"),
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
     pub async fn run_expiry_sweeper(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let interval = Duration::from_millis(self.config.expiry_sweep_interval_ms);
         let mut ticks: u64 = 0;

@@ -70,6 +70,11 @@ pub(crate) const ALL_CFS: &[&str] = &[
     CF_QUOTA,
 ];
 
+/// Most bytes of write-ahead log kept: past it, RocksDB writes the oldest log's memtables out
+/// as tables. Bounds what an open after a crash replays and writes out (the space a start
+/// needs: see `strata_raft::disk::StartReserve`).
+pub const MAX_WAL_BYTES: u64 = 64 * 1024 * 1024;
+
 /// A handle to the open database; cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -90,6 +95,7 @@ impl Engine {
         // fails the open (see `integrity`).
         options.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        options.set_max_total_wal_size(MAX_WAL_BYTES);
         let descriptors = ALL_CFS
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));

@@ -13,7 +13,7 @@ pub mod kv;
 pub mod log;
 pub mod quota;
 
-pub use engine::Engine;
+pub use engine::{Engine, MAX_WAL_BYTES};
 pub use log::LogStore;
 
 /// Errors from the storage layer. `Corrupt` and `Rocks` are environmental: callers on the write

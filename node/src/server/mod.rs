@@ -66,6 +66,8 @@ pub struct ServeConfig {
     pub verify_on_start: bool,
     /// Refuse writes that add data below this much free disk space (see `RaftNodeConfig`).
     pub min_free_bytes: u64,
+    /// Bytes kept in the data directory for the next start; 0: none.
+    pub start_reserve_bytes: u64,
     pub registry_max_nodes: u64,
     pub secret_key_file: Option<PathBuf>,
     /// TLS on the client port; `None`: on when there is a TLS directory.
@@ -243,6 +245,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         snapshot_every_entries: config.snapshot_every_entries,
         verify_tables_on_start: config.verify_on_start,
         min_free_bytes: config.min_free_bytes,
+        start_reserve_bytes: config.start_reserve_bytes,
         unsafe_ack_before_commit,
         unsafe_stale_reads,
         clock_skew_ms,
@@ -290,6 +293,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     ));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let sweeper = tokio::spawn(node.clone().run_expiry_sweeper(stopped.clone()));
+    tokio::spawn(node.clone().run_start_reserve(stopped.clone()));
     if let (true, Some(address)) = (config.micro, config.micro_register.clone()) {
         tokio::spawn(micro::announce::run(
             node.clone(),

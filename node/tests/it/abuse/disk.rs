@@ -122,3 +122,116 @@ async fn a_full_disk_refuses_growth_serves_reads_and_recovers() {
     }
     server.kill9();
 }
+
+/// Fills what is left of the disk holding `path` with a file there.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    for chunk in [1 << 20, 4096, 64] {
+        let block = vec![0u8; chunk];
+        while file.write_all(&block).is_ok() {}
+    }
+    let _ = file.sync_all();
+}
+
+/// After a crash, opening the database writes the log's contents out as tables: a disk that
+/// something else filled meanwhile would stop the start. The space reserved in the data
+/// directory (`--start-reserve-bytes`) is freed first: the start succeeds, every acknowledged
+/// write is there, and the reserve comes back once space does. With the reserve moved out of
+/// the directory, the same start fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_start_on_a_disk_filled_meanwhile_uses_the_reserved_space() {
+    const MIB: u64 = 1024 * 1024;
+    let disk = SmallDisk::mount(160);
+    let data_dir = disk.path().join("data");
+    let args = vec![
+        "--min-free-bytes".to_string(),
+        (8 * MIB).to_string(),
+        "--start-reserve-bytes".to_string(),
+        (48 * MIB).to_string(),
+    ];
+    let mut server = Server::start_at(&data_dir, args);
+    let reserve = data_dir.join("start-reserve");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&reserve).map_or(true, |m| m.len() < 48 * MIB) {
+        assert!(
+            Instant::now() < deadline,
+            "the start reserve was never made"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let table = server.client("default").await.table("db", "t");
+    let value = vec![b'r'; 32 * 1024];
+    let keys: Vec<String> = (0..300).map(|i| format!("k{i:04}")).collect();
+    for key in &keys {
+        table.put(key.clone(), value.clone()).await.unwrap();
+    }
+    // A crash: the writes are in the log and memtables, not yet in tables.
+    server.kill9();
+    fill(&disk.path().join("filler"));
+
+    let aside = disk.path().join("reserve-aside");
+    std::fs::rename(&reserve, &aside).unwrap();
+    let (status, stderr) = start_output(&data_dir);
+    assert!(
+        !status.success(),
+        "a start on a full disk succeeded: the test proves nothing"
+    );
+    assert!(stderr.contains("No space left"), "{stderr}");
+    std::fs::rename(&aside, &reserve).unwrap();
+
+    server.restart();
+    let table = server.client("default").await.table("db", "t");
+    for key in &keys {
+        let record = table.get(key.clone()).await.unwrap();
+        assert!(record.is_some_and(|r| r.value == value), "{key} lost");
+    }
+    // The reserve is not made again while the disk has no room for it and the guard's margin.
+    assert!(
+        !reserve.exists(),
+        "the reserve is made again on a full disk?"
+    );
+
+    // Space returns: the reserve is made again, and writes go on.
+    std::fs::remove_file(disk.path().join("filler")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::fs::metadata(&reserve).map_or(true, |m| m.len() < 48 * MIB) {
+        assert!(
+            Instant::now() < deadline,
+            "the start reserve was not made again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    table.put("more", value.clone()).await.unwrap();
+    server.kill9();
+}
+
+/// Runs `strata serve` on `data_dir` until it exits (a start expected to fail); its status
+/// and standard error.
+fn start_output(data_dir: &Path) -> (std::process::ExitStatus, String) {
+    let mut child = crate::harness::serve_command(data_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            return (status, stderr);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a node on a full disk kept running for 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
