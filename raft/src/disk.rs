@@ -2,14 +2,17 @@
 //! log's fsync would fail (which stops Raft and the node). Reads, deletes, acks, keepalives and
 //! expiry go on, and growth resumes by itself once space returns, as in etcd's NOSPACE alarm.
 //!
-//! The leader checks its own data directory before proposing; followers' disks are assumed no
-//! smaller (a follower whose disk fills first still stops on the failed write).
+//! The leader checks its own data directory before proposing, and what each other voter said
+//! of its own in the last [`PEER_REPORT_LIFE`] (asked every [`PEER_ASK_EVERY`] by
+//! `RaftNode::run_disk_watch`): growth stops while any voter's disk is nearly full, before that
+//! voter's fsync would fail and stop it.
 //!
 //! [`StartReserve`] keeps space for the next start: opening the database after a crash writes
 //! the write-ahead log's contents out as tables (bounded by `strata_storage::MAX_WAL_BYTES`), and
 //! a disk that something else filled meanwhile would refuse that. A file of that size is kept
 //! in the data directory and deleted just before the open.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -17,6 +20,10 @@ use std::time::{Duration, Instant};
 
 /// How long a measurement of free space is reused.
 const MEASURE_EVERY: Duration = Duration::from_millis(100);
+/// How often the leader asks the other voters about their disks.
+pub const PEER_ASK_EVERY: Duration = Duration::from_secs(1);
+/// How long a voter's "my disk is nearly full" counts without being said again.
+pub const PEER_REPORT_LIFE: Duration = Duration::from_secs(3);
 
 #[derive(Debug)]
 pub struct DiskGuard {
@@ -25,6 +32,8 @@ pub struct DiskGuard {
     reserve: u64,
     free: AtomicU64,
     measured: Mutex<Option<Instant>>,
+    /// Other voters whose disks are below their reserve: when they said so, and their words.
+    peers_low: Mutex<BTreeMap<u64, (Instant, String)>>,
 }
 
 impl DiskGuard {
@@ -34,11 +43,42 @@ impl DiskGuard {
             reserve,
             free: AtomicU64::new(u64::MAX),
             measured: Mutex::new(None),
+            peers_low: Mutex::default(),
         }
     }
 
-    /// `Err` naming the directory and the numbers when free space is below the reserve.
+    /// `Err` naming the node, directory and numbers when this node's disk or, recently, another
+    /// voter's is below its reserve.
     pub fn check(&self) -> Result<(), String> {
+        self.check_own()?;
+        let peers = self.peers_low.lock().unwrap_or_else(|p| p.into_inner());
+        match peers
+            .iter()
+            .find(|(_, (said, _))| said.elapsed() < PEER_REPORT_LIFE)
+        {
+            Some((node_id, (_, message))) => Err(format!("node {node_id}: {message}")),
+            None => Ok(()),
+        }
+    }
+
+    /// What voter `node_id` said of its disk: `Some(message)` when it is below its reserve.
+    pub fn record_peer(&self, node_id: u64, low: Option<String>) {
+        let mut peers = self.peers_low.lock().unwrap_or_else(|p| p.into_inner());
+        match low {
+            Some(message) => {
+                // Bounded: a peer's message is cut, and there is one entry per voter.
+                let message: String = message.chars().take(512).collect();
+                peers.insert(node_id, (Instant::now(), message));
+            }
+            None => {
+                peers.remove(&node_id);
+            }
+        }
+    }
+
+    /// `Err` naming the directory and the numbers when this node's free space is below its
+    /// reserve.
+    pub fn check_own(&self) -> Result<(), String> {
         if self.reserve == 0 {
             return Ok(());
         }
@@ -166,6 +206,22 @@ mod tests {
             .check()
             .unwrap_err();
         assert!(error.contains(&dir.path().display().to_string()), "{error}");
+    }
+
+    #[test]
+    fn a_voter_that_says_its_disk_is_low_stops_growth_until_it_says_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let guard = DiskGuard::new(dir.path().into(), 1);
+        guard.record_peer(2, Some("the disk holding /d2 has 5 bytes free".into()));
+        let error = guard.check().unwrap_err();
+        assert!(error.starts_with("node 2: the disk holding /d2"), "{error}");
+        assert!(guard.check_own().is_ok());
+        guard.record_peer(2, None);
+        assert!(guard.check().is_ok());
+        // A report too old to count (the voter stopped answering) no longer refuses.
+        guard.record_peer(3, Some("low".into()));
+        guard.peers_low.lock().unwrap().get_mut(&3).unwrap().0 -= PEER_REPORT_LIFE;
+        assert!(guard.check().is_ok());
     }
 
     #[test]

@@ -1019,6 +1019,49 @@ impl RaftNode {
         }
     }
 
+    /// Runs until `shutdown` fires: while this node leads, asks every other voter each second
+    /// whether its disk has room, so that growth stops while any voter's disk is nearly full,
+    /// before its fsync would fail and stop it (etcd's cluster-wide NOSPACE alarm).
+    pub async fn run_disk_watch(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(crate::disk::PEER_ASK_EVERY) => {}
+                _ = shutdown.changed() => return,
+            }
+            let voters: Vec<(u64, String)> = {
+                let metrics = self.raft.metrics();
+                let metrics = metrics.borrow();
+                if metrics.current_leader != Some(self.config.node_id) {
+                    continue;
+                }
+                let membership = metrics.membership_config.membership();
+                membership
+                    .voter_ids()
+                    .filter(|id| *id != self.config.node_id)
+                    .filter_map(|id| membership.get_node(&id).map(|n| (id, n.addr.clone())))
+                    .collect()
+            };
+            let transport = &self.transport;
+            let asks = voters.into_iter().map(|(node_id, addr)| async move {
+                let answer = transport
+                    .call(
+                        node_id,
+                        &addr,
+                        &PeerRequest::DiskSpace,
+                        crate::disk::PEER_ASK_EVERY,
+                    )
+                    .await;
+                (node_id, answer)
+            });
+            for (node_id, answer) in futures::future::join_all(asks).await {
+                // No answer: the last one stands until it is too old to count.
+                if let Ok(PeerResponse::DiskSpace(room)) = answer {
+                    self.disk.record_peer(node_id, room.err());
+                }
+            }
+        }
+    }
+
     pub async fn run_expiry_sweeper(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let interval = Duration::from_millis(self.config.expiry_sweep_interval_ms);
         let mut ticks: u64 = 0;
@@ -1136,6 +1179,7 @@ impl PeerService for RaftNode {
             }
             PeerRequest::Leader(op) => PeerResponse::Leader(self.run_as_leader(op).await),
             PeerRequest::Status => PeerResponse::Status(self.local_status().await),
+            PeerRequest::DiskSpace => PeerResponse::DiskSpace(self.disk.check_own()),
         }
     }
 }

@@ -294,6 +294,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let sweeper = tokio::spawn(node.clone().run_expiry_sweeper(stopped.clone()));
     tokio::spawn(node.clone().run_start_reserve(stopped.clone()));
+    tokio::spawn(node.clone().run_disk_watch(stopped.clone()));
     if let (true, Some(address)) = (config.micro, config.micro_register.clone()) {
         tokio::spawn(micro::announce::run(
             node.clone(),

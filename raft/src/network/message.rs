@@ -22,6 +22,8 @@ pub enum PeerRequest {
     Leader(LeaderOp),
     /// The receiver's own view of itself.
     Status,
+    /// Whether the receiver's disk has room for writes that add data (its `--min-free-bytes`).
+    DiskSpace,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -33,6 +35,8 @@ pub enum PeerResponse {
     Status(NodeStatus),
     /// The request could not be decoded.
     Refused(String),
+    /// `Err`: the receiver's disk is below its reserve (the message names it).
+    DiskSpace(Result<(), String>),
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

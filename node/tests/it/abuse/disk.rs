@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use strata_client::Error;
 
-use crate::harness::Server;
+use crate::harness::{Cluster, Server};
 
 /// A tmpfs of `size_mib` mounted for the test (the suite runs as root, as `.ci/run` does);
 /// unmounted when dropped.
 struct SmallDisk {
     mount: PathBuf,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl SmallDisk {
@@ -21,6 +21,14 @@ impl SmallDisk {
         let dir = tempfile::tempdir().unwrap();
         let mount = dir.path().join("disk");
         std::fs::create_dir(&mount).unwrap();
+        let mut disk = Self::mount_at(&mount, size_mib);
+        disk._dir = Some(dir);
+        disk
+    }
+
+    /// Mounts the tmpfs on `mount`, an existing empty directory.
+    fn mount_at(mount: &Path, size_mib: u64) -> Self {
+        let mount = mount.to_path_buf();
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
             .arg(&mount)
@@ -30,7 +38,7 @@ impl SmallDisk {
             status.success(),
             "mounting a tmpfs needs root (CI runs as root): {status}"
         );
-        Self { mount, _dir: dir }
+        Self { mount, _dir: None }
     }
 
     fn path(&self) -> &Path {
@@ -234,4 +242,101 @@ fn start_output(data_dir: &Path) -> (std::process::ExitStatus, String) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Free bytes of the disk holding `path`, as `df` tells.
+fn available(path: &Path) -> u64 {
+    let output = Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    text.lines().nth(1).unwrap().trim().parse().unwrap()
+}
+
+/// A follower's disk fills before the leader's: the leader hears of it (it asks each voter
+/// every second) and refuses growth, naming the node, before the follower's own writes would
+/// fail and stop it. The follower stays up with everything acknowledged, and writes resume
+/// once its space returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_followers_nearly_full_disk_stops_growth_before_it_stops_the_follower() {
+    const MIB: u64 = 1024 * 1024;
+    let min_free = (8 * MIB).to_string();
+    let mut cluster = Cluster::start(
+        3,
+        &["--min-free-bytes", &min_free, "--start-reserve-bytes", "0"],
+    );
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    // Move the follower onto a small disk of its own.
+    cluster.node_mut(follower).kill9();
+    let dir = cluster.data_dir(follower);
+    let aside = dir.with_extension("aside");
+    std::fs::rename(&dir, &aside).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    let _disk = SmallDisk::mount_at(&dir, 64);
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(aside.join("."))
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    cluster.node_mut(follower).restart();
+    let table = cluster
+        .node(leader)
+        .client("default")
+        .await
+        .table("db", "t");
+    let mut acked = vec!["before".to_string()];
+    table.put("before", "1").await.unwrap();
+
+    // Something else takes the follower's disk down to 4 MiB free, below its 8 MiB reserve.
+    let filler = dir.join("filler");
+    let take = available(&dir).saturating_sub(4 * MIB);
+    std::fs::write(&filler, vec![0u8; take as usize]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refusal = loop {
+        assert!(Instant::now() < deadline, "growth never stopped");
+        let key = format!("k{:04}", acked.len());
+        match table.put(key.clone(), "v").await {
+            Ok(_) => acked.push(key),
+            Err(error) => break error,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(is_disk_full(&refusal), "{refusal:?}");
+    assert!(
+        refusal.to_string().contains(&format!("node {follower}")),
+        "{refusal}"
+    );
+    // The follower is up and serves reads.
+    let on_follower = cluster
+        .node(follower)
+        .client("default")
+        .await
+        .table("db", "t");
+    assert!(on_follower.get("before").await.unwrap().is_some());
+
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match table.put("after", "1").await {
+            Ok(_) => break,
+            Err(error) if is_disk_full(&error) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(error) => panic!("writes did not resume: {error:?}"),
+        }
+    }
+    acked.push("after".into());
+    for key in &acked {
+        let record = on_follower
+            .get_with(key.clone(), strata_client::Consistency::Linearizable)
+            .await
+            .unwrap();
+        assert!(record.is_some(), "{key} missing on the follower");
+    }
+    cluster.node_mut(follower).kill9();
 }
