@@ -180,21 +180,36 @@ impl Registry {
     }
 
     /// Like [`Self::list_services`], with the registry revision the list reflects: watching
-    /// from that revision + 1 then misses nothing and repeats nothing (a cache's list-then-watch).
+    /// from that revision + 1 then misses nothing (a cache's list-then-watch). A registry of
+    /// more than one page (10,000 nodes) is read page by page; the revision is the first
+    /// page's, so the watch may repeat changes that later pages already show.
     pub async fn list_services_at(
         &self,
         consistency: Consistency,
     ) -> Result<(u64, Vec<Service>), Error> {
-        let request = proto::ListServicesRequest {
-            consistency: consistency.proto(),
-        };
-        let response = self
-            .endpoints
-            .call(Safety::Read, |mut client| async move {
-                client.list_services(request).await
-            })
-            .await?;
-        Ok((response.revision, response.services))
+        let mut services = Vec::new();
+        let mut first_revision = None;
+        let mut page_token = Vec::new();
+        loop {
+            let request = proto::ListServicesRequest {
+                consistency: consistency.proto(),
+                page_token: std::mem::take(&mut page_token),
+                page_nodes: 0,
+            };
+            let response = self
+                .endpoints
+                .call(Safety::Read, |mut client| {
+                    let request = request.clone();
+                    async move { client.list_services(request).await }
+                })
+                .await?;
+            first_revision.get_or_insert(response.revision);
+            services.extend(response.services);
+            if response.next_page_token.is_empty() {
+                return Ok((first_revision.unwrap_or(0), services));
+            }
+            page_token = response.next_page_token;
+        }
     }
 
     /// Per-node changes as a stream. It ends only with an error (the node stopped, or the start

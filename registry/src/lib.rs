@@ -16,4 +16,6 @@ mod state;
 
 pub use command::*;
 pub use record::{ConfigRecord, NodeRecord, VersionRecord};
-pub use state::{node_key, HistoryPage, LeaseRow, RegistryState, ServiceView};
+pub use state::{
+    node_key, HistoryPage, LeaseRow, RegistryState, ServicePage, ServiceView, LIST_NODES_MAX,
+};

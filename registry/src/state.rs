@@ -50,6 +50,20 @@ pub struct ServiceView {
     pub nodes: Vec<(NodeInfo, NodeRecord)>,
 }
 
+/// Most registry nodes one listing response reads (whole services: it may end past this by
+/// one service's nodes, at most `--registry-max-nodes`).
+pub const LIST_NODES_MAX: usize = 10_000;
+
+/// A page of a service listing (see [`RegistryState::services_page`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePage {
+    /// The registry revision the page reflects.
+    pub revision: u64,
+    pub services: Vec<ServiceView>,
+    /// When more services follow: the token that asks for them (opaque to callers).
+    pub next: Option<Vec<u8>>,
+}
+
 /// What the leader's lease keeper needs of each node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseRow {
@@ -629,6 +643,16 @@ impl RegistryState {
         prefix: &[u8],
         snapshot: Option<&rocksdb::Snapshot<'a>>,
     ) -> impl Iterator<Item = Result<Row, StorageError>> + 'a {
+        self.scan_from(prefix, None, snapshot)
+    }
+
+    /// Like [`Self::scan_at`], starting at `from` (a key within the prefix) when given.
+    fn scan_from<'a>(
+        &'a self,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        snapshot: Option<&rocksdb::Snapshot<'a>>,
+    ) -> impl Iterator<Item = Result<Row, StorageError>> + 'a {
         let mut options = ReadOptions::default();
         if let Some(end) = keys::prefix_end(prefix) {
             options.set_iterate_upper_bound(end);
@@ -641,7 +665,7 @@ impl RegistryState {
             .iterator_cf_opt(
                 self.engine.cf(CF_REGISTRY),
                 options,
-                IteratorMode::From(prefix, Direction::Forward),
+                IteratorMode::From(from.unwrap_or(prefix), Direction::Forward),
             )
             .map(|item| item.map_err(StorageError::from))
     }
@@ -695,19 +719,58 @@ impl RegistryState {
         service: Option<&str>,
         snapshot: Option<&rocksdb::Snapshot<'_>>,
     ) -> Result<Vec<ServiceView>, StorageError> {
+        Ok(self
+            .services_paged(namespace, service, None, usize::MAX, snapshot)?
+            .0)
+    }
+
+    /// Whole services in key order (namespace, then name), after the service `after` names (a
+    /// page token: see [`ServicePage::next`]), until one ends with `max_nodes` or more nodes
+    /// read: (the services, the token of the last one if more follow). A service is never
+    /// split, so a page holds at most `max_nodes` plus one service's nodes. A token from
+    /// elsewhere only moves the start within this namespace's keys.
+    fn services_paged(
+        &self,
+        namespace: Option<&str>,
+        service: Option<&str>,
+        after: Option<&[u8]>,
+        max_nodes: usize,
+        snapshot: Option<&rocksdb::Snapshot<'_>>,
+    ) -> Result<(Vec<ServiceView>, Option<Vec<u8>>), StorageError> {
         let mut prefix = vec![VERSION];
         if let Some(namespace) = namespace {
             keys::push_segment(&mut prefix, namespace.as_bytes());
+            // One service of one namespace: seek to it rather than read the others.
+            if let Some(service) = service {
+                keys::push_segment(&mut prefix, service.as_bytes());
+            }
         }
-        let mut out = Vec::new();
-        for item in self.scan_at(&prefix, snapshot) {
+        let from = after
+            .and_then(keys::prefix_end)
+            .filter(|from| from.as_slice() > prefix.as_slice());
+        let mut out: Vec<ServiceView> = Vec::new();
+        let mut nodes_read = 0usize;
+        for item in self.scan_from(&prefix, from.as_deref(), snapshot) {
             let (key, value) = item?;
             let names = decode_names(&key, 3)?;
             if service.is_some_and(|s| s != names[1]) {
                 continue;
             }
+            let new_service = out
+                .last()
+                .is_none_or(|last| last.service != names[1] || last.namespace != names[0]);
+            if new_service && nodes_read >= max_nodes {
+                let last = out
+                    .last()
+                    .expect("a page holds a service before it is full");
+                let mut token = vec![VERSION];
+                keys::push_segment(&mut token, last.namespace.as_bytes());
+                keys::push_segment(&mut token, last.service.as_bytes());
+                return Ok((out, Some(token)));
+            }
             let record: VersionRecord = record::decode(&value)?;
             let nodes = self.nodes_at(&names[0], &names[1], &names[2], snapshot)?;
+            nodes_read += nodes.len().max(1);
             let mut names = names.into_iter();
             out.push(ServiceView {
                 namespace: names.next().expect("three names"),
@@ -717,7 +780,7 @@ impl RegistryState {
                 nodes,
             });
         }
-        Ok(out)
+        Ok((out, None))
     }
 
     /// The last revision that changed registry or config state.
@@ -740,6 +803,29 @@ impl RegistryState {
         };
         let services = self.services_in(namespace, service, Some(&snapshot))?;
         Ok((revision, services))
+    }
+
+    /// One page of [`Self::services_at`]: whole services of `namespace` (every namespace if
+    /// `None`) after the page token `after`, ending with the service at which `max_nodes` nodes
+    /// have been read.
+    pub fn services_page(
+        &self,
+        namespace: Option<&str>,
+        after: Option<&[u8]>,
+        max_nodes: usize,
+    ) -> Result<ServicePage, StorageError> {
+        let snapshot = self.engine.db().snapshot();
+        let revision = match snapshot.get_cf(self.engine.cf(CF_REGISTRY), META_REVISION)? {
+            Some(bytes) => read_u64(&bytes)?,
+            None => 0,
+        };
+        let (services, next) =
+            self.services_paged(namespace, None, after, max_nodes, Some(&snapshot))?;
+        Ok(ServicePage {
+            revision,
+            services,
+            next,
+        })
     }
 
     /// Counts every registered node, and every config document (as a key, and its key and
@@ -965,6 +1051,84 @@ mod tests {
                 RegistryEvent::Config(_) | RegistryEvent::Version(_) => panic!("not a node event"),
             })
             .collect()
+    }
+
+    #[test]
+    fn listing_pages_hold_whole_services_and_join_into_the_whole_list() {
+        let mut f = Fixture::new(100);
+        // Service names whose encodings test the order: "a" < "a-b" < "ab" < "b".
+        for (namespace, service, nodes) in [
+            ("ns", "b", 1),
+            ("ns", "a", 2),
+            ("ns", "ab", 1),
+            ("ns", "a-b", 3),
+            ("other", "a", 1),
+        ] {
+            for version in ["v1", "v2"] {
+                f.apply(RegistryCommand::Register {
+                    namespace: namespace.into(),
+                    service: service.into(),
+                    version: version.into(),
+                    info: ServiceInfo::default(),
+                    nodes: (0..nodes)
+                        .map(|i| node(&format!("{service}-{version}-{i}"), "h:1"))
+                        .collect(),
+                    ttl_ms: 30_000,
+                    max_nodes: 10,
+                });
+            }
+        }
+        let names = |views: &[ServiceView]| -> Vec<String> {
+            views
+                .iter()
+                .map(|v| format!("{}/{}/{}", v.namespace, v.service, v.version))
+                .collect()
+        };
+        let whole = names(&f.state.services(Some("ns"), None).unwrap());
+        assert_eq!(whole.len(), 8);
+        for max_nodes in [1, 2, 3, 5, 100] {
+            let mut joined = Vec::new();
+            let mut after: Option<Vec<u8>> = None;
+            let mut pages = 0;
+            loop {
+                let page = f
+                    .state
+                    .services_page(Some("ns"), after.as_deref(), max_nodes)
+                    .unwrap();
+                pages += 1;
+                assert!(!page.services.is_empty(), "an empty page at {max_nodes}");
+                // Whole services only: both versions of each service are on one page.
+                let services: std::collections::BTreeSet<_> =
+                    page.services.iter().map(|v| v.service.clone()).collect();
+                assert_eq!(page.services.len(), services.len() * 2, "{max_nodes}");
+                joined.extend(names(&page.services));
+                match page.next {
+                    Some(token) => after = Some(token),
+                    None => break,
+                }
+                assert!(pages <= 8, "pages never end at {max_nodes}");
+            }
+            assert_eq!(joined, whole, "max_nodes {max_nodes}");
+        }
+        // Every namespace: both namespaces, each whole.
+        let all = f.state.services_page(None, None, 100).unwrap();
+        assert_eq!(all.services.len(), 10);
+        assert!(all.next.is_none());
+        // A token from another namespace moves the start only within this one.
+        let foreign = f.state.services_page(Some("other"), None, 1).unwrap();
+        assert!(foreign.next.is_none());
+        let mut token = vec![VERSION];
+        keys::push_segment(&mut token, b"zzz");
+        let page = f
+            .state
+            .services_page(Some("ns"), Some(&token), 100)
+            .unwrap();
+        assert!(page.services.is_empty() && page.next.is_none());
+        let page = f
+            .state
+            .services_page(Some("ns"), Some(&[0u8][..]), 100)
+            .unwrap();
+        assert_eq!(names(&page.services), whole);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use strata_proto::registry::v1 as pb;
 use strata_raft::RaftNode;
 use strata_registry::{
     Change, Endpoint, NodeEvent, NodeInfo, RegistryCommand, RegistryEvent, RegistryFailure,
-    RegistryResponse, ServiceInfo, ServiceView, TypeInfo,
+    RegistryResponse, ServiceInfo, ServiceView, TypeInfo, LIST_NODES_MAX,
 };
 use tonic::{Request, Response, Status};
 
@@ -28,6 +28,8 @@ const MAX_TYPE_INFOS: usize = 16_384;
 const MAX_TYPE_DEPTH: usize = 32;
 /// Node ids, endpoint and type names.
 const MAX_ID_BYTES: usize = 256;
+/// Longest `ListServices` page token (one is a namespace and a service name, encoded).
+const MAX_PAGE_TOKEN_BYTES: usize = 4_096;
 /// Nodes per snapshot message of a watch.
 const SNAPSHOT_CHUNK_NODES: usize = 1_000;
 
@@ -538,12 +540,27 @@ impl pb::registry_server::Registry for RegistryService {
             .observed("ListServices", async {
                 let namespace = namespace::scope_of(&request)?;
                 self.read_barrier(request.get_ref().consistency).await?;
+                let request = request.into_inner();
+                if request.page_token.len() > MAX_PAGE_TOKEN_BYTES {
+                    return Err(validate::invalid(format!(
+                        "page_token is over {MAX_PAGE_TOKEN_BYTES} bytes: pass the \
+                         next_page_token of the page before"
+                    )));
+                }
+                let page_nodes = match request.page_nodes as usize {
+                    0 => LIST_NODES_MAX,
+                    n => n.min(LIST_NODES_MAX),
+                };
                 let (registry, scope) = (self.node.registry().clone(), namespace.clone());
-                let (revision, views) =
-                    status::blocking(move || registry.services_at(scope.as_deref(), None)).await?;
+                let token = (!request.page_token.is_empty()).then_some(request.page_token);
+                let page = status::blocking(move || {
+                    registry.services_page(scope.as_deref(), token.as_deref(), page_nodes)
+                })
+                .await?;
                 Ok(pb::ListServicesResponse {
-                    services: views.iter().map(view_pb).collect(),
-                    revision,
+                    services: page.services.iter().map(view_pb).collect(),
+                    revision: page.revision,
+                    next_page_token: page.next.unwrap_or_default(),
                 })
             })
             .await

@@ -48,13 +48,25 @@ func (r *Registry) GetService(ctx context.Context, name string, consistency regp
 	return response.GetServices(), err
 }
 
-// ListServices returns every (service, version) with its nodes.
+// ListServices returns every (service, version) with its nodes, reading a large registry
+// page by page (each page holds whole services, up to about 10,000 nodes).
 func (r *Registry) ListServices(ctx context.Context, consistency regpb.Consistency) ([]*Service, error) {
-	request := &regpb.ListServicesRequest{Consistency: consistency}
-	response, err := invoke(ctx, r.c, safeRead, func(ctx context.Context, conn grpc.ClientConnInterface, co ...grpc.CallOption) (*regpb.ListServicesResponse, error) {
-		return regpb.NewRegistryClient(conn).ListServices(ctx, request, co...)
-	})
-	return response.GetServices(), err
+	var services []*Service
+	var token []byte
+	for {
+		request := &regpb.ListServicesRequest{Consistency: consistency, PageToken: token}
+		response, err := invoke(ctx, r.c, safeRead, func(ctx context.Context, conn grpc.ClientConnInterface, co ...grpc.CallOption) (*regpb.ListServicesResponse, error) {
+			return regpb.NewRegistryClient(conn).ListServices(ctx, request, co...)
+		})
+		if err != nil {
+			return nil, err
+		}
+		services = append(services, response.GetServices()...)
+		token = response.GetNextPageToken()
+		if len(token) == 0 {
+			return services, nil
+		}
+	}
 }
 
 // RegistryWatchOptions: Service "" watches every service; From 0 starts now; Snapshot first

@@ -10,7 +10,7 @@ use strata_proto::registry::v1 as native;
 use strata_raft::RaftNode;
 use strata_registry::{
     Change, NodeEvent, NodeInfo, RegistryCommand, RegistryEvent, RegistryResponse, ServiceInfo,
-    ServiceView, TypeInfo,
+    ServiceView, TypeInfo, LIST_NODES_MAX,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -379,10 +379,24 @@ impl pb::registry_server::Registry for RegistryService {
                     .await
                     .map_err(status::read)?;
                 let (registry, scope) = (self.node.registry().clone(), namespace.clone());
-                let (_, views) =
-                    status::blocking(move || registry.services_at(scope.as_deref(), None)).await?;
+                let page = status::blocking(move || {
+                    registry.services_page(scope.as_deref(), None, LIST_NODES_MAX)
+                })
+                .await?;
+                if page.next.is_some() {
+                    // Micro's List has no pages: refuse rather than read without bound.
+                    return Err(status::with_code(
+                        tonic::Code::ResourceExhausted,
+                        "response_too_large",
+                        format!(
+                            "the registry holds more than {LIST_NODES_MAX} nodes, more than \
+                             one answer lists; list by pages with strata.registry.v1 \
+                             ListServices (page_token), or look services up one by one"
+                        ),
+                    ));
+                }
                 Ok(pb::ListResponse {
-                    services: views.iter().map(view_pb).collect(),
+                    services: page.services.iter().map(view_pb).collect(),
                 })
             })
             .await

@@ -294,3 +294,107 @@ async fn a_watch_on_a_node_that_installs_a_snapshot_misses_nothing() {
         "node {lagging} caught up without a snapshot: {node}"
     );
 }
+
+/// A registry listing reads a bounded number of nodes per answer: the native `ListServices`
+/// answers in pages of whole services (which the SDK joins), and Micro's `List`, which has no
+/// pages, refuses a registry over one page with RESOURCE_EXHAUSTED instead of reading it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registry_listings_are_bounded_in_nodes() {
+    use strata_client::registry::{proto, Node, Service};
+    use strata_proto::micro::registry as micro;
+    let server = Server::start();
+    let client = server.client("default").await;
+    let registry = client.registry();
+    let service = |name: &str, nodes: usize| Service {
+        name: name.into(),
+        version: "1".into(),
+        nodes: (0..nodes)
+            .map(|i| Node {
+                id: format!("{name}-{i}"),
+                address: format!("10.0.{}.{}:80", i / 250, i % 250),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    // 10,001 nodes: a service more after an answer's 10,000.
+    for (name, nodes) in [("alpha", 6_000), ("beta", 4_000), ("gamma", 1)] {
+        registry
+            .register(&service(name, nodes), Duration::from_secs(600))
+            .await
+            .unwrap();
+    }
+    let listed = registry
+        .list_services(strata_client::Consistency::Linearizable)
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["alpha", "beta", "gamma"]);
+    assert_eq!(listed.iter().map(|s| s.nodes.len()).sum::<usize>(), 10_001);
+
+    // Pages of whole services, by hand: 2,000 nodes a page.
+    let mut raw =
+        proto::registry_client::RegistryClient::connect(format!("http://{}", server.grpc))
+            .await
+            .unwrap();
+    let mut pages = Vec::new();
+    let mut token = Vec::new();
+    loop {
+        let page = raw
+            .list_services(proto::ListServicesRequest {
+                page_token: token,
+                page_nodes: 2_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages.push(
+            page.services
+                .iter()
+                .map(|s| s.name.clone())
+                .collect::<Vec<_>>(),
+        );
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+        assert!(pages.len() < 10, "pages never end");
+    }
+    assert_eq!(pages, [vec!["alpha"], vec!["beta"], vec!["gamma"]]);
+
+    let channel = crate::micro::channel(&server.grpc, None, None).await;
+    let refused = match micro::registry_client::RegistryClient::new(channel)
+        .list_services(micro::ListRequest {
+            options: Some(micro::Options {
+                ttl: 0,
+                domain: "default".into(),
+            }),
+        })
+        .await
+    {
+        Ok(listed) => panic!("listed {} services", listed.into_inner().services.len()),
+        Err(status) => status,
+    };
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("10000"), "{refused:?}");
+    // Under the bound it lists.
+    registry.deregister("gamma", "1", &[]).await.unwrap();
+    let channel = crate::micro::channel(&server.grpc, None, None).await;
+    let all = micro::registry_client::RegistryClient::new(channel)
+        .list_services(micro::ListRequest {
+            options: Some(micro::Options {
+                ttl: 0,
+                domain: "default".into(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .services;
+    assert_eq!(all.len(), 2);
+}

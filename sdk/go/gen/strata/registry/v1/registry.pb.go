@@ -764,8 +764,13 @@ func (x *GetServiceResponse) GetRevision() uint64 {
 }
 
 type ListServicesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Consistency   Consistency            `protobuf:"varint,1,opt,name=consistency,proto3,enum=strata.registry.v1.Consistency" json:"consistency,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Consistency Consistency            `protobuf:"varint,1,opt,name=consistency,proto3,enum=strata.registry.v1.Consistency" json:"consistency,omitempty"`
+	// A page after the first: the previous page's next_page_token.
+	PageToken []byte `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// A page ends with the service at which this many nodes have been read (whole services:
+	// every version of a service is on one page). 0, or over 10,000: 10,000.
+	PageNodes     uint32 `protobuf:"varint,3,opt,name=page_nodes,json=pageNodes,proto3" json:"page_nodes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -807,10 +812,29 @@ func (x *ListServicesRequest) GetConsistency() Consistency {
 	return Consistency_CONSISTENCY_UNSPECIFIED
 }
 
+func (x *ListServicesRequest) GetPageToken() []byte {
+	if x != nil {
+		return x.PageToken
+	}
+	return nil
+}
+
+func (x *ListServicesRequest) GetPageNodes() uint32 {
+	if x != nil {
+		return x.PageNodes
+	}
+	return 0
+}
+
 type ListServicesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Services      []*Service             `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
-	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Services []*Service             `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	// The registry revision this page reflects. Pages are read one by one: a list-then-watch
+	// over several pages watches from the first page's revision + 1, and may see again changes
+	// that later pages already show.
+	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Set when more services follow: ask again with it as page_token. Opaque.
+	NextPageToken []byte `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -857,6 +881,13 @@ func (x *ListServicesResponse) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *ListServicesResponse) GetNextPageToken() []byte {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return nil
 }
 
 type WatchRequest struct {
@@ -1125,12 +1156,17 @@ const file_strata_registry_v1_registry_proto_rawDesc = "" +
 	"\vconsistency\x18\x02 \x01(\x0e2\x1f.strata.registry.v1.ConsistencyR\vconsistency\"i\n" +
 	"\x12GetServiceResponse\x127\n" +
 	"\bservices\x18\x01 \x03(\v2\x1b.strata.registry.v1.ServiceR\bservices\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"X\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\x96\x01\n" +
 	"\x13ListServicesRequest\x12A\n" +
-	"\vconsistency\x18\x01 \x01(\x0e2\x1f.strata.registry.v1.ConsistencyR\vconsistency\"k\n" +
+	"\vconsistency\x18\x01 \x01(\x0e2\x1f.strata.registry.v1.ConsistencyR\vconsistency\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\fR\tpageToken\x12\x1d\n" +
+	"\n" +
+	"page_nodes\x18\x03 \x01(\rR\tpageNodes\"\x93\x01\n" +
 	"\x14ListServicesResponse\x127\n" +
 	"\bservices\x18\x01 \x03(\v2\x1b.strata.registry.v1.ServiceR\bservices\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"\xac\x01\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\fR\rnextPageToken\"\xac\x01\n" +
 	"\fWatchRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12%\n" +
 	"\x0estart_revision\x18\x02 \x01(\x04R\rstartRevision\x12)\n" +
