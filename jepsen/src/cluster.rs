@@ -157,7 +157,16 @@ pub struct Cluster {
     pub rejoining: Option<u64>,
     /// Where network faults are made, when they can be (dropped after the nodes).
     pub net: Option<crate::net::Network>,
+    /// Each node's data directory is a small tmpfs of its own (the disk-full nemesis),
+    /// unmounted after the nodes stop.
+    small_disks: bool,
 }
+
+/// Size of each node's tmpfs under the disk-full nemesis, and the free space the nodes keep.
+const SMALL_DISK_MIB: u64 = 256;
+const SMALL_DISK_MIN_FREE: &str = "16777216";
+/// What a disk-full fault leaves free: under the nodes' 16 MiB.
+const FILLED_LEAVES_BYTES: u64 = 6 * 1024 * 1024;
 
 fn free_port(udp: bool) -> anyhow::Result<u16> {
     Ok(if udp {
@@ -191,6 +200,7 @@ impl Cluster {
         broken: Option<String>,
         net: Option<crate::net::Network>,
         secure: bool,
+        small_disks: bool,
     ) -> anyhow::Result<Self> {
         let tls = dir.join("tls");
         let tls_str = tls.to_str().context("run directory is not UTF-8")?;
@@ -265,7 +275,28 @@ impl Cluster {
             joined: Default::default(),
             rejoining: None,
             net,
+            small_disks,
         };
+        if small_disks {
+            for id in 1..=size {
+                let data = cluster.data_dir(id);
+                std::fs::create_dir_all(&data)?;
+                let status = Command::new("mount")
+                    .args([
+                        "-t",
+                        "tmpfs",
+                        "-o",
+                        &format!("size={SMALL_DISK_MIB}m"),
+                        "tmpfs",
+                    ])
+                    .arg(&data)
+                    .status()
+                    .context("running mount")?;
+                if !status.success() {
+                    bail!("mounting a tmpfs for the disk-full nemesis (needs root): {status}");
+                }
+            }
+        }
         for id in 1..=size {
             cluster.spawn(id)?;
         }
@@ -351,7 +382,17 @@ impl Cluster {
                 vec!["--auth", "off", "--client-tls", "off"]
             })
             .arg("--data-dir")
-            .arg(self.dir.join(format!("data-{id}")))
+            .arg(self.data_dir(id))
+            .args(if self.small_disks {
+                vec![
+                    "--min-free-bytes",
+                    SMALL_DISK_MIN_FREE,
+                    "--start-reserve-bytes",
+                    SMALL_DISK_MIN_FREE,
+                ]
+            } else {
+                vec![]
+            })
             .env(
                 "STRATA_LOG",
                 // STRATA_JEPSEN_NODE_LOG: another filter for the nodes, to look into a run.
@@ -480,9 +521,18 @@ impl Cluster {
         }
         self.rejoining = Some(id);
         self.kill(id);
-        let data = self.dir.join(format!("data-{id}"));
+        let data = self.data_dir(id);
         if data.exists() {
-            std::fs::remove_dir_all(&data).with_context(|| format!("wiping {}", data.display()))?;
+            // Its contents: the directory may be a mount point (the disk-full nemesis).
+            for entry in std::fs::read_dir(&data)? {
+                let path = entry?.path();
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.with_context(|| format!("wiping {}", path.display()))?;
+            }
         }
         self.joined.insert(id);
         self.spawn(id)?;
@@ -564,6 +614,12 @@ impl Cluster {
         if let Some(net) = &self.net {
             net.heal()?;
         }
+        for id in self.nodes.keys() {
+            let filler = self.data_dir(*id).join(FILLER);
+            if filler.exists() {
+                std::fs::remove_file(&filler)?;
+            }
+        }
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {
             if self.nodes[&id].paused {
@@ -615,6 +671,121 @@ impl Drop for Cluster {
         for id in ids {
             self.resume(id);
             self.kill(id);
+            if self.small_disks {
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(self.data_dir(id))
+                    .status();
+            }
+        }
+    }
+}
+
+/// The file the disk-full nemesis fills a node's disk with; the heal removes it.
+const FILLER: &str = "jepsen-filler";
+
+impl Cluster {
+    fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("data-{id}"))
+    }
+
+    /// Fills node `id`'s disk (its own tmpfs) until less than its `--min-free-bytes` is free:
+    /// growth must stop cluster-wide (the leader asks every voter), with nothing lost and the
+    /// node up. Returns how much was written.
+    pub fn fill_disk(&mut self, id: u64) -> anyhow::Result<u64> {
+        if !self.small_disks {
+            bail!("the disk-full nemesis needs the nodes on small disks");
+        }
+        let data = self.data_dir(id);
+        let output = Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(&data)
+            .output()?;
+        let free: u64 = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .nth(1)
+            .context("df printed no free space")?
+            .trim()
+            .parse()?;
+        let take = free.saturating_sub(FILLED_LEAVES_BYTES);
+        let file = std::fs::File::create(data.join(FILLER))?;
+        file.set_len(0)?;
+        use std::io::Write;
+        let mut writer = std::io::BufWriter::new(file);
+        let block = vec![0u8; 1 << 20];
+        let mut written = 0u64;
+        while written < take {
+            let n = (take - written).min(block.len() as u64) as usize;
+            if writer.write_all(&block[..n]).is_err() {
+                break;
+            }
+            written += n as u64;
+        }
+        let _ = writer.flush();
+        Ok(written)
+    }
+
+    /// Kills node `id`, flips one bit of one of its data files (a table, the write-ahead log
+    /// or a snapshot), and starts it again. A node that finds the damage refuses to start; it
+    /// is then rebuilt from its peers by the documented steps (removed, emptied, added back;
+    /// the heal finishes it). Returns what was flipped and what followed.
+    pub fn bitflip(&mut self, id: u64, random: u64) -> anyhow::Result<String> {
+        self.kill(id);
+        let data = self.data_dir(id);
+        let mut files = Vec::new();
+        for (dir, ends) in [("db", [".sst", ".log"]), ("snapshots", [".data", ".data"])] {
+            if let Ok(entries) = std::fs::read_dir(data.join(dir)) {
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    let size = entry.metadata().map_or(0, |m| m.len());
+                    if size > 0 && ends.iter().any(|end| name.ends_with(end)) {
+                        files.push((path, size));
+                    }
+                }
+            }
+        }
+        files.sort();
+        let Some((path, size)) = files
+            .get((random % files.len().max(1) as u64) as usize)
+            .cloned()
+        else {
+            self.spawn(id)?;
+            return Ok("no data file to damage yet".into());
+        };
+        let offset = (random >> 16) % size;
+        let mask = 1u8 << ((random >> 8) % 8);
+        {
+            use std::io::{Read, Seek, SeekFrom, Write};
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)?;
+            let mut byte = [0u8];
+            file.seek(SeekFrom::Start(offset))?;
+            file.read_exact(&mut byte)?;
+            byte[0] ^= mask;
+            file.seek(SeekFrom::Start(offset))?;
+            file.write_all(&byte)?;
+            file.sync_all()?;
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("?")
+            .to_string();
+        let flipped = format!("{name} byte {offset} of {size}");
+        match self.spawn(id) {
+            Ok(()) => Ok(format!(
+                "{flipped}: started (the bit was in no data it reads, or a snapshot set aside)"
+            )),
+            Err(_) => {
+                self.remove_and_wipe(id, None)
+                    .context("rebuilding the damaged node")?;
+                Ok(format!(
+                    "{flipped}: refused to start; rebuilt from its peers"
+                ))
+            }
         }
     }
 }

@@ -123,6 +123,8 @@ enum Fault {
     Membership,
     Failpoint,
     ClockSkew,
+    Bitflip,
+    DiskFull,
 }
 
 /// The crash points a `failpoint` fault arms (see strata-raft's `failpoints` module), each with
@@ -153,10 +155,12 @@ fn parse_nemesis(text: &str) -> anyhow::Result<Vec<Fault>> {
             "membership" => Fault::Membership,
             "failpoint" => Fault::Failpoint,
             "clock-skew" => Fault::ClockSkew,
+            "bitflip" => Fault::Bitflip,
+            "disk-full" => Fault::DiskFull,
             other => bail!(
                 "nemesis {other:?} is not built yet; have: kill, kill-leader, kill-all, pause, \
                  pause-leader, partition, partition-leader, bridge, asymmetric, netem, membership, failpoint, \
-                 clock-skew, none"
+                 clock-skew, bitflip, disk-full, none"
             ),
         });
     }
@@ -189,6 +193,14 @@ pub(crate) fn definitely_failed(error: &Error) -> bool {
             let message = error.to_string();
             // not_leader / leader_unreachable are refusals; shutting_down is not.
             !message.contains("shutting down")
+        }
+        // The leader refuses growth onto a nearly full disk before it proposes anything.
+        Error::Status(status) => {
+            status.code() == tonic::Code::ResourceExhausted
+                && status
+                    .metadata()
+                    .get("x-strata-error")
+                    .is_some_and(|code| code == "disk_full")
         }
         _ => false,
     }
@@ -312,6 +324,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             args.broken.clone(),
             net,
             !args.insecure,
+            faults.contains(&Fault::DiskFull),
         ) {
             Ok(cluster) => break cluster,
             Err(error) if attempt < 3 => {
@@ -494,6 +507,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                     println!("  node {victim} did not restart with a skewed clock: {error:#}");
                 }
             }
+            Fault::Bitflip => match cluster.bitflip(victim, rng.next()) {
+                Ok(what) => detail = what,
+                Err(error) => println!("  bitflip on node {victim} not finished yet: {error:#}"),
+            },
+            Fault::DiskFull => match cluster.fill_disk(victim) {
+                Ok(bytes) => detail = format!("{} MiB written", bytes >> 20),
+                Err(error) => bail!("filling node {victim}'s disk: {error:#}"),
+            },
             Fault::Failpoint => {
                 let (point, percent) = FAILPOINTS[rng.below(FAILPOINTS.len() as u64) as usize];
                 detail = format!("{point}={percent}%return");
