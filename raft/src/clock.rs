@@ -9,8 +9,11 @@
 //!
 //! Reads that judge expiry use [`ClusterClock::now`] for the same reason: the newest applied
 //! stamp plus the monotonic time since it was applied, so a skewed follower hides an expired
-//! key when the leader's clock says so, not its own. Until the first stamp is applied after a
-//! start, it falls back to the node's wall clock.
+//! key when the leader's clock says so, not its own. A restarted node resumes from the newest
+//! stamp it had applied (stored with the state), plus the time since it started: behind the
+//! cluster by its downtime until the next stamp arrives (an expired key shows until the
+//! leader's sweep removes it), never ahead. Only a node that never applied a stamp reads its
+//! own wall clock.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -54,6 +57,14 @@ impl ClusterClock {
         if applied.is_none_or(|(newest, _)| time_ms > newest) {
             *applied = Some((time_ms, Instant::now()));
         }
+    }
+
+    /// The newest stamp applied here, if any.
+    pub fn newest_applied(&self) -> Option<u64> {
+        self.applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|(newest, _)| newest)
     }
 
     /// The cluster's time as this node knows it: the newest applied stamp plus the time since

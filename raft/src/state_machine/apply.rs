@@ -24,6 +24,8 @@ use super::StateMachine;
 use crate::types::{Command, Request, Response, TypeConfig};
 
 pub(super) const META_REVISION: &[u8] = b"revision";
+/// The newest command time applied (see `clock`): a restarted node resumes from it.
+const META_CLUSTER_TIME: &[u8] = b"cluster_time";
 /// `(log index, commands applied)` of a batch entry applied in part.
 const META_APPLIED_PART: &[u8] = b"applied_part";
 
@@ -174,10 +176,19 @@ impl StateMachine {
             let bytes = bincode::serialize(stored).map_err(write_error)?;
             txn.put_meta(super::META_MEMBERSHIP, &bytes);
         }
-        if request.is_some() {
+        if let Some(request) = request {
             txn.put_meta(
                 META_REVISION,
                 &bincode::serialize(&revision).map_err(write_error)?,
+            );
+            let newest = self
+                .clock
+                .newest_applied()
+                .unwrap_or(0)
+                .max(request.time_ms);
+            txn.put_meta(
+                META_CLUSTER_TIME,
+                &bincode::serialize(&newest).map_err(write_error)?,
             );
         }
         match finish {
@@ -305,6 +316,11 @@ impl StateMachine {
                 .map_or(0, |id| id.index),
         };
         self.revisions.set(revision);
+        // The cluster's time resumes from the newest applied stamp, never from this node's
+        // own wall clock (behind the true time by the downtime until the next stamp arrives).
+        if let Some(time_ms) = self.read_meta::<u64>(META_CLUSTER_TIME)? {
+            self.clock.observe(time_ms);
+        }
         Ok(())
     }
 }
