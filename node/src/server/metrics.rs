@@ -17,6 +17,7 @@ pub struct Metrics {
     raft: IntGaugeVec,
     registrations: IntCounterVec,
     leases: prometheus::IntGauge,
+    queued: prometheus::IntGauge,
     groups: IntGaugeVec,
     usage: IntGaugeVec,
     limits: IntGaugeVec,
@@ -66,6 +67,12 @@ impl Metrics {
             "Registry node leases this node keeps (non-zero only on the leader)",
         )
         .expect("valid metric");
+        let queued = prometheus::IntGauge::new(
+            "strata_session_queued_bytes",
+            "Bytes of responses queued for watch and consume sessions, all together (at most \
+             256 MiB; past it a session waits, then is cut slow_reader)",
+        )
+        .expect("valid metric");
         let groups = IntGaugeVec::new(
             Opts::new(
                 "strata_stream_group",
@@ -113,6 +120,7 @@ impl Metrics {
             Box::new(raft.clone()),
             Box::new(registrations.clone()),
             Box::new(leases.clone()),
+            Box::new(queued.clone()),
             Box::new(groups.clone()),
         ] {
             registry.register(metric).expect("unique metric names");
@@ -124,6 +132,7 @@ impl Metrics {
             raft,
             registrations,
             leases,
+            queued,
             groups,
             usage,
             limits,
@@ -199,6 +208,8 @@ impl Metrics {
         if let Some(leases) = node.registry_lease_count() {
             self.leases.set(leases as i64);
         }
+        self.queued
+            .set(super::outbox::node_queued_bytes().min(i64::MAX as usize) as i64);
         let state = node.stream().clone();
         let progress =
             tokio::task::spawn_blocking(move || state.groups_progress(MAX_GROUPS_REPORTED)).await;

@@ -398,3 +398,69 @@ async fn registry_listings_are_bounded_in_nodes() {
         .services;
     assert_eq!(all.len(), 2);
 }
+
+/// A hundred watchers that stop reading while 1 MiB values are written: each would queue 64
+/// responses (64 MiB) without a byte bound. Queued bytes stay within the node's 256 MiB
+/// (`strata_session_queued_bytes`), the server's resident memory stays bounded, and a
+/// bystander's reads and writes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watchers_that_stop_reading_hold_bounded_memory() {
+    use strata_client::proto::{kv_client::KvClient, WatchRequest};
+    const WATCHERS: usize = 100;
+    const VALUES: usize = 64;
+    let server = Server::start();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut stalled = Vec::new();
+    for _ in 0..WATCHERS {
+        let stream = KvClient::new(channel.clone())
+            .watch(WatchRequest {
+                database: "db".into(),
+                table: "big".into(),
+                key: b"v/".to_vec(),
+                prefix: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        stalled.push(stream); // never read
+    }
+    let client = server.client("default").await;
+    let big = client.table("db", "big");
+    let value = vec![b'm'; 1_000_000];
+    for i in 0..VALUES {
+        big.put(format!("v/{i:03}"), value.clone()).await.unwrap();
+    }
+    // Let the pumps fill what they may.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, metrics) = server.http_get("/metrics");
+    let queued: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("strata_session_queued_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("strata_session_queued_bytes in /metrics");
+    assert!(queued <= 256 << 20, "{queued} bytes queued");
+    assert!(
+        queued >= 100 << 20,
+        "the watchers did not fill their queues: {queued}"
+    );
+    let rss = server.rss_bytes();
+    eprintln!("rss {} MiB with {} MiB queued", rss >> 20, queued >> 20);
+    // Unbounded, the queues alone would be 100 x 64 x 1 MB = 6.4 GB.
+    assert!(rss < 1_200 << 20, "resident memory {} MiB", rss >> 20);
+    // A bystander goes on.
+    let other = client.table("db", "other");
+    let started = Instant::now();
+    other.put("k", "v").await.unwrap();
+    assert!(other.get("k").await.unwrap().is_some());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a bystander waited {:?}",
+        started.elapsed()
+    );
+    drop(stalled);
+}
