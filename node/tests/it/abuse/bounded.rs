@@ -464,3 +464,65 @@ async fn watchers_that_stop_reading_hold_bounded_memory() {
     );
     drop(stalled);
 }
+
+/// On a three-node cluster, a prefix delete of 5,000 keys among a bystander's writes: no
+/// election (the term stands), no node's memory grows past a bound, every other write stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_prefix_delete_on_a_cluster_causes_no_election() {
+    use crate::harness::Cluster;
+    const DOOMED: usize = 5_000;
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    let terms = |cluster: &Cluster| -> Vec<u64> {
+        let status = cluster.cluster_cli(&["status"]).unwrap();
+        status["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["term"].as_u64().expect("every member answered"))
+            .collect()
+    };
+    let client = cluster.node(leader).client("default").await;
+    let big = client.table("db", "big");
+    let mut writers = Vec::new();
+    for writer in 0..16 {
+        let big = big.clone();
+        writers.push(tokio::spawn(async move {
+            for i in (writer..DOOMED).step_by(16) {
+                big.put(format!("doomed/{i:05}"), vec![b'x'; 100])
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let before = terms(&cluster);
+    let other = client.table("db", "other");
+    let bystander = tokio::spawn(async move {
+        let mut written = Vec::new();
+        for i in 0..200u32 {
+            other.put(format!("b{i}"), "v").await.unwrap();
+            written.push(format!("b{i}"));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        written
+    });
+    assert_eq!(big.delete_prefix("doomed/").await.unwrap(), DOOMED as u64);
+    let written = bystander.await.unwrap();
+    let after = terms(&cluster);
+    assert_eq!(before, after, "an election happened during the delete");
+    assert_eq!(cluster.wait_for_leader(Duration::from_secs(5)), leader);
+    for id in 1..=3 {
+        let rss = cluster.node(id).rss_bytes();
+        assert!(rss < 1 << 30, "node {id} holds {} MiB", rss >> 20);
+    }
+    let other = client.table("db", "other");
+    for key in written {
+        assert!(
+            other.get(key.clone()).await.unwrap().is_some(),
+            "{key} lost"
+        );
+    }
+}
