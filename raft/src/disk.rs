@@ -2,10 +2,10 @@
 //! log's fsync would fail (which stops Raft and the node). Reads, deletes, acks, keepalives and
 //! expiry go on, and growth resumes by itself once space returns, as in etcd's NOSPACE alarm.
 //!
-//! The leader checks its own data directory before proposing, and what each other voter said
-//! of its own in the last [`PEER_REPORT_LIFE`] (asked every [`PEER_ASK_EVERY`] by
-//! `RaftNode::run_disk_watch`): growth stops while any voter's disk is nearly full, before that
-//! voter's fsync would fail and stop it.
+//! The leader checks its own data directory before proposing, and what each other member
+//! (voter or learner) said of its own in the last [`PEER_REPORT_LIFE`] (asked every
+//! [`PEER_ASK_EVERY`] by `RaftNode::run_disk_watch`): growth stops while any member's disk is
+//! nearly full, before that member's fsync would fail and stop it.
 //!
 //! [`StartReserve`] keeps space for the next start: opening the database after a crash writes
 //! the write-ahead log's contents out as tables (bounded by `strata_storage::MAX_WAL_BYTES`), and
@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 /// How long a measurement of free space is reused.
 const MEASURE_EVERY: Duration = Duration::from_millis(100);
-/// How often the leader asks the other voters about their disks.
+/// How often the leader asks the other members about their disks.
 pub const PEER_ASK_EVERY: Duration = Duration::from_secs(1);
-/// How long a voter's "my disk is nearly full" counts without being said again.
+/// How long a member's "my disk is nearly full" counts without being said again.
 pub const PEER_REPORT_LIFE: Duration = Duration::from_secs(3);
 
 #[derive(Debug)]
@@ -32,7 +32,7 @@ pub struct DiskGuard {
     reserve: u64,
     free: AtomicU64,
     measured: Mutex<Option<Instant>>,
-    /// Other voters whose disks are below their reserve: when they said so, and their words.
+    /// Other members whose disks are below their reserve: when they said so, and their words.
     peers_low: Mutex<BTreeMap<u64, (Instant, String)>>,
 }
 
@@ -48,7 +48,7 @@ impl DiskGuard {
     }
 
     /// `Err` naming the node, directory and numbers when this node's disk or, recently, another
-    /// voter's is below its reserve.
+    /// member's is below its reserve.
     pub fn check(&self) -> Result<(), String> {
         self.check_own()?;
         let peers = self.peers_low.lock().unwrap_or_else(|p| p.into_inner());
@@ -61,12 +61,12 @@ impl DiskGuard {
         }
     }
 
-    /// What voter `node_id` said of its disk: `Some(message)` when it is below its reserve.
+    /// What member `node_id` said of its disk: `Some(message)` when it is below its reserve.
     pub fn record_peer(&self, node_id: u64, low: Option<String>) {
         let mut peers = self.peers_low.lock().unwrap_or_else(|p| p.into_inner());
         match low {
             Some(message) => {
-                // Bounded: a peer's message is cut, and there is one entry per voter.
+                // Bounded: a peer's message is cut, and there is one entry per member.
                 let message: String = message.chars().take(512).collect();
                 peers.insert(node_id, (Instant::now(), message));
             }

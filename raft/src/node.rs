@@ -1019,30 +1019,32 @@ impl RaftNode {
         }
     }
 
-    /// Runs until `shutdown` fires: while this node leads, asks every other voter each second
-    /// whether its disk has room, so that growth stops while any voter's disk is nearly full,
-    /// before its fsync would fail and stop it (etcd's cluster-wide NOSPACE alarm).
+    /// Runs until `shutdown` fires: while this node leads, asks every other member (voters and
+    /// learners) each second whether its disk has room, so that growth stops while any
+    /// member's disk is nearly full, before its fsync would fail and stop it (etcd's
+    /// cluster-wide NOSPACE alarm).
     pub async fn run_disk_watch(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(crate::disk::PEER_ASK_EVERY) => {}
                 _ = shutdown.changed() => return,
             }
-            let voters: Vec<(u64, String)> = {
+            let members: Vec<(u64, String)> = {
                 let metrics = self.raft.metrics();
                 let metrics = metrics.borrow();
                 if metrics.current_leader != Some(self.config.node_id) {
                     continue;
                 }
-                let membership = metrics.membership_config.membership();
-                membership
-                    .voter_ids()
-                    .filter(|id| *id != self.config.node_id)
-                    .filter_map(|id| membership.get_node(&id).map(|n| (id, n.addr.clone())))
+                metrics
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .filter(|(id, _)| **id != self.config.node_id)
+                    .map(|(id, node)| (*id, node.addr.clone()))
                     .collect()
             };
             let transport = &self.transport;
-            let asks = voters.into_iter().map(|(node_id, addr)| async move {
+            let asks = members.into_iter().map(|(node_id, addr)| async move {
                 let answer = transport
                     .call(
                         node_id,
