@@ -472,6 +472,18 @@ impl Cluster {
         Ok(serde_json::from_slice(&output.stdout).expect("cluster CLI prints JSON"))
     }
 
+    /// The highest last log index any member reports (`strata cluster status`).
+    pub fn last_log_index(&self) -> u64 {
+        let status = self.cluster_cli(&["status"]).unwrap();
+        status["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["last_log_index"].as_u64())
+            .max()
+            .unwrap()
+    }
+
     /// Waits until every running node names the same leader, which is running, and returns it.
     pub fn wait_for_leader(&self, timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;

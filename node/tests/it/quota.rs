@@ -231,14 +231,7 @@ async fn usage_and_limits_reach_a_node_that_catches_up_by_snapshot() {
             .unwrap();
     }
     set_limits(cluster.node(leader), "t", &["--keys", "300"]);
-    let status = cluster.cluster_cli(&["status"]).unwrap();
-    let last = status["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["last_log_index"].as_u64())
-        .max()
-        .unwrap();
+    let last = cluster.last_log_index();
     cluster.start_joining(4);
     let addr = cluster.peer_addrs[&4].clone();
     cluster

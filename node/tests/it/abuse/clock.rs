@@ -93,14 +93,7 @@ async fn a_restarted_skewed_follower_judges_expiry_by_the_stored_cluster_time() 
         .unwrap();
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     // Every member has applied the write (and its time) before the restart.
-    let status = cluster.cluster_cli(&["status"]).unwrap();
-    let last = status["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["last_log_index"].as_u64())
-        .max()
-        .unwrap();
+    let last = cluster.last_log_index();
     cluster.wait_for_applied(last, Duration::from_secs(10));
     let node = cluster.node_mut(follower);
     node.kill9();

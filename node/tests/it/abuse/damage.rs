@@ -2,15 +2,14 @@
 //! Each test writes acknowledged keys, stops the node, damages one layer (the RocksDB WAL, a
 //! table file, the replicated log, the current snapshot) and starts it again.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use strata_client::Consistency;
 use strata_storage::Engine;
 
-use crate::harness::{serve_command, Cluster, Server};
+use crate::harness::{Cluster, Server};
 
 const VALUE: usize = 1_000;
 
@@ -50,36 +49,6 @@ async fn read_keys(server: &Server, count: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Starts `strata serve` over `data_dir` expecting it to refuse: its exit status and stderr.
-fn start_refused(data_dir: &Path, args: &[&str]) -> (std::process::ExitStatus, String) {
-    let mut child = serve_command(data_dir)
-        .args(args)
-        .env("STRATA_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("a node over damaged data kept running for 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (status, stderr)
-}
-
 /// Overwrites `len` bytes at `offset` of `path`.
 fn scribble(path: &Path, offset: u64, len: usize) {
     let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
@@ -112,13 +81,13 @@ async fn a_wal_damaged_in_the_middle_stops_the_start_and_names_the_file() {
     assert!(len > 64 * 1024, "the WAL holds the writes ({len} bytes)");
     scribble(&wal, len / 2, 4096);
 
-    let (status, stderr) = start_refused(&server.data_dir, &[]);
+    let (status, stderr) = super::start_refused(&server.data_dir, &[]);
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains(&file_name(&wal)), "{stderr}");
     assert!(stderr.contains("Damaged data"), "{stderr}");
     // Refusing changed nothing: the next start refuses again.
     assert_eq!(std::fs::metadata(&wal).unwrap().len(), len);
-    let (status, _) = start_refused(&server.data_dir, &[]);
+    let (status, _) = super::start_refused(&server.data_dir, &[]);
     assert!(!status.success());
 }
 
@@ -170,7 +139,7 @@ async fn a_damaged_table_file_stops_the_start_and_is_never_served() {
     let len = std::fs::metadata(&table).unwrap().len();
     scribble(&table, len / 3, 64);
 
-    let (status, stderr) = start_refused(&server.data_dir, &[]);
+    let (status, stderr) = super::start_refused(&server.data_dir, &[]);
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains(&file_name(&table)), "{stderr}");
     assert!(stderr.contains("Damaged data"), "{stderr}");
@@ -212,7 +181,7 @@ async fn a_damaged_raft_log_entry_stops_the_start() {
         u64::from_be_bytes(key[..].try_into().unwrap())
     };
 
-    let (status, stderr) = start_refused(&server.data_dir, &[]);
+    let (status, stderr) = super::start_refused(&server.data_dir, &[]);
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("raft log (entry)"), "{stderr}");
     assert!(stderr.contains(&format!("entry {index} ")), "{stderr}");
@@ -265,7 +234,7 @@ async fn a_member_with_damaged_data_is_rebuilt_from_its_peers_by_the_documented_
     let wal = largest(&data_dir.join("db"), ".log");
     let len = std::fs::metadata(&wal).unwrap().len();
     scribble(&wal, len / 2, 4096);
-    let (status, stderr) = start_refused(&data_dir, &["--node-id", &victim.to_string()]);
+    let (status, stderr) = super::start_refused(&data_dir, &["--node-id", &victim.to_string()]);
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains(&file_name(&wal)), "{stderr}");
 

@@ -180,7 +180,7 @@ async fn a_start_on_a_disk_filled_meanwhile_uses_the_reserved_space() {
 
     let aside = disk.path().join("reserve-aside");
     std::fs::rename(&reserve, &aside).unwrap();
-    let (status, stderr) = start_output(&data_dir);
+    let (status, stderr) = super::start_refused(&data_dir, &[]);
     assert!(
         !status.success(),
         "a start on a full disk succeeded: the test proves nothing"
@@ -212,36 +212,6 @@ async fn a_start_on_a_disk_filled_meanwhile_uses_the_reserved_space() {
     }
     table.put("more", value.clone()).await.unwrap();
     server.kill9();
-}
-
-/// Runs `strata serve` on `data_dir` until it exits (a start expected to fail); its status
-/// and standard error.
-fn start_output(data_dir: &Path) -> (std::process::ExitStatus, String) {
-    let mut child = crate::harness::serve_command(data_dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut stderr = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut stderr)
-                .unwrap();
-            return (status, stderr);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("a node on a full disk kept running for 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Free bytes of the disk holding `path`, as `df` tells.

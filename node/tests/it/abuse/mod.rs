@@ -34,3 +34,37 @@ pub(crate) async fn retry(mut call: impl FnMut() -> Result<serde_json::Value, St
         }
     }
 }
+
+/// Starts `strata serve` over `data_dir` expecting it to refuse: its exit status and stderr.
+pub(crate) fn start_refused(
+    data_dir: &std::path::Path,
+    args: &[&str],
+) -> (std::process::ExitStatus, String) {
+    let mut child = crate::harness::serve_command(data_dir)
+        .args(args)
+        .env("STRATA_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("a node expected to refuse to start kept running for 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    use std::io::Read;
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stderr)
+}
