@@ -776,9 +776,14 @@ impl Cluster {
             .to_string();
         let flipped = format!("{name} byte {offset} of {size}");
         match self.spawn(id) {
-            Ok(()) => Ok(format!(
-                "{flipped}: started (the bit was in no data it reads, or a snapshot set aside)"
-            )),
+            Ok(()) => {
+                let aside = path.with_file_name(format!("{name}.damaged"));
+                Ok(if aside.exists() {
+                    format!("{flipped}: the snapshot was set aside; started")
+                } else {
+                    format!("{flipped}: started (the bit was in no data it reads)")
+                })
+            }
             Err(_) => {
                 self.remove_and_wipe(id, None)
                     .context("rebuilding the damaged node")?;
