@@ -416,6 +416,35 @@ func TestPermanentRegistrations(t *testing.T) {
 	}
 }
 
+// A registry of more than one page (10,000 nodes) lists whole: the SDK follows the pages.
+func TestListServicesFollowsPages(t *testing.T) {
+	node := stratatest.Start(t)
+	c := connect(t, []string{node.GRPC})
+	ctx := deadline(t)
+	sizes := map[string]int{"alpha": 6000, "beta": 4000, "gamma": 1}
+	for name, size := range sizes {
+		svc := &strata.Service{Name: name, Version: "1"}
+		for i := 0; i < size; i++ {
+			svc.Nodes = append(svc.Nodes, &regpb.Node{Id: fmt.Sprintf("%s-%d", name, i), Address: fmt.Sprintf("10.0.%d.%d:80", i/250, i%250)})
+		}
+		if _, err := c.Registry().Register(ctx, svc, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	listed, err := c.Registry().ListServices(ctx, regpb.Consistency_CONSISTENCY_LINEARIZABLE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(listed) != len(sizes) {
+		t.Fatalf("listed %d services, want %d", len(listed), len(sizes))
+	}
+	for _, svc := range listed {
+		if len(svc.GetNodes()) != sizes[svc.GetName()] {
+			t.Fatalf("%s: %d nodes, want %d", svc.GetName(), len(svc.GetNodes()), sizes[svc.GetName()])
+		}
+	}
+}
+
 // A revision too large for one response comes in fragments; the SDK delivers it whole.
 func TestALargeRevisionArrivesWhole(t *testing.T) {
 	node := stratatest.Start(t)
