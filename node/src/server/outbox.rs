@@ -35,8 +35,10 @@ pub const SLOW_READER_WAIT: Duration = Duration::from_secs(30);
 pub const SESSION_BYTES: usize = 8 << 20;
 /// Bytes every session of this process may hold queued together.
 pub const NODE_BYTES: usize = 256 << 20;
-/// How often a response that did not fit looks again.
-const ROOM_POLL: Duration = Duration::from_millis(5);
+/// How soon a response that did not fit looks again: doubling from the first to the last, so
+/// that many waiting sessions cost few wake-ups.
+const ROOM_POLL_FIRST: Duration = Duration::from_millis(5);
+const ROOM_POLL_LAST: Duration = Duration::from_millis(200);
 
 /// Bytes queued in every session of the process (see [`NODE_BYTES`]).
 static NODE_QUEUED: AtomicUsize = AtomicUsize::new(0);
@@ -187,6 +189,7 @@ impl<T> Outbox<T> {
     pub async fn send(&mut self, item: Result<T, Status>) -> Result<(), Gone> {
         let n = self.weight(&item);
         let deadline = Instant::now() + self.wait;
+        let mut pause = ROOM_POLL_FIRST;
         while !self.bytes.reserve(n) {
             if self.sender.is_closed() {
                 return Err(Gone);
@@ -195,7 +198,8 @@ impl<T> Outbox<T> {
                 self.cut("found no room");
                 return Err(Gone);
             }
-            tokio::time::sleep(ROOM_POLL).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(ROOM_POLL_LAST);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         match self.sender.send_timeout((item, n), left).await {
