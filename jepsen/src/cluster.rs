@@ -709,7 +709,6 @@ impl Cluster {
             .parse()?;
         let take = free.saturating_sub(FILLED_LEAVES_BYTES);
         let file = std::fs::File::create(data.join(FILLER))?;
-        file.set_len(0)?;
         use std::io::Write;
         let mut writer = std::io::BufWriter::new(file);
         let block = vec![0u8; 1 << 20];

@@ -20,11 +20,11 @@ use openraft::{
     BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogReader,
     StoredMembership, Vote,
 };
+use strata_storage::kv::KvState;
 use strata_storage::{Engine, LogStore};
 
 use crate::log_store::RaftLogStore;
 use crate::node::OpenError;
-use crate::state_machine::StateMachine;
 use crate::types::TypeConfig;
 
 /// What a stopped node's data directory holds, as recovery sees it.
@@ -41,7 +41,8 @@ pub struct DataState {
     pub members: BTreeMap<u64, String>,
 }
 
-/// Reads what `dir` holds without changing it. Fails if the node is running.
+/// Reads what `dir` holds without changing what it holds (RocksDB's open still replays its
+/// WAL). Fails if the node is running.
 pub async fn inspect(dir: &Path) -> Result<DataState, OpenError> {
     Ok(open(dir).await?.state)
 }
@@ -104,7 +105,7 @@ async fn open(dir: &Path) -> Result<Opened, OpenError> {
             dir.display()
         ))
     })?;
-    match read_state(&engine, dir, node_id).await {
+    match read_state(&engine, node_id).await {
         Ok((log, state)) => Ok(Opened { engine, log, state }),
         Err(error) => {
             let _ = engine.quiesce();
@@ -113,19 +114,15 @@ async fn open(dir: &Path) -> Result<Opened, OpenError> {
     }
 }
 
-async fn read_state(
-    engine: &Engine,
-    dir: &Path,
-    node_id: u64,
-) -> Result<(RaftLogStore, DataState), OpenError> {
+async fn read_state(engine: &Engine, node_id: u64) -> Result<(RaftLogStore, DataState), OpenError> {
     // Recovery from a damaged log would spread the damage: refuse it (see integrity).
     LogStore::new(engine.clone()).verify()?;
     let mut log = RaftLogStore::new(LogStore::new(engine.clone()));
     let storage = |e: openraft::StorageError<u64>| OpenError::Raft(e.to_string());
     let vote = log.read_vote().await.map_err(storage)?.unwrap_or_default();
     let log_state = log.get_log_state().await.map_err(storage)?;
-    let machine = StateMachine::new(engine.clone(), dir.join("snapshots"), 1)?;
-    let (applied, applied_membership) = machine.applied().map_err(storage)?;
+    let (applied, applied_membership) =
+        crate::state_machine::applied_in(&KvState::new(engine.clone())).map_err(storage)?;
     let membership = newest_membership(&mut log, &log_state, applied, applied_membership)
         .await
         .map_err(storage)?;

@@ -397,22 +397,34 @@ impl StateMachine {
         &self,
         key: &[u8],
     ) -> Result<Option<T>, StorageError<u64>> {
-        self.kv
-            .get_meta(key)
-            .map_err(|e| StorageIOError::read_state_machine(&e))?
-            .map(|bytes| {
-                bincode::deserialize(&bytes)
-                    .map_err(|e| StorageIOError::read_state_machine(&e).into())
-            })
-            .transpose()
+        read_meta_in(&self.kv, key)
     }
 
-    pub(crate) fn applied(&self) -> Result<AppliedState, StorageError<u64>> {
-        Ok((
-            self.read_meta(META_LAST_APPLIED)?.flatten(),
-            self.read_meta(META_MEMBERSHIP)?.unwrap_or_default(),
-        ))
+    fn applied(&self) -> Result<AppliedState, StorageError<u64>> {
+        applied_in(&self.kv)
     }
+}
+
+fn read_meta_in<T: serde::de::DeserializeOwned>(
+    kv: &KvState,
+    key: &[u8],
+) -> Result<Option<T>, StorageError<u64>> {
+    kv.get_meta(key)
+        .map_err(|e| StorageIOError::read_state_machine(&e))?
+        .map(|bytes| {
+            bincode::deserialize(&bytes).map_err(|e| StorageIOError::read_state_machine(&e).into())
+        })
+        .transpose()
+}
+
+/// The last applied log id and membership the state in `kv`'s engine records. Offline tools
+/// read it this way, without opening a state machine (which recounts usage and may finish a
+/// snapshot install).
+pub(crate) fn applied_in(kv: &KvState) -> Result<AppliedState, StorageError<u64>> {
+    Ok((
+        read_meta_in(kv, META_LAST_APPLIED)?.flatten(),
+        read_meta_in(kv, META_MEMBERSHIP)?.unwrap_or_default(),
+    ))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {

@@ -232,10 +232,8 @@ mod tests {
         (dir, LogStore::new(engine))
     }
 
-    #[test]
-    fn append_read_truncate_purge() {
-        let (_dir, log) = store();
-        let payloads: Vec<Vec<u8>> = (1..=10u8).map(|i| vec![i; i as usize]).collect();
+    /// Appends `payloads` at indexes 1, 2, ….
+    fn append_from_one(log: &LogStore, payloads: &[Vec<u8>]) {
         log.append(
             payloads
                 .iter()
@@ -243,6 +241,13 @@ mod tests {
                 .map(|(i, p)| (i as u64 + 1, p.as_slice())),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn append_read_truncate_purge() {
+        let (_dir, log) = store();
+        let payloads: Vec<Vec<u8>> = (1..=10u8).map(|i| vec![i; i as usize]).collect();
+        append_from_one(&log, &payloads);
         log.sync().unwrap();
         assert_eq!(log.last_index().unwrap(), Some(10));
         let read = log.read(3..6).unwrap();
@@ -284,13 +289,7 @@ mod tests {
     fn verify_reads_the_whole_log_and_its_metadata() {
         let (_dir, log) = store();
         let payloads: Vec<Vec<u8>> = (1..=50u8).map(|i| vec![i; 10]).collect();
-        log.append(
-            payloads
-                .iter()
-                .enumerate()
-                .map(|(i, p)| (i as u64 + 1, p.as_slice())),
-        )
-        .unwrap();
+        append_from_one(&log, &payloads);
         log.put_meta("vote", b"term 3").unwrap();
         assert_eq!(log.verify().unwrap(), 50);
         // Damage far from both ends, where no start-up read would look.
