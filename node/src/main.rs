@@ -35,6 +35,8 @@ enum Command {
     Config(cli::config::ConfigArgs),
     /// Cluster membership and status.
     Cluster(cli::cluster::ClusterArgs),
+    /// Backups: save one from a live cluster, check one, restore one into a new cluster.
+    Snapshot(cli::snapshot::SnapshotArgs),
     /// Create a cluster CA and node certificates (for tests and small deployments).
     Cert(cli::cert::CertArgs),
     /// Exchange an account's id and secret for a token, kept for later commands.
@@ -255,6 +257,10 @@ fn main() -> std::process::ExitCode {
                 init_tracing("warn");
                 cli::cluster::run(args).await
             }
+            Command::Snapshot(args) => {
+                init_tracing("warn");
+                cli::snapshot::run(args).await
+            }
             Command::Cert(args) => cli::cert::run(args),
         }
     });
@@ -314,7 +320,7 @@ pub(crate) fn exit_now(code: i32) -> ! {
 }
 
 /// Parses `1=host:7421,2=host:7431,...`.
-fn parse_initial_cluster(text: &str) -> Result<BTreeMap<u64, String>, String> {
+pub(crate) fn parse_initial_cluster(text: &str) -> Result<BTreeMap<u64, String>, String> {
     let mut members = BTreeMap::new();
     for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let (id, addr) = entry

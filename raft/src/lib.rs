@@ -10,6 +10,7 @@
 // method and helper here; boxing it would only move the conversion elsewhere.
 #![allow(clippy::result_large_err)]
 
+pub mod backup;
 pub mod batcher;
 pub mod clock;
 pub mod disk;

@@ -198,7 +198,7 @@ fn verify_on_start(engine: &Engine, tables: bool) -> Result<(), strata_storage::
 
 /// Records which node owns a data directory on first start, and refuses to open it as another:
 /// a node restarted with the wrong id would never be elected and would look healthy.
-fn claim_node_id(data_dir: &Path, node_id: u64) -> Result<(), OpenError> {
+pub(crate) fn claim_node_id(data_dir: &Path, node_id: u64) -> Result<(), OpenError> {
     std::fs::create_dir_all(data_dir)?;
     match read_node_id(data_dir)? {
         Some(found) if found != node_id => Err(OpenError::WrongNode {
@@ -421,6 +421,10 @@ impl RaftNode {
 
     pub fn node_id(&self) -> u64 {
         self.config.node_id
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     pub fn kv(&self) -> &KvState {

@@ -44,10 +44,10 @@ mod apply;
 #[cfg(test)]
 mod quota_tests;
 
-pub(crate) use apply::Revisions;
+pub(crate) use apply::{Revisions, META_APPLIED_PART, META_CLUSTER_TIME, META_REVISION};
 
-const META_LAST_APPLIED: &[u8] = b"last_applied";
-const META_MEMBERSHIP: &[u8] = b"membership";
+pub(crate) const META_LAST_APPLIED: &[u8] = b"last_applied";
+pub(crate) const META_MEMBERSHIP: &[u8] = b"membership";
 const META_FILE: &str = "current.meta";
 const IMPORTING_MARKER: &str = "importing";
 
@@ -354,6 +354,22 @@ impl StateMachine {
         self.count_usage()?;
         self.load_revision()
             .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    /// Makes the durable snapshot data file `staged` (whose state records `meta`'s log id and
+    /// membership) the current snapshot and loads it, verified: the base of a restored node.
+    pub(crate) fn restore_base(
+        &self,
+        staged: &Path,
+        meta: &SnapshotMeta<u64, BasicNode>,
+    ) -> std::io::Result<()> {
+        let (mut data, current) = self.make_current(staged, meta)?;
+        if !current {
+            return Err(std::io::Error::other(
+                "a newer snapshot is current already: the data directory was not new",
+            ));
+        }
+        self.import(&mut data, true)
     }
 
     /// The newest applied command's revision, and waiting for one.

@@ -160,39 +160,112 @@ impl<W: std::io::Write> Crc32Writer<'_, W> {
     }
 }
 
+/// Writes the snapshot format: `magic ++ (cf u8, key len u32 LE, key, value len u32 LE,
+/// value)* ++ crc32 LE`, where the checksum covers everything before it. Entries may come in
+/// any order; an import writes them all before anything reads them.
+pub struct SnapshotWriter<'a, W: std::io::Write> {
+    out: Crc32Writer<'a, W>,
+}
+
+impl<'a, W: std::io::Write> SnapshotWriter<'a, W> {
+    pub fn new(out: &'a mut W) -> std::io::Result<Self> {
+        let mut out = Crc32Writer {
+            out,
+            crc: crc32fast::Hasher::new(),
+        };
+        out.put(SNAPSHOT_MAGIC)?;
+        Ok(Self { out })
+    }
+
+    /// One entry of the state column family `cf_index` (an index into [`STATE_CFS`]).
+    pub fn put(&mut self, cf_index: usize, key: &[u8], value: &[u8]) -> std::io::Result<()> {
+        assert!(cf_index < STATE_CFS.len(), "column family index {cf_index}");
+        self.out.put(&[cf_index as u8])?;
+        self.out.put(&(key.len() as u32).to_le_bytes())?;
+        self.out.put(key)?;
+        self.out.put(&(value.len() as u32).to_le_bytes())?;
+        self.out.put(value)
+    }
+
+    /// Writes the checksum and flushes.
+    pub fn finish(self) -> std::io::Result<()> {
+        let crc = self.out.crc.finalize();
+        self.out.out.write_all(&crc.to_le_bytes())?;
+        self.out.out.flush()
+    }
+}
+
+/// A consistent view of the state machine, taken by [`Engine::begin_export`]: its metadata
+/// can be read before its entries are written out.
+pub struct StateExport<'a> {
+    engine: &'a Engine,
+    snapshot: rocksdb::SnapshotWithThreadMode<'a, DB>,
+}
+
+impl StateExport<'_> {
+    /// The value of `key` in [`CF_SM_META`] as of this view.
+    pub fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.snapshot.get_cf(self.engine.cf(CF_SM_META), key)?)
+    }
+
+    /// Streams every state entry of this view into `out` in the snapshot format, counting
+    /// them in `entries` as it goes (for progress reports).
+    pub fn write_to<W: std::io::Write>(
+        &self,
+        out: &mut W,
+        entries: &std::sync::atomic::AtomicU64,
+    ) -> Result<(), StorageError> {
+        let mut writer = SnapshotWriter::new(out)?;
+        for (cf_index, name) in STATE_CFS.iter().enumerate() {
+            let cf = self.engine.cf(name);
+            for item in self.snapshot.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+                let (key, value) = item?;
+                writer.put(cf_index, &key, &value)?;
+                entries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        writer.finish()?;
+        Ok(())
+    }
+}
+
 impl Engine {
+    /// A consistent view of every state-machine column family; writes go on meanwhile.
+    pub fn begin_export(&self) -> StateExport<'_> {
+        StateExport {
+            engine: self,
+            snapshot: self.db.snapshot(),
+        }
+    }
+
+    /// RocksDB's estimate of how many entries the state machine holds (for progress bars:
+    /// it may be off either way).
+    pub fn estimate_state_entries(&self) -> u64 {
+        STATE_CFS
+            .iter()
+            .filter_map(|name| {
+                self.db
+                    .property_int_value_cf(self.cf(name), "rocksdb.estimate-num-keys")
+                    .ok()
+                    .flatten()
+            })
+            .sum()
+    }
+
     /// Serialises every state-machine column family from one consistent RocksDB snapshot into
-    /// `out`, streaming: `magic ++ (cf u8, key len u32 LE, key, value len u32 LE, value)* ++
-    /// crc32 LE` where the checksum covers everything before it. Writes continue meanwhile.
-    /// Also returns the values of `meta_keys` in [`CF_SM_META`] as of that same snapshot.
+    /// `out`, streaming, in the [`SnapshotWriter`] format. Writes continue meanwhile. Also
+    /// returns the values of `meta_keys` in [`CF_SM_META`] as of that same snapshot.
     pub fn export_state_to<W: std::io::Write>(
         &self,
         out: &mut W,
         meta_keys: &[&[u8]],
     ) -> Result<MetaValues, StorageError> {
-        let snapshot = self.db.snapshot();
-        let mut meta = Vec::with_capacity(meta_keys.len());
-        for key in meta_keys {
-            meta.push(snapshot.get_cf(self.cf(CF_SM_META), key)?);
-        }
-        let mut writer = Crc32Writer {
-            out,
-            crc: crc32fast::Hasher::new(),
-        };
-        writer.put(SNAPSHOT_MAGIC)?;
-        for (cf_index, name) in STATE_CFS.iter().enumerate() {
-            for item in snapshot.iterator_cf(self.cf(name), rocksdb::IteratorMode::Start) {
-                let (key, value) = item?;
-                writer.put(&[cf_index as u8])?;
-                writer.put(&(key.len() as u32).to_le_bytes())?;
-                writer.put(&key)?;
-                writer.put(&(value.len() as u32).to_le_bytes())?;
-                writer.put(&value)?;
-            }
-        }
-        let crc = writer.crc.finalize();
-        writer.out.write_all(&crc.to_le_bytes())?;
-        writer.out.flush()?;
+        let export = self.begin_export();
+        let meta = meta_keys
+            .iter()
+            .map(|key| export.meta(key))
+            .collect::<Result<_, _>>()?;
+        export.write_to(out, &std::sync::atomic::AtomicU64::new(0))?;
         Ok(meta)
     }
 
@@ -302,10 +375,10 @@ impl<R: std::io::Read> SnapshotBody<R> {
     }
 }
 
-/// Reads an exported snapshot of `len` bytes, calling `each(cf index, key, value)` for every
-/// entry, and fails on any corruption. `each` may have been called for entries before the
-/// corruption was found.
-fn read_snapshot<R: std::io::Read>(
+/// Reads an exported snapshot of `len` bytes, calling `each(cf index into [`STATE_CFS`], key,
+/// value)` for every entry, and fails on any corruption. `each` may have been called for
+/// entries before the corruption was found.
+pub fn read_snapshot<R: std::io::Read>(
     reader: R,
     len: u64,
     mut each: impl FnMut(usize, &[u8], &[u8]) -> Result<(), StorageError>,

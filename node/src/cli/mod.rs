@@ -7,6 +7,7 @@ pub mod config;
 pub mod kv;
 pub mod ns;
 pub mod registry;
+pub mod snapshot;
 pub mod stream;
 
 use std::time::Duration;

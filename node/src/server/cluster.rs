@@ -1,9 +1,11 @@
 //! `strata.cluster.v1`: cluster status and membership changes for operators. Membership changes
 //! run on the leader; a follower forwards them over the peer transport.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use strata_proto::cluster::v1 as pb;
+use strata_raft::backup::{BackupError, BackupPart};
 use strata_raft::{MemberView, MembershipError, MembershipView, NodeStatus, RaftNode};
 use tonic::{Request, Response, Status};
 
@@ -16,14 +18,28 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most voters a `SetVoters` may name (a Raft cluster of more is slower, never safer).
 const MAX_VOTERS: usize = 15;
 
+/// A backup reader that takes nothing for this long is cut (the export pins a RocksDB view).
+const BACKUP_STALL: Duration = Duration::from_secs(60);
+/// Backup parts buffered between the export and the client.
+const BACKUP_QUEUE: usize = 4;
+
+pub type SnapshotStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
+
 pub struct ClusterService {
     node: RaftNode,
     metrics: Metrics,
+    /// One backup at a time per node.
+    backups: Arc<tokio::sync::Semaphore>,
 }
 
 impl ClusterService {
     pub fn new(node: RaftNode, metrics: Metrics) -> Self {
-        Self { node, metrics }
+        Self {
+            node,
+            metrics,
+            backups: Arc::new(tokio::sync::Semaphore::new(1)),
+        }
     }
 
     async fn observed<T>(
@@ -103,8 +119,91 @@ fn membership(error: MembershipError) -> Status {
     }
 }
 
+fn backup_error(error: BackupError) -> Status {
+    match error {
+        BackupError::Read(error) => status::read(error),
+        BackupError::Io(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+            status::with_code(tonic::Code::Cancelled, "slow_reader", error.to_string())
+        }
+        other => Status::internal(format!("exporting the backup: {other}")),
+    }
+}
+
+fn chunk_of(part: BackupPart) -> Result<pb::SnapshotChunk, Status> {
+    Ok(match part {
+        BackupPart::Header {
+            header,
+            estimated_entries,
+        } => pb::SnapshotChunk {
+            part: Some(pb::snapshot_chunk::Part::Header(pb::SnapshotHeader {
+                json: serde_json::to_string(&header)
+                    .map_err(|e| Status::internal(e.to_string()))?,
+                revision: header.revision,
+                applied_index: header.applied_index,
+                source_node: header.source_node,
+            })),
+            entries: estimated_entries,
+        },
+        BackupPart::Data { bytes, entries } => pb::SnapshotChunk {
+            part: Some(pb::snapshot_chunk::Part::Data(bytes)),
+            entries,
+        },
+    })
+}
+
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for ClusterService {
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
+        self.observed("Cluster.Snapshot", async {
+            let permit = self.backups.clone().try_acquire_owned().map_err(|_| {
+                status::with_code(
+                    tonic::Code::ResourceExhausted,
+                    "backup_running",
+                    "a backup is being taken from this node; wait for it, or ask another node"
+                        .into(),
+                )
+            })?;
+            let (parts, mut exported) = tokio::sync::mpsc::channel(BACKUP_QUEUE);
+            let (out, stream) = tokio::sync::mpsc::channel(1);
+            let node = self.node.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let forward = {
+                    let out = out.clone();
+                    async move {
+                        while let Some(part) = exported.recv().await {
+                            let sent = tokio::time::timeout(BACKUP_STALL, out.send(chunk_of(part)));
+                            if !matches!(sent.await, Ok(Ok(()))) {
+                                break; // gone or stalled: dropping `exported` stops the export
+                            }
+                        }
+                    }
+                };
+                let (result, ()) = tokio::join!(node.backup(parts, BACKUP_STALL), forward);
+                match result {
+                    Ok(header) => tracing::info!(
+                        revision = header.revision,
+                        applied_index = header.applied_index,
+                        "streamed a backup"
+                    ),
+                    Err(error) => {
+                        tracing::warn!(%error, "a backup stopped");
+                        let _ = out.try_send(Err(backup_error(error)));
+                    }
+                }
+            });
+            let stream: SnapshotStream =
+                Box::pin(tokio_stream::wrappers::ReceiverStream::new(stream));
+            Ok(stream)
+        })
+        .await
+    }
+
     async fn status(
         &self,
         _request: Request<pb::StatusRequest>,

@@ -334,6 +334,17 @@ impl Cluster {
     /// by the nodes a moment later, so another test can take one in between: then the nodes
     /// are stopped and the cluster is formed again on new ports and fresh directories.
     pub fn start(size: u64, extra_args: &[&str]) -> Self {
+        Self::form(size, extra_args, None)
+    }
+
+    /// Like [`Cluster::start`], but each node's data directory is first restored from the
+    /// backup file `backup` (`strata snapshot restore`), and the nodes start without
+    /// `--initial-cluster`: the membership is in the restored data.
+    pub fn start_restored(size: u64, backup: &Path, extra_args: &[&str]) -> Self {
+        Self::form(size, extra_args, Some(backup))
+    }
+
+    fn form(size: u64, extra_args: &[&str], backup: Option<&Path>) -> Self {
         let temp = tempfile::tempdir().expect("temp dir");
         let tls_dir = temp.path().join("tls");
         strata(&["cert", "init", "--tls-dir", tls_dir.to_str().unwrap()]);
@@ -363,7 +374,23 @@ impl Cluster {
             let initial = initial.join(",");
             let mut all_started = true;
             for id in 1..=size {
-                let args = vec!["--initial-cluster".to_string(), initial.clone()];
+                let args = match backup {
+                    None => vec!["--initial-cluster".to_string(), initial.clone()],
+                    Some(backup) => {
+                        strata(&[
+                            "snapshot",
+                            "restore",
+                            backup.to_str().unwrap(),
+                            "--data-dir",
+                            cluster.data_dir(id).to_str().unwrap(),
+                            "--node-id",
+                            &id.to_string(),
+                            "--initial-cluster",
+                            &initial,
+                        ]);
+                        Vec::new()
+                    }
+                };
                 match cluster.try_spawn_node(id, args) {
                     Some(server) => {
                         cluster.nodes.insert(id, server);

@@ -23,11 +23,11 @@ use strata_stream::StreamCommand;
 use super::StateMachine;
 use crate::types::{Command, Request, Response, TypeConfig};
 
-pub(super) const META_REVISION: &[u8] = b"revision";
+pub(crate) const META_REVISION: &[u8] = b"revision";
 /// The newest command time applied (see `clock`): a restarted node resumes from it.
-const META_CLUSTER_TIME: &[u8] = b"cluster_time";
+pub(crate) const META_CLUSTER_TIME: &[u8] = b"cluster_time";
 /// `(log index, commands applied)` of a batch entry applied in part.
-const META_APPLIED_PART: &[u8] = b"applied_part";
+pub(crate) const META_APPLIED_PART: &[u8] = b"applied_part";
 
 /// What a command's write also records.
 enum Finish {
