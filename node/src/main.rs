@@ -35,6 +35,8 @@ enum Command {
     Config(cli::config::ConfigArgs),
     /// Cluster membership and status.
     Cluster(cli::cluster::ClusterArgs),
+    /// Whether a node is ready (exit 0) or not (exit 1): for container health checks.
+    Health(cli::health::HealthArgs),
     /// Backups: save one from a live cluster, check one, restore one into a new cluster.
     Snapshot(cli::snapshot::SnapshotArgs),
     /// Create a cluster CA and node certificates (for tests and small deployments).
@@ -261,6 +263,7 @@ fn main() -> std::process::ExitCode {
                 init_tracing("warn");
                 cli::snapshot::run(args).await
             }
+            Command::Health(args) => cli::health::run(args).await,
             Command::Cert(args) => cli::cert::run(args),
         }
     });

@@ -376,9 +376,9 @@ pub struct Restored {
 /// Builds the data directory `data_dir` of node `node_id` of a new cluster whose voters are
 /// `members` (node id → peer address), from the backup at `path`. Every member of the new
 /// cluster is restored from the same file with the same `members`; each then starts with
-/// `strata serve` on its directory (no `--initial-cluster` needed: the membership is in the
-/// data). `data_dir` must not exist or be empty; the file is checked completely before
-/// anything is written.
+/// `strata serve` on its directory (its `--initial-cluster` is not used to initialise: the
+/// membership is in the data). `data_dir` must not exist or be empty; the file is checked
+/// completely before anything is written.
 pub async fn restore(
     path: &Path,
     data_dir: &Path,

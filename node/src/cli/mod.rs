@@ -4,6 +4,7 @@ pub mod auth;
 pub mod cert;
 pub mod cluster;
 pub mod config;
+pub mod health;
 pub mod kv;
 pub mod ns;
 pub mod registry;

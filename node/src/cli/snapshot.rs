@@ -45,7 +45,7 @@ enum SnapshotCommand {
     Status { file: PathBuf },
     /// Build the data directory of one member of a new cluster from a backup. Run it for every
     /// member with the same file and --initial-cluster, then start each with `strata serve
-    /// --data-dir D --node-id N` (the membership is in the data). See docs/operations.md.
+    /// --data-dir D --node-id N --initial-cluster (the same)`. See docs/operations.md.
     Restore {
         file: PathBuf,
         /// The new data directory (must not exist, or be empty).
@@ -105,10 +105,18 @@ pub async fn run(args: SnapshotArgs) -> anyhow::Result<()> {
                     restored.node_id,
                     restored.members,
                 );
+                let members: Vec<String> = restored
+                    .members
+                    .iter()
+                    .map(|(id, addr)| format!("{id}={addr}"))
+                    .collect();
                 println!(
-                    "start it with: strata serve --data-dir {} --node-id {} (and its addresses)",
+                    "start it with: strata serve --data-dir {} --node-id {} --initial-cluster {} \
+                     --tls-dir … (the same list: the data is already initialised, but the list \
+                     makes it a cluster member, with auth on by default)",
                     data_dir.display(),
-                    restored.node_id
+                    restored.node_id,
+                    members.join(",")
                 );
             }
             Ok(())

@@ -30,7 +30,7 @@ async fn clients(cluster: &Cluster) -> Vec<Client> {
 
 /// Writers that create unique keys through a rotating choice of nodes, retrying each key with
 /// create-only until its outcome is known. Records which keys are acknowledged.
-struct Load {
+pub(crate) struct Load {
     acked: Arc<Mutex<BTreeSet<String>>>,
     stop: Arc<AtomicBool>,
     /// Milliseconds since the load began of the latest acknowledged write, per writer.
@@ -40,7 +40,12 @@ struct Load {
 }
 
 impl Load {
-    fn start(clients: Vec<Client>, writers: usize, per_writer: usize, deadline: Duration) -> Self {
+    pub(crate) fn start(
+        clients: Vec<Client>,
+        writers: usize,
+        per_writer: usize,
+        deadline: Duration,
+    ) -> Self {
         let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let last_ack_ms = Arc::new((0..writers).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
@@ -95,11 +100,11 @@ impl Load {
         }
     }
 
-    fn acked_count(&self) -> usize {
+    pub(crate) fn acked_count(&self) -> usize {
         self.acked.lock().unwrap().len()
     }
 
-    async fn wait_for_acks(&self, count: usize, timeout: Duration) {
+    pub(crate) async fn wait_for_acks(&self, count: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while self.acked_count() < count {
             assert!(
@@ -111,7 +116,7 @@ impl Load {
         }
     }
 
-    async fn finish(self) -> BTreeSet<String> {
+    pub(crate) async fn finish(self) -> BTreeSet<String> {
         self.stop.store(true, Ordering::SeqCst);
         for writer in self.writers {
             writer.await.expect("writer task");
@@ -121,7 +126,7 @@ impl Load {
 }
 
 /// Every acknowledged key is on the node behind `client`, created exactly once.
-async fn assert_all_present(
+pub(crate) async fn assert_all_present(
     client: &Client,
     acked: &BTreeSet<String>,
     consistency: Consistency,

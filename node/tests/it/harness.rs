@@ -72,7 +72,15 @@ impl Server {
         extra_args: Vec<String>,
         env: Vec<(String, String)>,
     ) -> Option<Self> {
-        let mut child = serve_command(data_dir)
+        let mut command = Command::new(BINARY);
+        command.arg("serve").arg("--data-dir").arg(data_dir);
+        // Ephemeral ports, unless the test chose its own.
+        for flag in ["--client-addr", "--http-addr"] {
+            if !extra_args.iter().any(|a| a == flag) {
+                command.args([flag, "127.0.0.1:0"]);
+            }
+        }
+        let mut child = command
             .args(&extra_args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
@@ -338,8 +346,7 @@ impl Cluster {
     }
 
     /// Like [`Cluster::start`], but each node's data directory is first restored from the
-    /// backup file `backup` (`strata snapshot restore`), and the nodes start without
-    /// `--initial-cluster`: the membership is in the restored data.
+    /// backup file `backup` (`strata snapshot restore` with the same `--initial-cluster`).
     pub fn start_restored(size: u64, backup: &Path, extra_args: &[&str]) -> Self {
         Self::form(size, extra_args, Some(backup))
     }
@@ -374,23 +381,20 @@ impl Cluster {
             let initial = initial.join(",");
             let mut all_started = true;
             for id in 1..=size {
-                let args = match backup {
-                    None => vec!["--initial-cluster".to_string(), initial.clone()],
-                    Some(backup) => {
-                        strata(&[
-                            "snapshot",
-                            "restore",
-                            backup.to_str().unwrap(),
-                            "--data-dir",
-                            cluster.data_dir(id).to_str().unwrap(),
-                            "--node-id",
-                            &id.to_string(),
-                            "--initial-cluster",
-                            &initial,
-                        ]);
-                        Vec::new()
-                    }
-                };
+                if let Some(backup) = backup {
+                    strata(&[
+                        "snapshot",
+                        "restore",
+                        backup.to_str().unwrap(),
+                        "--data-dir",
+                        cluster.data_dir(id).to_str().unwrap(),
+                        "--node-id",
+                        &id.to_string(),
+                        "--initial-cluster",
+                        &initial,
+                    ]);
+                }
+                let args = vec!["--initial-cluster".to_string(), initial.clone()];
                 match cluster.try_spawn_node(id, args) {
                     Some(server) => {
                         cluster.nodes.insert(id, server);
