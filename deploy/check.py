@@ -5,6 +5,8 @@
 - The compose file: dclint (the compose schema and its lint rules), no problem allowed.
 - The systemd unit: `systemd-analyze verify`, no warning allowed.
 - Every YAML file: yamllint.
+- The Prometheus alert rules: `promtool check rules` and their unit tests (`promtool test
+  rules observability/alerts.test.yml`).
 - Every `STRATA_*` variable and `strata serve` flag they use is one `strata serve` accepts, and
   each configuration (a compose service, the pod of ordinal 0 and of a scale-up ordinal, the
   unit's ExecStart with its config file, the image's environment) parses: `strata serve
@@ -71,6 +73,13 @@ def check_unit(unit: Path, strata: str) -> None:
         result = run(["systemd-analyze", "verify", str(copy)])
         if result.returncode != 0 or result.stdout.strip() or result.stderr.strip():
             fail(f"systemd-analyze verify {unit.name}:\n{result.stdout}{result.stderr}")
+
+
+def check_alerts(rules: Path, tests: Path) -> None:
+    for args in (["check", "rules", str(rules)], ["test", "rules", str(tests)]):
+        result = run(["promtool", *args])
+        if result.returncode != 0:
+            fail(f"promtool {' '.join(args[:2])}:\n{result.stdout}{result.stderr}")
 
 
 def check_yaml(files: list[Path]) -> None:
@@ -228,9 +237,10 @@ def main() -> int:
         if not tool.exists():
             print(f"{tool} is missing: run scripts/setup", file=sys.stderr)
             return 2
-    if shutil.which("systemd-analyze") is None:
-        print("systemd-analyze is missing: run scripts/setup", file=sys.stderr)
-        return 2
+    for command in ("systemd-analyze", "promtool"):
+        if shutil.which(command) is None:
+            print(f"{command} is missing: run scripts/setup", file=sys.stderr)
+            return 2
     manifests = sorted((DEPLOY / "k8s").glob("*.yaml"))
     compose = DEPLOY / "compose" / "docker-compose.yml"
     unit = DEPLOY / "systemd" / "strata.service"
@@ -239,7 +249,9 @@ def main() -> int:
     check_kubernetes(manifests)
     check_compose(compose)
     check_unit(unit, strata)
-    check_yaml([*manifests, compose])
+    observability = DEPLOY / "observability"
+    check_alerts(observability / "alerts.yml", observability / "alerts.test.yml")
+    check_yaml([*manifests, compose, *sorted(observability.glob("*.yml"))])
     known = serve_env_vars(strata)
     base = image_env(DEPLOY / "docker" / "Dockerfile")
     print_config(strata, "the image's environment", base, [], known)

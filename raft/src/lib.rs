@@ -17,6 +17,7 @@ pub mod disk;
 pub mod failpoints;
 pub mod leases;
 pub mod log_store;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod recovery;

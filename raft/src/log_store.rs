@@ -73,7 +73,10 @@ fn run_flusher(log: LogStore, waiting: mpsc::Receiver<LogFlushed<TypeConfig>>) {
         let mut batch = vec![first];
         batch.extend(waiting.try_iter());
         crate::failpoints::crash_point("log-before-fsync");
+        let started = std::time::Instant::now();
         let result = log.sync().map_err(std::io::Error::other);
+        crate::metrics::LOG_FSYNC_SECONDS.observe(started.elapsed().as_secs_f64());
+        crate::metrics::LOG_FSYNC_APPENDS.observe(batch.len() as f64);
         crate::failpoints::crash_point("log-after-fsync");
         if let Err(error) = &result {
             tracing::error!(%error, "log fsync failed; entries are not durable");
@@ -152,6 +155,7 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let encoded = entries
             .into_iter()
             .map(|entry| {
@@ -168,6 +172,7 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
                     .map(|(index, bytes)| (*index, bytes.as_slice())),
             )
             .map_err(|e| StorageIOError::write_logs(&e))?;
+        crate::metrics::LOG_APPEND_SECONDS.observe(started.elapsed().as_secs_f64());
         self.flusher.send(callback).map_err(|_| {
             StorageIOError::write_logs(&std::io::Error::other("log flusher thread is gone"))
         })?;

@@ -423,7 +423,7 @@ impl RaftNode {
         self.config.node_id
     }
 
-    pub(crate) fn engine(&self) -> &Engine {
+    pub fn engine(&self) -> &Engine {
         &self.engine
     }
 
@@ -1152,7 +1152,10 @@ impl RaftNode {
                 nodes: batch.to_vec(),
             };
             match self.write_registry(command).await {
-                Ok(response) => tracing::info!(?response, "registry leases ran out"),
+                Ok(response) => {
+                    crate::metrics::REGISTRY_EXPIRATIONS.inc_by(batch.len() as u64);
+                    tracing::info!(?response, "registry leases ran out")
+                }
                 Err(error) => {
                     tracing::warn!(%error, "proposing registry expiries failed");
                     return;

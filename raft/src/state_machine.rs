@@ -496,6 +496,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
         let file = tokio::fs::File::from_std(file);
         let bytes = file.metadata().await.map_or(0, |m| m.len());
+        crate::metrics::SNAPSHOT_SECONDS
+            .with_label_values(&["build"])
+            .observe(started.elapsed().as_secs_f64());
+        crate::metrics::SNAPSHOT_BYTES
+            .with_label_values(&["build"])
+            .set(bytes.min(i64::MAX as u64) as i64);
         tracing::info!(
             snapshot_id = %meta.snapshot_id,
             bytes,
@@ -528,9 +534,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // thread, so that they never hold up an async worker (heartbeats, other requests).
         let entries: Vec<_> = entries.into_iter().collect();
         let machine = self.clone();
-        tokio::task::spawn_blocking(move || machine.apply_entries(entries))
+        let count = entries.len() as u64;
+        let started = std::time::Instant::now();
+        let applied = tokio::task::spawn_blocking(move || machine.apply_entries(entries))
             .await
-            .map_err(|e| StorageIOError::write_state_machine(&e))?
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        crate::metrics::APPLY_SECONDS.observe(started.elapsed().as_secs_f64());
+        crate::metrics::APPLIED_ENTRIES.inc_by(count);
+        applied
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -561,7 +572,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let received = received.into_std().await;
         let machine = self.clone();
         let meta_copy = meta.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let installed = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
             use std::io::Seek;
             // Keep the received data as this node's current snapshot, durably, verify it, and
             // only then make it current and load it.
@@ -584,11 +595,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let (mut data, _) = machine.make_current(&copying, &meta_copy)?;
             crate::failpoints::crash_point("snapshot-install");
             machine.import(&mut data, false)?;
-            Ok(())
+            Ok(len)
         })
         .await
         .map_err(|e| io_error(std::io::Error::other(e)))?
         .map_err(io_error)?;
+        crate::metrics::SNAPSHOT_SECONDS
+            .with_label_values(&["install"])
+            .observe(started.elapsed().as_secs_f64());
+        crate::metrics::SNAPSHOT_BYTES
+            .with_label_values(&["install"])
+            .set(installed.min(i64::MAX as u64) as i64);
         tracing::info!(
             snapshot_id = %meta.snapshot_id,
             elapsed_ms = started.elapsed().as_millis() as u64,

@@ -238,6 +238,45 @@ impl Engine {
         }
     }
 
+    /// RocksDB's own figures for the metrics: per column family (sizes on disk and in memory,
+    /// compaction debt, keys) as `(Some(cf), name, value)`, and for the whole database (write
+    /// stalls, running compactions, background errors) as `(None, name, value)`. Names are
+    /// RocksDB's property names without the `rocksdb.` prefix.
+    pub fn stats(&self) -> Vec<(Option<&'static str>, &'static str, u64)> {
+        const PER_CF: &[&str] = &[
+            "total-sst-files-size",
+            "live-sst-files-size",
+            "cur-size-all-mem-tables",
+            "estimate-pending-compaction-bytes",
+            "estimate-num-keys",
+            "num-files-at-level0",
+        ];
+        const DB_WIDE: &[&str] = &[
+            "is-write-stopped",
+            "actual-delayed-write-rate",
+            "num-running-compactions",
+            "num-running-flushes",
+            "background-errors",
+        ];
+        let mut out = Vec::new();
+        for name in ALL_CFS {
+            for property in PER_CF {
+                let key = format!("rocksdb.{property}");
+                if let Ok(Some(value)) = self.db.property_int_value_cf(self.cf(name), key.as_str())
+                {
+                    out.push((Some(*name), *property, value));
+                }
+            }
+        }
+        for property in DB_WIDE {
+            let key = format!("rocksdb.{property}");
+            if let Ok(Some(value)) = self.db.property_int_value(key.as_str()) {
+                out.push((None, *property, value));
+            }
+        }
+        out
+    }
+
     /// RocksDB's estimate of how many entries the state machine holds (for progress bars:
     /// it may be off either way).
     pub fn estimate_state_entries(&self) -> u64 {

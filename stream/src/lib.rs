@@ -21,4 +21,6 @@ mod state;
 
 pub use command::*;
 pub use record::{GroupActivity, GroupRecord, Message, Topic};
-pub use state::{GroupProgress, Notice, ReadPage, StreamState, TopicInfo, MAX_REMOVALS_PER_ENTRY};
+pub use state::{
+    GroupProgress, Notice, ReadPage, StreamState, TopicDepth, TopicInfo, MAX_REMOVALS_PER_ENTRY,
+};

@@ -626,6 +626,28 @@ impl StreamState {
         Ok(out)
     }
 
+    /// Every topic's depth across namespaces, in key order, at most `max`: (namespace, topic,
+    /// retained messages, retained bytes, last sequence). For metrics.
+    pub fn topics_depth(&self, max: usize) -> Result<Vec<TopicDepth>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.prefix_scan(CF_STREAM_META, vec![TOPIC]).take(max) {
+            let (key, value) = item?;
+            let segments = keys::decode(&key[1..])?;
+            let [namespace, topic] = segments.as_slice() else {
+                return Err(StorageError::Corrupt("topic key of wrong shape".into()));
+            };
+            let current: Topic = record::decode(&value)?;
+            out.push(TopicDepth {
+                namespace: name_of(namespace.clone())?,
+                topic: name_of(topic.clone())?,
+                messages: current.messages(),
+                bytes: current.bytes,
+                last_seq: current.last_seq,
+            });
+        }
+        Ok(out)
+    }
+
     /// Topics (across namespaces) whose limits or dedup window call for a `Retain` at `now_ms`,
     /// as the leader sees it. At most `max` of them.
     pub fn retention_due(
@@ -1428,6 +1450,16 @@ impl Apply<'_> {
 
 /// A namespace's usage change: (namespace, quota, amount).
 type UsageChange = (String, Quota, i64);
+
+/// A topic's depth (see [`StreamState::topics_depth`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDepth {
+    pub namespace: String,
+    pub topic: String,
+    pub messages: u64,
+    pub bytes: u64,
+    pub last_seq: u64,
+}
 
 /// One group's place, for the metrics ([`StreamState::groups_progress`]).
 pub struct GroupProgress {

@@ -598,8 +598,11 @@ where
             } else {
                 None
             };
+            let namespace: std::sync::Arc<str> = caller.namespace.as_str().into();
             request.extensions_mut().insert(caller);
-            let response = inner.call(request).await?;
+            let response = super::metrics::CALL_NAMESPACE
+                .scope(namespace, inner.call(request))
+                .await?;
             let response = match bound {
                 Some(bound) => response.map(|body| {
                     tonic::body::Body::new(super::expiring::Expiring::new(body, gate, bound))

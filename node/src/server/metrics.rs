@@ -1,5 +1,7 @@
-//! Prometheus metrics: per-method request counts and latency, Raft progress, registry
-//! registrations by kind and the leader's lease count.
+//! Prometheus metrics: requests per method and namespace (count by code, latency), Raft
+//! progress, registry registrations by kind and the leader's lease count, group progress,
+//! namespace usage; what the node reports about itself at each scrape is in `metrics_node.rs`.
+//! Every name starts with `strata_` and ends in its unit where it has one.
 
 use std::time::Instant;
 
@@ -22,7 +24,20 @@ pub struct Metrics {
     usage: IntGaugeVec,
     limits: IntGaugeVec,
     quota_refusals: IntCounterVec,
+    node: super::metrics_node::NodeMetrics,
+    /// Namespaces seen as a label of the request counter (bounded: see `namespace_label`).
+    namespaces: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
+
+tokio::task_local! {
+    /// The namespace of the call being served: set by the identity layer around each call,
+    /// read when the call's metrics are recorded.
+    pub static CALL_NAMESPACE: std::sync::Arc<str>;
+}
+
+/// Distinct namespaces labelled in the request counter; calls of any further namespace count
+/// under `_other` (a scrape stays bounded whatever the tenants do).
+const MAX_NAMESPACE_LABELS: usize = 1_000;
 
 /// Consumer groups reported per scrape, at most (in key order).
 const MAX_GROUPS_REPORTED: usize = 1_000;
@@ -35,9 +50,10 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "strata_grpc_requests_total",
-                "gRPC requests by method and status code",
+                "gRPC requests by method, status code and namespace (at most 1,000 namespaces; \
+             the rest as _other)",
             ),
-            &["method", "code"],
+            &["method", "code", "namespace"],
         )
         .expect("valid metric");
         let latency = HistogramVec::new(
@@ -125,7 +141,14 @@ impl Metrics {
         ] {
             registry.register(metric).expect("unique metric names");
         }
+        // Every quota's refusals from 0, so that rates and alerts see them from the start.
+        for quota in Quota::ALL {
+            quota_refusals.with_label_values(&[quota.name()]);
+        }
+        let node = super::metrics_node::NodeMetrics::new(&registry);
         Self {
+            node,
+            namespaces: Default::default(),
             registry,
             requests,
             latency,
@@ -174,14 +197,34 @@ impl Metrics {
         result.map(tonic::Response::new)
     }
 
-    /// Records one finished request.
+    /// Records one finished request (under the namespace of the call being served, if any).
     pub fn observe(&self, method: &str, code: tonic::Code, started: Instant) {
+        let namespace = CALL_NAMESPACE
+            .try_with(|namespace| self.namespace_label(namespace))
+            .unwrap_or_else(|_| "".to_string());
         self.requests
-            .with_label_values(&[method, code_name(code)])
+            .with_label_values(&[method, code_name(code), &namespace])
             .inc();
         self.latency
             .with_label_values(&[method])
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn namespace_label(&self, namespace: &str) -> String {
+        let mut seen = self.namespaces.lock().expect("not poisoned");
+        if seen.contains(namespace) {
+            return namespace.to_string();
+        }
+        if seen.len() < MAX_NAMESPACE_LABELS {
+            seen.insert(namespace.to_string());
+            return namespace.to_string();
+        }
+        "_other".to_string()
+    }
+
+    /// Counts leader changes from now on (see `metrics_node`).
+    pub fn track_leader_changes(&self, node: &strata_raft::RaftNode) {
+        self.node.track_leader_changes(node);
     }
 
     /// Renders the Prometheus text format, refreshing the Raft gauges first.
@@ -205,6 +248,7 @@ impl Metrics {
         let writes = node.write_batches();
         set("proposed_writes", writes.commands);
         set("write_proposals", writes.proposals);
+        self.node.refresh(node, status.last_log_index).await;
         if let Some(leases) = node.registry_lease_count() {
             self.leases.set(leases as i64);
         }

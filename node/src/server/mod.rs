@@ -11,6 +11,7 @@ pub mod http;
 pub mod identity;
 pub mod kv;
 pub mod metrics;
+mod metrics_node;
 pub mod micro;
 pub mod namespace;
 pub mod namespaces;
@@ -284,6 +285,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         );
     }
     let metrics = metrics::Metrics::new();
+    metrics.track_leader_changes(&node);
     let gate = Arc::new(identity::Gate::new(
         node.clone(),
         auth_on,

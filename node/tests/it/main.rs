@@ -14,6 +14,7 @@ mod go_sdk;
 mod harness;
 mod kv;
 mod micro;
+mod observability;
 mod ops;
 mod quota;
 mod registry;

@@ -53,6 +53,13 @@ async fn health_readiness_and_metrics() {
     let table = server.client("default").await.table("db", "t");
     table.put("k", "v").await.unwrap();
     table.get("missing").await.unwrap();
+    server
+        .client("shop")
+        .await
+        .topic("orders")
+        .publish(strata_client::stream::Publish::new("m"))
+        .await
+        .unwrap();
 
     assert_eq!(server.http_get("/healthz").0, 200);
     let (code, body) = server.http_get("/readyz");
@@ -60,11 +67,20 @@ async fn health_readiness_and_metrics() {
     let (code, metrics) = server.http_get("/metrics");
     assert_eq!(code, 200);
     for expected in [
-        r#"strata_grpc_requests_total{code="OK",method="Put"} 1"#,
-        r#"strata_grpc_requests_total{code="NOT_FOUND",method="Get"} 1"#,
+        r#"strata_grpc_requests_total{code="OK",method="Put",namespace="default"} 1"#,
+        r#"strata_grpc_requests_total{code="NOT_FOUND",method="Get",namespace="default"} 1"#,
+        r#"strata_grpc_requests_total{code="OK",method="stream.Publish",namespace="shop"} 1"#,
         r#"strata_grpc_request_duration_seconds_count{method="Put"} 1"#,
         r#"strata_raft{field="is_leader"} 1"#,
         r#"strata_raft{field="commit_index"}"#,
+        r#"strata_stream_topic_messages{namespace="shop",topic="orders"} 1"#,
+        r#"strata_stream_topic_last_sequence{namespace="shop",topic="orders"} 1"#,
+        r#"strata_raft_applied_entries_total "#,
+        r#"strata_raft_log_fsync_duration_seconds_count "#,
+        r#"strata_rocksdb_sst_bytes{cf="kv"} "#,
+        r#"strata_rocksdb_write_stopped 0"#,
+        r#"strata_process_open_fds "#,
+        r#"strata_process_resident_memory_bytes "#,
     ] {
         assert!(
             metrics.contains(expected),
