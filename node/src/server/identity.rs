@@ -67,6 +67,7 @@ fn super_admin_only(path: &str) -> Option<&'static str> {
             Some("cluster membership changes")
         }
         "/strata.namespace.v1.Namespaces/SetLimits" => Some("namespace limits"),
+        super::dashboard::PATH => Some("the dashboard"),
         _ => None,
     }
 }

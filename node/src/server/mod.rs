@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod dashboard;
 pub mod edge;
 pub mod expiring;
 pub mod history;
@@ -465,7 +466,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     // Micro's error shape for Micro's calls).
     let grpc = builder
         .layer(edge::EdgeStatusLayer)
-        .layer(identity::GateLayer(gate))
+        .layer(identity::GateLayer(gate.clone()))
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(kv)
@@ -486,7 +487,14 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .add_optional_service(micro_rules)
         .add_optional_service(micro_broker)
         .serve_with_incoming_shutdown(incoming, until(stopped.clone()));
-    let http = http::serve(http_listener, node.clone(), metrics, until(stopped.clone()));
+    let dashboard = dashboard::Dashboard::new(node.clone(), gate.clone());
+    let http = http::serve(
+        http_listener,
+        node.clone(),
+        metrics,
+        dashboard,
+        until(stopped.clone()),
+    );
 
     // Scripts and tests read this line to learn the bound ports.
     let peer = bound_peer_addr.map_or_else(|| "none".to_string(), |a| a.to_string());

@@ -8,6 +8,7 @@ mod bad_input;
 mod cli;
 mod cluster;
 mod config;
+mod dashboard;
 mod deploy;
 mod durability;
 mod go_sdk;
