@@ -3,6 +3,7 @@
 mod cli;
 mod serve_config;
 mod server;
+mod telemetry;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -155,6 +156,10 @@ struct ServeArgs {
     /// so a disk filled by something else cannot stop the start. 0: keep none.
     #[arg(long, env = "STRATA_START_RESERVE_BYTES", default_value_t = 96 * 1024 * 1024)]
     start_reserve_bytes: u64,
+    /// Export the spans of every call (API → propose → append → fsync → apply) to this
+    /// OpenTelemetry collector over OTLP/gRPC (`http://collector:4317`). Unset: no export.
+    #[arg(long, env = "STRATA_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -174,7 +179,12 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => {
                 // openraft logs every failed heartbeat to a down peer as an error; the transport logs
                 // those failures itself, throttled.
-                init_tracing("info,openraft=error,openraft::replication=off");
+                const LOGS: &str = "info,openraft=error,openraft::replication=off";
+                match &args.otlp_endpoint {
+                    Some(endpoint) => telemetry::init_with_spans(LOGS, endpoint, args.node_id)
+                        .map_err(|e| anyhow::anyhow!("--otlp-endpoint {endpoint}: {e}"))?,
+                    None => telemetry::init(LOGS),
+                }
                 if let Err(status) =
                     server::validate::name("--super-namespace", &args.super_namespace)
                 {
@@ -191,7 +201,7 @@ fn main() -> std::process::ExitCode {
                 if args.max_message_bytes == 0 || args.max_message_bytes > 16 * 1024 * 1024 {
                     anyhow::bail!("--max-message-bytes must be between 1 and 16777216");
                 }
-                server::run(server::ServeConfig {
+                let served = server::run(server::ServeConfig {
                     data_dir: args.data_dir,
                     client_addr: args.client_addr,
                     http_addr: args.http_addr,
@@ -217,50 +227,52 @@ fn main() -> std::process::ExitCode {
                     micro: args.micro == Switch::On,
                     micro_register: args.micro_register,
                 })
-                .await
+                .await;
+                tokio::task::spawn_blocking(telemetry::flush).await?;
+                served
             }
             Command::Login(args) => {
-                init_tracing("warn");
+                telemetry::init("warn");
                 cli::auth::login(args).await
             }
             Command::Account(args) => {
-                init_tracing("warn");
+                telemetry::init("warn");
                 cli::auth::account(args).await
             }
             Command::Rule(args) => {
-                init_tracing("warn");
+                telemetry::init("warn");
                 cli::auth::rule(args).await
             }
             Command::Token(args) => {
-                init_tracing("warn");
+                telemetry::init("warn");
                 cli::auth::token(args).await
             }
             Command::Ns(args) => {
-                init_tracing("warn");
+                telemetry::init("warn");
                 cli::ns::run(args).await
             }
             Command::Kv(args) => {
-                init_tracing("warn");
+                telemetry::init("warn");
                 cli::kv::run(args).await
             }
             Command::Stream(args) => {
-                init_tracing("warn");
+                telemetry::init("warn");
                 cli::stream::run(args).await
             }
             Command::Registry(args) => {
-                init_tracing("warn");
+                telemetry::init("warn");
                 cli::registry::run(args).await
             }
             Command::Config(args) => {
-                init_tracing("warn");
+                telemetry::init("warn");
                 cli::config::run(args).await
             }
             Command::Cluster(args) => {
-                init_tracing("warn");
+                telemetry::init("warn");
                 cli::cluster::run(args).await
             }
             Command::Snapshot(args) => {
-                init_tracing("warn");
+                telemetry::init("warn");
                 cli::snapshot::run(args).await
             }
             Command::Health(args) => cli::health::run(args).await,
@@ -345,13 +357,4 @@ pub(crate) fn parse_initial_cluster(text: &str) -> Result<BTreeMap<u64, String>,
         return Err("lists no node".into());
     }
     Ok(members)
-}
-
-fn init_tracing(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -73,6 +73,7 @@ fn run_flusher(log: LogStore, waiting: mpsc::Receiver<LogFlushed<TypeConfig>>) {
         let mut batch = vec![first];
         batch.extend(waiting.try_iter());
         crate::failpoints::crash_point("log-before-fsync");
+        let _span = tracing::debug_span!("raft.log.fsync", appends = batch.len()).entered();
         let started = std::time::Instant::now();
         let result = log.sync().map_err(std::io::Error::other);
         crate::metrics::LOG_FSYNC_SECONDS.observe(started.elapsed().as_secs_f64());
@@ -156,6 +157,12 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
         I::IntoIter: OptionalSend,
     {
         let started = std::time::Instant::now();
+        let span = tracing::debug_span!(
+            "raft.log.append",
+            entries = tracing::field::Empty,
+            first_index = tracing::field::Empty
+        );
+        let _entered = span.enter();
         let encoded = entries
             .into_iter()
             .map(|entry| {
@@ -165,6 +172,10 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
                 ))
             })
             .collect::<Result<Vec<_>, StorageError<u64>>>()?;
+        span.record("entries", encoded.len());
+        if let Some((first, _)) = encoded.first() {
+            span.record("first_index", first);
+        }
         self.log
             .append(
                 encoded

@@ -556,6 +556,9 @@ impl RaftNode {
         }
     }
 
+    /// One write from the caller's side: routed to the leader, proposed (alone or in a batch),
+    /// committed by a majority, applied, answered (the `raft.write` span of a trace).
+    #[tracing::instrument(name = "raft.write", level = "debug", skip_all, fields(command = command.kind()))]
     async fn write(&self, command: Command) -> Result<Response, WriteError> {
         let request = Request {
             // Replaced by the leader's stamp before it is proposed (see `clock`).
@@ -682,6 +685,7 @@ fn write_error(
 }
 
 /// Proposes one batch of writes as one entry (a lone write as itself) and answers each.
+#[tracing::instrument(name = "raft.propose", level = "debug", skip_all, fields(commands = requests.len()))]
 async fn propose(
     raft: Raft<TypeConfig>,
     mut requests: Vec<Request>,

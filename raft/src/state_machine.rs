@@ -536,9 +536,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let machine = self.clone();
         let count = entries.len() as u64;
         let started = std::time::Instant::now();
-        let applied = tokio::task::spawn_blocking(move || machine.apply_entries(entries))
-            .await
-            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        let span = tracing::debug_span!(
+            "raft.apply",
+            entries = count,
+            first_index = entries.first().map_or(0, |e| e.log_id.index),
+            last_index = entries.last().map_or(0, |e| e.log_id.index)
+        );
+        let applied =
+            tokio::task::spawn_blocking(move || span.in_scope(|| machine.apply_entries(entries)))
+                .await
+                .map_err(|e| StorageIOError::write_state_machine(&e))?;
         crate::metrics::APPLY_SECONDS.observe(started.elapsed().as_secs_f64());
         crate::metrics::APPLIED_ENTRIES.inc_by(count);
         applied

@@ -41,6 +41,20 @@ pub enum Command {
     Quota(QuotaCommand),
 }
 
+impl Command {
+    /// The subsystem the command belongs to (a span field, a log field).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Kv(_) => "kv",
+            Command::Stream(_) => "stream",
+            Command::Registry(_) => "registry",
+            Command::Batch(_) => "batch",
+            Command::Auth(_) => "auth",
+            Command::Quota(_) => "quota",
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Response {
     /// Blank and membership entries.

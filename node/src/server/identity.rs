@@ -600,10 +600,20 @@ where
                 None
             };
             let namespace: std::sync::Arc<str> = caller.namespace.as_str().into();
+            // The call's span (a trace's root when spans are exported): named by the method.
+            let span = tracing::debug_span!(
+                "grpc",
+                otel.name = %request.uri().path(),
+                rpc.system = "grpc",
+                rpc.method = %request.uri().path(),
+                namespace = %namespace,
+            );
             request.extensions_mut().insert(caller);
-            let response = super::metrics::CALL_NAMESPACE
-                .scope(namespace, inner.call(request))
-                .await?;
+            let response = tracing::Instrument::instrument(
+                super::metrics::CALL_NAMESPACE.scope(namespace, inner.call(request)),
+                span,
+            )
+            .await?;
             let response = match bound {
                 Some(bound) => response.map(|body| {
                     tonic::body::Body::new(super::expiring::Expiring::new(body, gate, bound))

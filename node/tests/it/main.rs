@@ -21,4 +21,5 @@ mod quota;
 mod registry;
 mod stall;
 mod stream;
+mod telemetry;
 mod tls;
