@@ -11,6 +11,9 @@ use crate::command::{GroupConfig, TopicConfig};
 const FORMAT_V1: u8 = 1;
 /// Group records with their activity ([`GroupActivity`]); format 1 ones read with none.
 const FORMAT_V2: u8 = 2;
+/// Group records whose activity also counts redeliveries and dead letters; format 2 ones
+/// read with those at 0.
+const FORMAT_V3: u8 = 3;
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![FORMAT_V1];
@@ -118,6 +121,30 @@ pub struct GroupActivity {
     /// Deliveries (redeliveries included) and acks since the group was created.
     pub delivered: u64,
     pub acked: u64,
+    /// Deliveries of a message delivered before (its ack wait ran out, or it was nacked), and
+    /// messages moved to the dead-letter topic, since format 3 (before: 0).
+    pub redelivered: u64,
+    pub dead_lettered: u64,
+}
+
+/// A group record as format 2 stored it (its activity without redeliveries).
+#[derive(Deserialize)]
+struct GroupRecordV2 {
+    config: GroupConfig,
+    next_seq: u64,
+    pending: u64,
+    created_ms: u64,
+    deadline_floor_ms: u64,
+    pending_floor: u64,
+    activity: GroupActivityV2,
+}
+
+#[derive(Deserialize)]
+struct GroupActivityV2 {
+    last_delivery_ms: u64,
+    last_ack_ms: u64,
+    delivered: u64,
+    acked: u64,
 }
 
 /// A group record as format 1 stored it (before its activity was kept).
@@ -133,14 +160,33 @@ struct GroupRecordV1 {
 
 impl GroupRecord {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = vec![FORMAT_V2];
+        let mut out = vec![FORMAT_V3];
         bincode::serialize_into(&mut out, self).expect("serialising into a Vec cannot fail");
         out
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
         match bytes.split_first() {
-            Some((&FORMAT_V2, rest)) => Ok(bincode::deserialize(rest)?),
+            Some((&FORMAT_V3, rest)) => Ok(bincode::deserialize(rest)?),
+            Some((&FORMAT_V2, rest)) => {
+                let old: GroupRecordV2 = bincode::deserialize(rest)?;
+                Ok(Self {
+                    config: old.config,
+                    next_seq: old.next_seq,
+                    pending: old.pending,
+                    created_ms: old.created_ms,
+                    deadline_floor_ms: old.deadline_floor_ms,
+                    pending_floor: old.pending_floor,
+                    activity: GroupActivity {
+                        last_delivery_ms: old.activity.last_delivery_ms,
+                        last_ack_ms: old.activity.last_ack_ms,
+                        delivered: old.activity.delivered,
+                        acked: old.activity.acked,
+                        redelivered: 0,
+                        dead_lettered: 0,
+                    },
+                })
+            }
             Some((&FORMAT_V1, rest)) => {
                 let old: GroupRecordV1 = bincode::deserialize(rest)?;
                 Ok(Self {
@@ -186,7 +232,34 @@ mod tests {
         let mut newer = read.clone();
         newer.activity.delivered = 3;
         newer.activity.last_delivery_ms = 9;
+        newer.activity.redelivered = 1;
         assert_eq!(GroupRecord::decode(&newer.encode()).unwrap(), newer);
+        // Format 2: the activity without redeliveries and dead letters.
+        #[derive(Serialize)]
+        struct V2<'a>(
+            &'a GroupConfig,
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            (u64, u64, u64, u64),
+        );
+        let mut v2 = vec![FORMAT_V2];
+        bincode::serialize_into(&mut v2, &V2(&config, 7, 2, 1_000, 5_000, 5, (9, 11, 3, 1)))
+            .unwrap();
+        let read = GroupRecord::decode(&v2).unwrap();
+        assert_eq!(
+            read.activity,
+            GroupActivity {
+                last_delivery_ms: 9,
+                last_ack_ms: 11,
+                delivered: 3,
+                acked: 1,
+                redelivered: 0,
+                dead_lettered: 0,
+            }
+        );
         assert!(GroupRecord::decode(&[9, 1, 2]).is_err());
     }
 }

@@ -1159,6 +1159,7 @@ impl Apply<'_> {
             ..
         } = self.group(id)?.expect("created above").config;
         let want = claim as usize;
+        let (mut redelivered, mut dead_lettered) = (0u64, 0u64);
         if want > 0 {
             for seq in self.redeliverable(id, want)? {
                 if step.claimed.len() >= want {
@@ -1176,9 +1177,11 @@ impl Apply<'_> {
                     self.dead_letter(id, seq, pending.deliveries, message, &dead_letter)?;
                     self.remove_pending(id, seq)?;
                     step.dead_lettered.push(seq);
+                    dead_lettered += 1;
                     continue;
                 }
                 pending.deliveries += 1;
+                redelivered += 1;
                 step.claimed.push(Claimed {
                     sequence: seq,
                     deliveries: pending.deliveries,
@@ -1235,6 +1238,8 @@ impl Apply<'_> {
             group.activity.acked += acked;
             group.activity.last_ack_ms = self.time_ms;
         }
+        group.activity.redelivered += redelivered;
+        group.activity.dead_lettered += dead_lettered;
         self.groups.insert(id.clone(), Some(group));
         Ok(step)
     }

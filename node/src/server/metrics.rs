@@ -94,7 +94,7 @@ impl Metrics {
                 "strata_stream_group",
                 "Consumer group progress from this node's applied state (at most 1,000 groups, \
                  in key order): lag (retained messages never delivered), pending (delivered, \
-                 unacked), delivered and acked (since created), last_delivery_ms and \
+                 unacked), delivered, acked, redelivered and dead_lettered (counts), last_delivery_ms and \
                  last_ack_ms (ms since the Unix epoch; 0: never). A lag that grows while \
                  last_delivery_ms stands still is a stalled group",
             ),
@@ -269,6 +269,8 @@ impl Metrics {
                         ("acked", activity.acked),
                         ("last_delivery_ms", activity.last_delivery_ms),
                         ("last_ack_ms", activity.last_ack_ms),
+                        ("redelivered", activity.redelivered),
+                        ("dead_lettered", activity.dead_lettered),
                     ] {
                         self.groups
                             .with_label_values(&[

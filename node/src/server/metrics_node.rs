@@ -75,6 +75,7 @@ pub struct NodeMetrics {
     topic_bytes: IntGaugeVec,
     topic_last_seq: IntGaugeVec,
     registry_nodes: IntGauge,
+    registry_services: IntGauge,
     rocksdb_per_cf: Vec<(&'static str, IntGaugeVec)>,
     rocksdb_wide: Vec<(&'static str, IntGauge)>,
     rss: IntGauge,
@@ -139,6 +140,12 @@ impl NodeMetrics {
                 "Registered service nodes in all namespaces (per namespace: strata_namespace_usage{quota=\"nodes\"})",
             )
             .expect("valid metric"),
+            registry_services: IntGauge::new(
+                "strata_registry_services",
+                "Registered services (name and version) in all namespaces, counted over at most \
+                 100,000 nodes per scrape",
+            )
+            .expect("valid metric"),
             rocksdb_per_cf,
             rocksdb_wide,
             rss: IntGauge::new("strata_process_resident_memory_bytes", "Resident memory of the process")
@@ -159,6 +166,7 @@ impl NodeMetrics {
             Box::new(metrics.topic_bytes.clone()),
             Box::new(metrics.topic_last_seq.clone()),
             Box::new(metrics.registry_nodes.clone()),
+            Box::new(metrics.registry_services.clone()),
             Box::new(metrics.rss.clone()),
             Box::new(metrics.open_fds.clone()),
             Box::new(metrics.cpu_seconds.clone()),
@@ -216,16 +224,28 @@ impl NodeMetrics {
             .map(|entry| entry.usage.get(strata_storage::quota::Quota::Nodes))
             .sum();
         self.registry_nodes.set(clamp(nodes));
-        let (stream, engine) = (node.stream().clone(), node.engine().clone());
+        let (stream, engine, registry) = (
+            node.stream().clone(),
+            node.engine().clone(),
+            node.registry().clone(),
+        );
         let read = tokio::task::spawn_blocking(move || {
-            (stream.topics_depth(MAX_TOPICS_REPORTED), engine.stats())
+            (
+                stream.topics_depth(MAX_TOPICS_REPORTED),
+                engine.stats(),
+                count_services(&registry),
+            )
         })
         .await;
         self.topic_messages.reset();
         self.topic_bytes.reset();
         self.topic_last_seq.reset();
         match read {
-            Ok((topics, stats)) => {
+            Ok((topics, stats, services)) => {
+                match services {
+                    Ok(services) => self.registry_services.set(clamp(services)),
+                    Err(error) => tracing::warn!(%error, "counting services for the metrics"),
+                }
                 match topics {
                     Ok(topics) => {
                         for topic in topics {
@@ -306,6 +326,22 @@ impl NodeMetrics {
             }
         }
     }
+}
+
+/// Services (name and version) in every namespace, reading at most ten pages of 10,000 nodes.
+fn count_services(
+    registry: &strata_registry::RegistryState,
+) -> Result<u64, strata_storage::StorageError> {
+    let (mut count, mut after) = (0u64, None);
+    for _ in 0..10 {
+        let page = registry.services_page(None, after.as_deref(), 10_000)?;
+        count += page.services.len() as u64;
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    Ok(count)
 }
 
 /// The RocksDB figures for the whole database rather than per column family.

@@ -138,3 +138,35 @@ async fn group_progress_is_in_topic_info_and_metrics() {
         assert!(metrics.contains(&line), "metrics lack {line:?}:\n{metrics}");
     }
 }
+
+/// Redeliveries are counted per group (a nacked message delivered again), in the metrics.
+#[tokio::test]
+async fn redeliveries_are_counted_per_group() {
+    use futures::StreamExt;
+    use strata_client::stream::{Publish, SubscribeOptions};
+    let server = Server::start();
+    let topic = server.client("shop").await.topic("orders");
+    topic.publish(Publish::new("m0")).await.unwrap();
+    let mut subscription = topic
+        .subscribe(SubscribeOptions::group("billing").earliest())
+        .await
+        .unwrap();
+    let first = subscription.next().await.unwrap().unwrap();
+    first.nack(std::time::Duration::ZERO).await.unwrap();
+    let again = subscription.next().await.unwrap().unwrap();
+    assert_eq!(again.message.sequence, first.message.sequence);
+    again.ack().await.unwrap();
+    drop(subscription);
+    let (_, metrics) = server.http_get("/metrics");
+    for (field, value) in [
+        ("redelivered", "1"),
+        ("delivered", "2"),
+        ("acked", "1"),
+        ("dead_lettered", "0"),
+    ] {
+        let line = format!(
+            r#"strata_stream_group{{field="{field}",group="billing",namespace="shop",topic="orders"}} {value}"#
+        );
+        assert!(metrics.contains(&line), "metrics lack {line:?}:\n{metrics}");
+    }
+}

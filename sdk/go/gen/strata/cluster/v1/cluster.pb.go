@@ -23,6 +23,204 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type SnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRequest) Reset() {
+	*x = SnapshotRequest{}
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRequest) ProtoMessage() {}
+
+func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{0}
+}
+
+type SnapshotChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Part:
+	//
+	//	*SnapshotChunk_Header
+	//	*SnapshotChunk_Data
+	Part isSnapshotChunk_Part `protobuf_oneof:"part"`
+	// State entries exported so far (data), or RocksDB's estimate of all of them (header): for
+	// progress only.
+	Entries       uint64 `protobuf:"varint,3,opt,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotChunk) Reset() {
+	*x = SnapshotChunk{}
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotChunk) ProtoMessage() {}
+
+func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
+func (*SnapshotChunk) Descriptor() ([]byte, []int) {
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SnapshotChunk) GetPart() isSnapshotChunk_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *SnapshotChunk) GetHeader() *SnapshotHeader {
+	if x != nil {
+		if x, ok := x.Part.(*SnapshotChunk_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotChunk) GetData() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*SnapshotChunk_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotChunk) GetEntries() uint64 {
+	if x != nil {
+		return x.Entries
+	}
+	return 0
+}
+
+type isSnapshotChunk_Part interface {
+	isSnapshotChunk_Part()
+}
+
+type SnapshotChunk_Header struct {
+	Header *SnapshotHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type SnapshotChunk_Data struct {
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
+}
+
+func (*SnapshotChunk_Header) isSnapshotChunk_Part() {}
+
+func (*SnapshotChunk_Data) isSnapshotChunk_Part() {}
+
+type SnapshotHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The backup file's header, as JSON: written to the file as it is.
+	Json string `protobuf:"bytes,1,opt,name=json,proto3" json:"json,omitempty"`
+	// The newest revision the state holds.
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	AppliedIndex  uint64 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	SourceNode    uint64 `protobuf:"varint,4,opt,name=source_node,json=sourceNode,proto3" json:"source_node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotHeader) Reset() {
+	*x = SnapshotHeader{}
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotHeader) ProtoMessage() {}
+
+func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
+func (*SnapshotHeader) Descriptor() ([]byte, []int) {
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SnapshotHeader) GetJson() string {
+	if x != nil {
+		return x.Json
+	}
+	return ""
+}
+
+func (x *SnapshotHeader) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetSourceNode() uint64 {
+	if x != nil {
+		return x.SourceNode
+	}
+	return 0
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -31,7 +229,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[0]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -43,7 +241,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[0]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -56,7 +254,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{0}
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 type StatusResponse struct {
@@ -74,7 +272,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[1]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -86,7 +284,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[1]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -99,7 +297,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StatusResponse) GetNodeId() uint64 {
@@ -146,7 +344,7 @@ type Membership struct {
 
 func (x *Membership) Reset() {
 	*x = Membership{}
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[2]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -158,7 +356,7 @@ func (x *Membership) String() string {
 func (*Membership) ProtoMessage() {}
 
 func (x *Membership) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[2]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -171,7 +369,7 @@ func (x *Membership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Membership.ProtoReflect.Descriptor instead.
 func (*Membership) Descriptor() ([]byte, []int) {
-	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Membership) GetVoterSets() []*VoterSet {
@@ -204,7 +402,7 @@ type VoterSet struct {
 
 func (x *VoterSet) Reset() {
 	*x = VoterSet{}
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[3]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -216,7 +414,7 @@ func (x *VoterSet) String() string {
 func (*VoterSet) ProtoMessage() {}
 
 func (x *VoterSet) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[3]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -229,7 +427,7 @@ func (x *VoterSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VoterSet.ProtoReflect.Descriptor instead.
 func (*VoterSet) Descriptor() ([]byte, []int) {
-	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *VoterSet) GetNodeIds() []uint64 {
@@ -257,7 +455,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[4]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -269,7 +467,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[4]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -282,7 +480,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Member) GetNodeId() uint64 {
@@ -345,7 +543,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[5]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -357,7 +555,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[5]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -370,7 +568,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *NodeStatus) GetRole() string {
@@ -447,7 +645,7 @@ type AddLearnerRequest struct {
 
 func (x *AddLearnerRequest) Reset() {
 	*x = AddLearnerRequest{}
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[6]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -459,7 +657,7 @@ func (x *AddLearnerRequest) String() string {
 func (*AddLearnerRequest) ProtoMessage() {}
 
 func (x *AddLearnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[6]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -472,7 +670,7 @@ func (x *AddLearnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddLearnerRequest.ProtoReflect.Descriptor instead.
 func (*AddLearnerRequest) Descriptor() ([]byte, []int) {
-	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AddLearnerRequest) GetNodeId() uint64 {
@@ -498,7 +696,7 @@ type PromoteRequest struct {
 
 func (x *PromoteRequest) Reset() {
 	*x = PromoteRequest{}
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[7]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +708,7 @@ func (x *PromoteRequest) String() string {
 func (*PromoteRequest) ProtoMessage() {}
 
 func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[7]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +721,7 @@ func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRequest) Descriptor() ([]byte, []int) {
-	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PromoteRequest) GetNodeId() uint64 {
@@ -542,7 +740,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[8]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +752,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[8]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +765,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RemoveRequest) GetNodeId() uint64 {
@@ -587,7 +785,7 @@ type SetVotersRequest struct {
 
 func (x *SetVotersRequest) Reset() {
 	*x = SetVotersRequest{}
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[9]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -599,7 +797,7 @@ func (x *SetVotersRequest) String() string {
 func (*SetVotersRequest) ProtoMessage() {}
 
 func (x *SetVotersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[9]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -612,7 +810,7 @@ func (x *SetVotersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetVotersRequest.ProtoReflect.Descriptor instead.
 func (*SetVotersRequest) Descriptor() ([]byte, []int) {
-	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{9}
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SetVotersRequest) GetNodeIds() []uint64 {
@@ -632,7 +830,7 @@ type MembershipResponse struct {
 
 func (x *MembershipResponse) Reset() {
 	*x = MembershipResponse{}
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[10]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -644,7 +842,7 @@ func (x *MembershipResponse) String() string {
 func (*MembershipResponse) ProtoMessage() {}
 
 func (x *MembershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[10]
+	mi := &file_strata_cluster_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -657,7 +855,7 @@ func (x *MembershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembershipResponse.ProtoReflect.Descriptor instead.
 func (*MembershipResponse) Descriptor() ([]byte, []int) {
-	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{10}
+	return file_strata_cluster_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MembershipResponse) GetLogIndex() uint64 {
@@ -671,7 +869,19 @@ var File_strata_cluster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_strata_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x1fstrata/cluster/v1/cluster.proto\x12\x11strata.cluster.v1\"\x0f\n" +
+	"\x1fstrata/cluster/v1/cluster.proto\x12\x11strata.cluster.v1\"\x11\n" +
+	"\x0fSnapshotRequest\"\x84\x01\n" +
+	"\rSnapshotChunk\x12;\n" +
+	"\x06header\x18\x01 \x01(\v2!.strata.cluster.v1.SnapshotHeaderH\x00R\x06header\x12\x14\n" +
+	"\x04data\x18\x02 \x01(\fH\x00R\x04data\x12\x18\n" +
+	"\aentries\x18\x03 \x01(\x04R\aentriesB\x06\n" +
+	"\x04part\"\x86\x01\n" +
+	"\x0eSnapshotHeader\x12\x12\n" +
+	"\x04json\x18\x01 \x01(\tR\x04json\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12#\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12\x1f\n" +
+	"\vsource_node\x18\x04 \x01(\x04R\n" +
+	"sourceNode\"\x0f\n" +
 	"\rStatusRequest\"\xba\x01\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1b\n" +
@@ -718,14 +928,15 @@ const file_strata_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x10SetVotersRequest\x12\x19\n" +
 	"\bnode_ids\x18\x01 \x03(\x04R\anodeIds\"1\n" +
 	"\x12MembershipResponse\x12\x1b\n" +
-	"\tlog_index\x18\x01 \x01(\x04R\blogIndex2\xb4\x03\n" +
+	"\tlog_index\x18\x01 \x01(\x04R\blogIndex2\x88\x04\n" +
 	"\aCluster\x12M\n" +
 	"\x06Status\x12 .strata.cluster.v1.StatusRequest\x1a!.strata.cluster.v1.StatusResponse\x12Y\n" +
 	"\n" +
 	"AddLearner\x12$.strata.cluster.v1.AddLearnerRequest\x1a%.strata.cluster.v1.MembershipResponse\x12S\n" +
 	"\aPromote\x12!.strata.cluster.v1.PromoteRequest\x1a%.strata.cluster.v1.MembershipResponse\x12Q\n" +
 	"\x06Remove\x12 .strata.cluster.v1.RemoveRequest\x1a%.strata.cluster.v1.MembershipResponse\x12W\n" +
-	"\tSetVoters\x12#.strata.cluster.v1.SetVotersRequest\x1a%.strata.cluster.v1.MembershipResponseb\x06proto3"
+	"\tSetVoters\x12#.strata.cluster.v1.SetVotersRequest\x1a%.strata.cluster.v1.MembershipResponse\x12R\n" +
+	"\bSnapshot\x12\".strata.cluster.v1.SnapshotRequest\x1a .strata.cluster.v1.SnapshotChunk0\x01b\x06proto3"
 
 var (
 	file_strata_cluster_v1_cluster_proto_rawDescOnce sync.Once
@@ -739,40 +950,46 @@ func file_strata_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_strata_cluster_v1_cluster_proto_rawDescData
 }
 
-var file_strata_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_strata_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_strata_cluster_v1_cluster_proto_goTypes = []any{
-	(*StatusRequest)(nil),      // 0: strata.cluster.v1.StatusRequest
-	(*StatusResponse)(nil),     // 1: strata.cluster.v1.StatusResponse
-	(*Membership)(nil),         // 2: strata.cluster.v1.Membership
-	(*VoterSet)(nil),           // 3: strata.cluster.v1.VoterSet
-	(*Member)(nil),             // 4: strata.cluster.v1.Member
-	(*NodeStatus)(nil),         // 5: strata.cluster.v1.NodeStatus
-	(*AddLearnerRequest)(nil),  // 6: strata.cluster.v1.AddLearnerRequest
-	(*PromoteRequest)(nil),     // 7: strata.cluster.v1.PromoteRequest
-	(*RemoveRequest)(nil),      // 8: strata.cluster.v1.RemoveRequest
-	(*SetVotersRequest)(nil),   // 9: strata.cluster.v1.SetVotersRequest
-	(*MembershipResponse)(nil), // 10: strata.cluster.v1.MembershipResponse
+	(*SnapshotRequest)(nil),    // 0: strata.cluster.v1.SnapshotRequest
+	(*SnapshotChunk)(nil),      // 1: strata.cluster.v1.SnapshotChunk
+	(*SnapshotHeader)(nil),     // 2: strata.cluster.v1.SnapshotHeader
+	(*StatusRequest)(nil),      // 3: strata.cluster.v1.StatusRequest
+	(*StatusResponse)(nil),     // 4: strata.cluster.v1.StatusResponse
+	(*Membership)(nil),         // 5: strata.cluster.v1.Membership
+	(*VoterSet)(nil),           // 6: strata.cluster.v1.VoterSet
+	(*Member)(nil),             // 7: strata.cluster.v1.Member
+	(*NodeStatus)(nil),         // 8: strata.cluster.v1.NodeStatus
+	(*AddLearnerRequest)(nil),  // 9: strata.cluster.v1.AddLearnerRequest
+	(*PromoteRequest)(nil),     // 10: strata.cluster.v1.PromoteRequest
+	(*RemoveRequest)(nil),      // 11: strata.cluster.v1.RemoveRequest
+	(*SetVotersRequest)(nil),   // 12: strata.cluster.v1.SetVotersRequest
+	(*MembershipResponse)(nil), // 13: strata.cluster.v1.MembershipResponse
 }
 var file_strata_cluster_v1_cluster_proto_depIdxs = []int32{
-	4,  // 0: strata.cluster.v1.StatusResponse.members:type_name -> strata.cluster.v1.Member
-	2,  // 1: strata.cluster.v1.StatusResponse.membership:type_name -> strata.cluster.v1.Membership
-	3,  // 2: strata.cluster.v1.Membership.voter_sets:type_name -> strata.cluster.v1.VoterSet
-	5,  // 3: strata.cluster.v1.Member.status:type_name -> strata.cluster.v1.NodeStatus
-	0,  // 4: strata.cluster.v1.Cluster.Status:input_type -> strata.cluster.v1.StatusRequest
-	6,  // 5: strata.cluster.v1.Cluster.AddLearner:input_type -> strata.cluster.v1.AddLearnerRequest
-	7,  // 6: strata.cluster.v1.Cluster.Promote:input_type -> strata.cluster.v1.PromoteRequest
-	8,  // 7: strata.cluster.v1.Cluster.Remove:input_type -> strata.cluster.v1.RemoveRequest
-	9,  // 8: strata.cluster.v1.Cluster.SetVoters:input_type -> strata.cluster.v1.SetVotersRequest
-	1,  // 9: strata.cluster.v1.Cluster.Status:output_type -> strata.cluster.v1.StatusResponse
-	10, // 10: strata.cluster.v1.Cluster.AddLearner:output_type -> strata.cluster.v1.MembershipResponse
-	10, // 11: strata.cluster.v1.Cluster.Promote:output_type -> strata.cluster.v1.MembershipResponse
-	10, // 12: strata.cluster.v1.Cluster.Remove:output_type -> strata.cluster.v1.MembershipResponse
-	10, // 13: strata.cluster.v1.Cluster.SetVoters:output_type -> strata.cluster.v1.MembershipResponse
-	9,  // [9:14] is the sub-list for method output_type
-	4,  // [4:9] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	2,  // 0: strata.cluster.v1.SnapshotChunk.header:type_name -> strata.cluster.v1.SnapshotHeader
+	7,  // 1: strata.cluster.v1.StatusResponse.members:type_name -> strata.cluster.v1.Member
+	5,  // 2: strata.cluster.v1.StatusResponse.membership:type_name -> strata.cluster.v1.Membership
+	6,  // 3: strata.cluster.v1.Membership.voter_sets:type_name -> strata.cluster.v1.VoterSet
+	8,  // 4: strata.cluster.v1.Member.status:type_name -> strata.cluster.v1.NodeStatus
+	3,  // 5: strata.cluster.v1.Cluster.Status:input_type -> strata.cluster.v1.StatusRequest
+	9,  // 6: strata.cluster.v1.Cluster.AddLearner:input_type -> strata.cluster.v1.AddLearnerRequest
+	10, // 7: strata.cluster.v1.Cluster.Promote:input_type -> strata.cluster.v1.PromoteRequest
+	11, // 8: strata.cluster.v1.Cluster.Remove:input_type -> strata.cluster.v1.RemoveRequest
+	12, // 9: strata.cluster.v1.Cluster.SetVoters:input_type -> strata.cluster.v1.SetVotersRequest
+	0,  // 10: strata.cluster.v1.Cluster.Snapshot:input_type -> strata.cluster.v1.SnapshotRequest
+	4,  // 11: strata.cluster.v1.Cluster.Status:output_type -> strata.cluster.v1.StatusResponse
+	13, // 12: strata.cluster.v1.Cluster.AddLearner:output_type -> strata.cluster.v1.MembershipResponse
+	13, // 13: strata.cluster.v1.Cluster.Promote:output_type -> strata.cluster.v1.MembershipResponse
+	13, // 14: strata.cluster.v1.Cluster.Remove:output_type -> strata.cluster.v1.MembershipResponse
+	13, // 15: strata.cluster.v1.Cluster.SetVoters:output_type -> strata.cluster.v1.MembershipResponse
+	1,  // 16: strata.cluster.v1.Cluster.Snapshot:output_type -> strata.cluster.v1.SnapshotChunk
+	11, // [11:17] is the sub-list for method output_type
+	5,  // [5:11] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_strata_cluster_v1_cluster_proto_init() }
@@ -780,14 +997,18 @@ func file_strata_cluster_v1_cluster_proto_init() {
 	if File_strata_cluster_v1_cluster_proto != nil {
 		return
 	}
-	file_strata_cluster_v1_cluster_proto_msgTypes[4].OneofWrappers = []any{}
+	file_strata_cluster_v1_cluster_proto_msgTypes[1].OneofWrappers = []any{
+		(*SnapshotChunk_Header)(nil),
+		(*SnapshotChunk_Data)(nil),
+	}
+	file_strata_cluster_v1_cluster_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_cluster_v1_cluster_proto_rawDesc), len(file_strata_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

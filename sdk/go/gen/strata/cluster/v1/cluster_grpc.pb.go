@@ -26,6 +26,7 @@ const (
 	Cluster_Promote_FullMethodName    = "/strata.cluster.v1.Cluster/Promote"
 	Cluster_Remove_FullMethodName     = "/strata.cluster.v1.Cluster/Remove"
 	Cluster_SetVoters_FullMethodName  = "/strata.cluster.v1.Cluster/SetVoters"
+	Cluster_Snapshot_FullMethodName   = "/strata.cluster.v1.Cluster/Snapshot"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -47,6 +48,12 @@ type ClusterClient interface {
 	// completes it (the new set) or rolls it back (the old one). A node that is not a voter yet
 	// must be a caught-up learner. Setting the voters in force changes nothing.
 	SetVoters(ctx context.Context, in *SetVotersRequest, opts ...grpc.CallOption) (*MembershipResponse, error)
+	// A backup of the whole state (every namespace's keys, streams, groups, registry, config
+	// with its secrets still sealed, accounts), for `strata snapshot save`. It reflects every
+	// write acknowledged before the call. The first message holds the header, the rest the
+	// state's bytes in order (the last of them end with the state's crc32). One at a time per
+	// node; a reader that takes nothing for 60 s is cut.
+	Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error)
 }
 
 type clusterClient struct {
@@ -107,6 +114,25 @@ func (c *clusterClient) SetVoters(ctx context.Context, in *SetVotersRequest, opt
 	return out, nil
 }
 
+func (c *clusterClient) Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[0], Cluster_Snapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SnapshotRequest, SnapshotChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_SnapshotClient = grpc.ServerStreamingClient[SnapshotChunk]
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -126,6 +152,12 @@ type ClusterServer interface {
 	// completes it (the new set) or rolls it back (the old one). A node that is not a voter yet
 	// must be a caught-up learner. Setting the voters in force changes nothing.
 	SetVoters(context.Context, *SetVotersRequest) (*MembershipResponse, error)
+	// A backup of the whole state (every namespace's keys, streams, groups, registry, config
+	// with its secrets still sealed, accounts), for `strata snapshot save`. It reflects every
+	// write acknowledged before the call. The first message holds the header, the rest the
+	// state's bytes in order (the last of them end with the state's crc32). One at a time per
+	// node; a reader that takes nothing for 60 s is cut.
+	Snapshot(*SnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -150,6 +182,9 @@ func (UnimplementedClusterServer) Remove(context.Context, *RemoveRequest) (*Memb
 }
 func (UnimplementedClusterServer) SetVoters(context.Context, *SetVotersRequest) (*MembershipResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetVoters not implemented")
+}
+func (UnimplementedClusterServer) Snapshot(*SnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error {
+	return status.Error(codes.Unimplemented, "method Snapshot not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -262,6 +297,17 @@ func _Cluster_SetVoters_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_Snapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SnapshotRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ClusterServer).Snapshot(m, &grpc.GenericServerStream[SnapshotRequest, SnapshotChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_SnapshotServer = grpc.ServerStreamingServer[SnapshotChunk]
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -290,6 +336,12 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Cluster_SetVoters_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Snapshot",
+			Handler:       _Cluster_Snapshot_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "strata/cluster/v1/cluster.proto",
 }
