@@ -139,12 +139,33 @@ struct GroupRecordV2 {
     activity: GroupActivityV2,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct GroupActivityV2 {
     last_delivery_ms: u64,
     last_ack_ms: u64,
     delivered: u64,
     acked: u64,
+}
+
+impl From<GroupRecordV2> for GroupRecord {
+    fn from(old: GroupRecordV2) -> Self {
+        Self {
+            config: old.config,
+            next_seq: old.next_seq,
+            pending: old.pending,
+            created_ms: old.created_ms,
+            deadline_floor_ms: old.deadline_floor_ms,
+            pending_floor: old.pending_floor,
+            activity: GroupActivity {
+                last_delivery_ms: old.activity.last_delivery_ms,
+                last_ack_ms: old.activity.last_ack_ms,
+                delivered: old.activity.delivered,
+                acked: old.activity.acked,
+                redelivered: 0,
+                dead_lettered: 0,
+            },
+        }
+    }
 }
 
 /// A group record as format 1 stored it (before its activity was kept).
@@ -168,36 +189,19 @@ impl GroupRecord {
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
         match bytes.split_first() {
             Some((&FORMAT_V3, rest)) => Ok(bincode::deserialize(rest)?),
-            Some((&FORMAT_V2, rest)) => {
-                let old: GroupRecordV2 = bincode::deserialize(rest)?;
-                Ok(Self {
-                    config: old.config,
-                    next_seq: old.next_seq,
-                    pending: old.pending,
-                    created_ms: old.created_ms,
-                    deadline_floor_ms: old.deadline_floor_ms,
-                    pending_floor: old.pending_floor,
-                    activity: GroupActivity {
-                        last_delivery_ms: old.activity.last_delivery_ms,
-                        last_ack_ms: old.activity.last_ack_ms,
-                        delivered: old.activity.delivered,
-                        acked: old.activity.acked,
-                        redelivered: 0,
-                        dead_lettered: 0,
-                    },
-                })
-            }
+            Some((&FORMAT_V2, rest)) => Ok(bincode::deserialize::<GroupRecordV2>(rest)?.into()),
             Some((&FORMAT_V1, rest)) => {
                 let old: GroupRecordV1 = bincode::deserialize(rest)?;
-                Ok(Self {
+                Ok(GroupRecordV2 {
                     config: old.config,
                     next_seq: old.next_seq,
                     pending: old.pending,
                     created_ms: old.created_ms,
                     deadline_floor_ms: old.deadline_floor_ms,
                     pending_floor: old.pending_floor,
-                    activity: GroupActivity::default(),
-                })
+                    activity: GroupActivityV2::default(),
+                }
+                .into())
             }
             Some((format, _)) => Err(StorageError::Corrupt(format!(
                 "group record of unknown format {format}"

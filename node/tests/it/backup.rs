@@ -171,20 +171,11 @@ async fn a_backup_of_a_live_cluster_restores_into_a_new_cluster_with_everything(
     drop(subscription);
     // Services in the registry, and a config document with a secret.
     for (name, nodes) in [("api", 3), ("billing", 2)] {
-        let service = strata_client::registry::Service {
-            name: name.into(),
-            version: "1.0.0".into(),
-            nodes: (0..nodes)
-                .map(|n| strata_client::registry::Node {
-                    id: format!("{name}-{n}"),
-                    address: format!("10.0.0.{n}:8080"),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        };
         shop.registry()
-            .register(&service, Duration::from_secs(3_600))
+            .register(
+                &crate::harness::service(name, "1.0.0", nodes),
+                Duration::from_secs(3_600),
+            )
             .await
             .unwrap();
     }

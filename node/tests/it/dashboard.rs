@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use futures::StreamExt;
-use strata_client::stream::{Publish, SubscribeOptions};
+use strata_client::stream::Publish;
 use strata_client::Client;
 
 use crate::harness::auth::root_token;
@@ -90,35 +89,8 @@ async fn the_dashboard_shows_the_cluster_in_a_browser_and_follows_a_leader_chang
     for n in 0..4 {
         topic.publish(Publish::new(format!("m{n}"))).await.unwrap();
     }
-    let mut subscription = topic
-        .subscribe(
-            SubscribeOptions::group("billing")
-                .earliest()
-                .max_in_flight(1),
-        )
-        .await
-        .unwrap();
-    subscription
-        .next()
-        .await
-        .unwrap()
-        .unwrap()
-        .ack()
-        .await
-        .unwrap();
-    drop(subscription);
-    let service = strata_client::registry::Service {
-        name: "api".into(),
-        version: "1.0".into(),
-        nodes: (0..2)
-            .map(|n| strata_client::registry::Node {
-                id: format!("api-{n}"),
-                address: format!("10.0.0.{n}:80"),
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    };
+    crate::harness::ack_first(&client, "orders", "billing").await;
+    let service = crate::harness::service("api", "1.0", 2);
     client
         .registry()
         .register(&service, Duration::from_secs(300))

@@ -750,3 +750,36 @@ pub mod auth {
         login(grpc, namespace, id, &secret).await.access_token
     }
 }
+
+/// A registry service `name` at `version` with `nodes` nodes (`NAME-i` at `10.0.0.i:80`).
+pub fn service(name: &str, version: &str, nodes: usize) -> strata_client::registry::Service {
+    strata_client::registry::Service {
+        name: name.into(),
+        version: version.into(),
+        nodes: (0..nodes)
+            .map(|n| strata_client::registry::Node {
+                id: format!("{name}-{n}"),
+                address: format!("10.0.0.{n}:80"),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// Takes the first message of `topic` through consumer group `group` (from the earliest) and
+/// acks it.
+pub async fn ack_first(client: &strata_client::Client, topic: &str, group: &str) {
+    use futures::StreamExt;
+    let mut subscription = client
+        .topic(topic)
+        .subscribe(
+            strata_client::stream::SubscribeOptions::group(group)
+                .earliest()
+                .max_in_flight(1),
+        )
+        .await
+        .unwrap();
+    let delivery = subscription.next().await.unwrap().unwrap();
+    delivery.ack().await.unwrap();
+}

@@ -6,8 +6,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures::StreamExt;
-use strata_client::stream::{Publish, SubscribeOptions};
+use strata_client::stream::Publish;
 use strata_client::Client;
 
 use crate::harness::Cluster;
@@ -55,29 +54,8 @@ async fn every_metric_the_dashboard_and_alerts_use_exists_on_a_running_cluster()
     }
     let topic = client.topic("orders");
     topic.publish(Publish::new("m")).await.unwrap();
-    let mut subscription = topic
-        .subscribe(SubscribeOptions::group("billing").earliest())
-        .await
-        .unwrap();
-    subscription
-        .next()
-        .await
-        .unwrap()
-        .unwrap()
-        .ack()
-        .await
-        .unwrap();
-    drop(subscription);
-    let service = strata_client::registry::Service {
-        name: "api".into(),
-        version: "1".into(),
-        nodes: vec![strata_client::registry::Node {
-            id: "api-1".into(),
-            address: "10.0.0.1:80".into(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
+    crate::harness::ack_first(&client, "orders", "billing").await;
+    let service = crate::harness::service("api", "1", 1);
     client
         .registry()
         .register(&service, Duration::from_secs(60))
