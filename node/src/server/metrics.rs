@@ -16,6 +16,7 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    namespace_latency: HistogramVec,
     raft: IntGaugeVec,
     registrations: IntCounterVec,
     leases: prometheus::IntGauge,
@@ -63,6 +64,16 @@ impl Metrics {
             )
             .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 18).expect("valid buckets")),
             &["method"],
+        )
+        .expect("valid metric");
+        let namespace_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "strata_grpc_namespace_request_duration_seconds",
+                "gRPC request latency per namespace (coarse buckets; per method: \
+                 strata_grpc_request_duration_seconds)",
+            )
+            .buckets(vec![0.001, 0.005, 0.025, 0.1, 0.5, 2.5]),
+            &["namespace"],
         )
         .expect("valid metric");
         let raft = IntGaugeVec::new(
@@ -133,6 +144,7 @@ impl Metrics {
             Box::new(limits.clone()),
             Box::new(quota_refusals.clone()),
             Box::new(latency.clone()),
+            Box::new(namespace_latency.clone()),
             Box::new(raft.clone()),
             Box::new(registrations.clone()),
             Box::new(leases.clone()),
@@ -152,6 +164,7 @@ impl Metrics {
             registry,
             requests,
             latency,
+            namespace_latency,
             raft,
             registrations,
             leases,
@@ -202,12 +215,14 @@ impl Metrics {
         let namespace = CALL_NAMESPACE
             .try_with(|namespace| self.namespace_label(namespace))
             .unwrap_or_else(|_| "".to_string());
+        let elapsed = started.elapsed().as_secs_f64();
         self.requests
             .with_label_values(&[method, code_name(code), &namespace])
             .inc();
-        self.latency
-            .with_label_values(&[method])
-            .observe(started.elapsed().as_secs_f64());
+        self.latency.with_label_values(&[method]).observe(elapsed);
+        self.namespace_latency
+            .with_label_values(&[&namespace])
+            .observe(elapsed);
     }
 
     fn namespace_label(&self, namespace: &str) -> String {

@@ -71,6 +71,7 @@ async fn health_readiness_and_metrics() {
         r#"strata_grpc_requests_total{code="NOT_FOUND",method="Get",namespace="default"} 1"#,
         r#"strata_grpc_requests_total{code="OK",method="stream.Publish",namespace="shop"} 1"#,
         r#"strata_grpc_request_duration_seconds_count{method="Put"} 1"#,
+        r#"strata_grpc_namespace_request_duration_seconds_count{namespace="shop"} 1"#,
         r#"strata_raft{field="is_leader"} 1"#,
         r#"strata_raft{field="commit_index"}"#,
         r#"strata_stream_topic_messages{namespace="shop",topic="orders"} 1"#,
