@@ -412,6 +412,37 @@ pub async fn restore(
             .await
             .map_err(|e| BackupError::Storage(e.to_string()))??
     };
+    let existed = data_dir.exists();
+    if let Err(error) = write_data_dir(path, data_dir, node_id, &info, &members).await {
+        // Nothing half-made stays behind: the directory was new or empty.
+        let _ = std::fs::remove_dir_all(data_dir);
+        if existed {
+            let _ = std::fs::create_dir(data_dir);
+        }
+        return Err(error);
+    }
+    tracing::info!(
+        node_id,
+        revision = info.header.revision,
+        entries = info.entries,
+        data_dir = %data_dir.display(),
+        "restored a backup into a new data directory"
+    );
+    Ok(Restored {
+        info,
+        node_id,
+        members,
+    })
+}
+
+/// Claims `data_dir` for `node_id` and builds its base (see [`build`]).
+async fn write_data_dir(
+    path: &Path,
+    data_dir: &Path,
+    node_id: u64,
+    info: &BackupInfo,
+    members: &BTreeMap<u64, String>,
+) -> Result<(), BackupError> {
     crate::node::claim_node_id(data_dir, node_id)
         .map_err(|e| BackupError::Storage(e.to_string()))?;
     let engine = Engine::open(&data_dir.join("db"))?;
@@ -425,18 +456,7 @@ pub async fn restore(
     let quiesced = engine.quiesce();
     built??;
     quiesced?;
-    tracing::info!(
-        node_id,
-        revision = info.header.revision,
-        entries = info.entries,
-        data_dir = %data_dir.display(),
-        "restored a backup into a new data directory"
-    );
-    Ok(Restored {
-        info,
-        node_id,
-        members,
-    })
+    Ok(())
 }
 
 /// The base snapshot of a restored cluster: the backup's state with the new cluster's
