@@ -28,8 +28,8 @@ use strata_storage::Engine;
 
 use crate::node::{RaftNode, ReadError};
 use crate::state_machine::{
-    StateMachine, META_APPLIED_PART, META_CLUSTER_TIME, META_LAST_APPLIED, META_MEMBERSHIP,
-    META_REVISION,
+    revision_of, StateMachine, META_APPLIED_PART, META_CLUSTER_TIME, META_LAST_APPLIED,
+    META_MEMBERSHIP, META_REVISION,
 };
 
 const MAGIC: &[u8; 8] = b"STRBKUP1";
@@ -116,10 +116,7 @@ fn header_of(
         decode::<Option<LogId<u64>>>(export.meta(META_LAST_APPLIED)?)?.flatten();
     let membership: StoredMembership<u64, BasicNode> =
         decode(export.meta(META_MEMBERSHIP)?)?.unwrap_or_default();
-    // As the state machine loads it: before revisions were counted apart, a revision was
-    // the applied index.
-    let revision = decode::<u64>(export.meta(META_REVISION)?)?
-        .unwrap_or_else(|| applied.map_or(0, |id| id.index));
+    let revision = revision_of(decode::<u64>(export.meta(META_REVISION)?)?, applied);
     Ok(BackupHeader {
         format: FORMAT,
         strata_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -303,42 +300,27 @@ pub fn verify(path: &Path) -> Result<BackupInfo, BackupError> {
     if &magic != MAGIC {
         return Err(invalid(path, "not a Strata backup (no STRBKUP1 header)"));
     }
-    // The digest first: it tells a truncated or damaged file apart from one this build cannot
-    // read, and nothing below parses bytes it has not vouched for.
+    // One pass: the header and the state are parsed from the bytes being hashed (every length
+    // is bounded by what the file holds). The digest is judged first: a truncated or damaged
+    // file is told apart from one this build cannot read.
     file.seek(SeekFrom::Start(0))?;
-    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut body =
-        std::io::BufReader::with_capacity(1 << 20, (&mut file).take(file_bytes - DIGEST_BYTES));
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let read = body.read(&mut buffer)?;
-        if read == 0 {
-            break;
-        }
-        digest.update(&buffer[..read]);
-    }
-    drop(body);
+    let mut body = Hashing {
+        inner: std::io::BufReader::with_capacity(1 << 20, file.take(file_bytes - DIGEST_BYTES)),
+        digest: ring::digest::Context::new(&ring::digest::SHA256),
+    };
+    let parsed = parse_body(&mut body, file_bytes);
+    std::io::copy(&mut body, &mut std::io::sink())?;
+    let mut file = body.inner.into_inner().into_inner();
     let mut stored = [0u8; DIGEST_BYTES as usize];
     file.read_exact(&mut stored)?;
-    let digest = digest.finish();
+    let digest = body.digest.finish();
     if digest.as_ref() != stored {
         return Err(invalid(
             path,
             "SHA-256 mismatch: the file is truncated or damaged",
         ));
     }
-    file.seek(SeekFrom::Start(MAGIC.len() as u64))?;
-    let mut length = [0u8; 4];
-    file.read_exact(&mut length)?;
-    let header_bytes = u32::from_le_bytes(length);
-    let state_offset = (MAGIC.len() + 4) as u64 + header_bytes as u64;
-    if header_bytes > MAX_HEADER_BYTES || state_offset + DIGEST_BYTES > file_bytes {
-        return Err(invalid(path, format!("a header of {header_bytes} bytes")));
-    }
-    let mut encoded = vec![0u8; header_bytes as usize];
-    file.read_exact(&mut encoded)?;
-    let header: BackupHeader =
-        serde_json::from_slice(&encoded).map_err(|e| invalid(path, format!("the header: {e}")))?;
+    let (header, entries, state_offset) = parsed.map_err(|what| invalid(path, what))?;
     if header.format != FORMAT {
         return Err(invalid(
             path,
@@ -348,21 +330,51 @@ pub fn verify(path: &Path) -> Result<BackupInfo, BackupError> {
             ),
         ));
     }
-    let state_bytes = file_bytes - DIGEST_BYTES - state_offset;
-    let mut entries = 0u64;
-    read_snapshot(&mut file, state_bytes, |_, _, _| {
-        entries += 1;
-        Ok(())
-    })
-    .map_err(|e| invalid(path, format!("the state: {e}")))?;
     Ok(BackupInfo {
         header,
         entries,
         file_bytes,
-        state_bytes,
+        state_bytes: file_bytes - DIGEST_BYTES - state_offset,
         sha256: hex(digest.as_ref()),
         state_offset,
     })
+}
+
+/// A reader that hashes everything read through it.
+struct Hashing<R> {
+    inner: R,
+    digest: ring::digest::Context,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.digest.update(&buf[..read]);
+        Ok(read)
+    }
+}
+
+/// Reads a backup's body (all but the digest) from its start: the header, the state's
+/// entries (counted) and where the state begins; or what is wrong with it.
+fn parse_body(body: &mut impl Read, file_bytes: u64) -> Result<(BackupHeader, u64, u64), String> {
+    let mut head = [0u8; MAGIC.len() + 4];
+    body.read_exact(&mut head).map_err(|e| e.to_string())?;
+    let header_bytes = u32::from_le_bytes(head[MAGIC.len()..].try_into().expect("4 bytes"));
+    let state_offset = (MAGIC.len() + 4) as u64 + header_bytes as u64;
+    if header_bytes > MAX_HEADER_BYTES || state_offset + DIGEST_BYTES > file_bytes {
+        return Err(format!("a header of {header_bytes} bytes"));
+    }
+    let mut encoded = vec![0u8; header_bytes as usize];
+    body.read_exact(&mut encoded).map_err(|e| e.to_string())?;
+    let header: BackupHeader =
+        serde_json::from_slice(&encoded).map_err(|e| format!("the header: {e}"))?;
+    let mut entries = 0u64;
+    read_snapshot(body, file_bytes - DIGEST_BYTES - state_offset, |_, _, _| {
+        entries += 1;
+        Ok(())
+    })
+    .map_err(|e| format!("the state: {e}"))?;
+    Ok((header, entries, state_offset))
 }
 
 /// What [`restore`] made.

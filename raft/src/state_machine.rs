@@ -44,7 +44,9 @@ mod apply;
 #[cfg(test)]
 mod quota_tests;
 
-pub(crate) use apply::{Revisions, META_APPLIED_PART, META_CLUSTER_TIME, META_REVISION};
+pub(crate) use apply::{
+    revision_of, Revisions, META_APPLIED_PART, META_CLUSTER_TIME, META_REVISION,
+};
 
 pub(crate) const META_LAST_APPLIED: &[u8] = b"last_applied";
 pub(crate) const META_MEMBERSHIP: &[u8] = b"membership";

@@ -139,6 +139,26 @@ impl Engine {
     }
 }
 
+/// The RocksDB properties [`Engine::stats`] reads per column family (names without
+/// `rocksdb.`).
+pub const STATS_PER_CF: &[&str] = &[
+    "total-sst-files-size",
+    "live-sst-files-size",
+    "cur-size-all-mem-tables",
+    "estimate-pending-compaction-bytes",
+    "estimate-num-keys",
+    "num-files-at-level0",
+];
+
+/// The RocksDB properties [`Engine::stats`] reads for the whole database.
+pub const STATS_DB_WIDE: &[&str] = &[
+    "is-write-stopped",
+    "actual-delayed-write-rate",
+    "num-running-compactions",
+    "num-running-flushes",
+    "background-errors",
+];
+
 /// Values of the requested metadata keys, in request order (`None`: absent).
 pub type MetaValues = Vec<Option<Vec<u8>>>;
 
@@ -243,24 +263,9 @@ impl Engine {
     /// stalls, running compactions, background errors) as `(None, name, value)`. Names are
     /// RocksDB's property names without the `rocksdb.` prefix.
     pub fn stats(&self) -> Vec<(Option<&'static str>, &'static str, u64)> {
-        const PER_CF: &[&str] = &[
-            "total-sst-files-size",
-            "live-sst-files-size",
-            "cur-size-all-mem-tables",
-            "estimate-pending-compaction-bytes",
-            "estimate-num-keys",
-            "num-files-at-level0",
-        ];
-        const DB_WIDE: &[&str] = &[
-            "is-write-stopped",
-            "actual-delayed-write-rate",
-            "num-running-compactions",
-            "num-running-flushes",
-            "background-errors",
-        ];
         let mut out = Vec::new();
         for name in ALL_CFS {
-            for property in PER_CF {
+            for property in STATS_PER_CF {
                 let key = format!("rocksdb.{property}");
                 if let Ok(Some(value)) = self.db.property_int_value_cf(self.cf(name), key.as_str())
                 {
@@ -268,7 +273,7 @@ impl Engine {
                 }
             }
         }
-        for property in DB_WIDE {
+        for property in STATS_DB_WIDE {
             let key = format!("rocksdb.{property}");
             if let Ok(Some(value)) = self.db.property_int_value(key.as_str()) {
                 out.push((None, *property, value));

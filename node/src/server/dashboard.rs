@@ -219,11 +219,15 @@ impl Dashboard {
                 groups: Vec::new(),
             })
             .collect();
+        // Index the topics once: a view joins up to 1,000 groups to up to 1,000 topics.
+        let index: std::collections::HashMap<(String, String), usize> = topics
+            .iter()
+            .enumerate()
+            .map(|(at, t)| ((t.namespace.clone(), t.topic.clone()), at))
+            .collect();
         for progress in groups.into_iter().take(MAX_GROUPS) {
-            if let Some(topic) = topics
-                .iter_mut()
-                .find(|t| t.namespace == progress.namespace && t.topic == progress.topic)
-            {
+            let key = (progress.namespace, progress.topic);
+            if let Some(topic) = index.get(&key).map(|at| &mut topics[*at]) {
                 topic.groups.push(GroupView {
                     group: progress.group,
                     lag: progress.lag,

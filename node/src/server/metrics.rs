@@ -27,7 +27,7 @@ pub struct Metrics {
     quota_refusals: IntCounterVec,
     node: super::metrics_node::NodeMetrics,
     /// Namespaces seen as a label of the request counter (bounded: see `namespace_label`).
-    namespaces: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    namespaces: std::sync::Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
 }
 
 tokio::task_local! {
@@ -212,29 +212,41 @@ impl Metrics {
 
     /// Records one finished request (under the namespace of the call being served, if any).
     pub fn observe(&self, method: &str, code: tonic::Code, started: Instant) {
-        let namespace = CALL_NAMESPACE
-            .try_with(|namespace| self.namespace_label(namespace))
-            .unwrap_or_else(|_| "".to_string());
         let elapsed = started.elapsed().as_secs_f64();
-        self.requests
-            .with_label_values(&[method, code_name(code), &namespace])
-            .inc();
+        let record = |namespace: &str| {
+            self.requests
+                .with_label_values(&[method, code_name(code), namespace])
+                .inc();
+            self.namespace_latency
+                .with_label_values(&[namespace])
+                .observe(elapsed);
+        };
+        if CALL_NAMESPACE
+            .try_with(|namespace| record(self.namespace_label(namespace)))
+            .is_err()
+        {
+            record("");
+        }
         self.latency.with_label_values(&[method]).observe(elapsed);
-        self.namespace_latency
-            .with_label_values(&[&namespace])
-            .observe(elapsed);
     }
 
-    fn namespace_label(&self, namespace: &str) -> String {
-        let mut seen = self.namespaces.lock().expect("not poisoned");
-        if seen.contains(namespace) {
-            return namespace.to_string();
+    /// `namespace`, or `_other` once `MAX_NAMESPACE_LABELS` others are labelled. Every call
+    /// asks: a shared lock for a namespace seen before, the exclusive one only for a new one.
+    fn namespace_label<'a>(&self, namespace: &'a str) -> &'a str {
+        if self
+            .namespaces
+            .read()
+            .expect("not poisoned")
+            .contains(namespace)
+        {
+            return namespace;
         }
-        if seen.len() < MAX_NAMESPACE_LABELS {
+        let mut seen = self.namespaces.write().expect("not poisoned");
+        if seen.contains(namespace) || seen.len() < MAX_NAMESPACE_LABELS {
             seen.insert(namespace.to_string());
-            return namespace.to_string();
+            return namespace;
         }
-        "_other".to_string()
+        "_other"
     }
 
     /// Counts leader changes from now on (see `metrics_node`).
@@ -263,7 +275,10 @@ impl Metrics {
         let writes = node.write_batches();
         set("proposed_writes", writes.commands);
         set("write_proposals", writes.proposals);
-        self.node.refresh(node, status.last_log_index).await;
+        let namespaces = node.quota().all();
+        self.node
+            .refresh(node, status.last_log_index, &namespaces)
+            .await;
         if let Some(leases) = node.registry_lease_count() {
             self.leases.set(leases as i64);
         }
@@ -303,7 +318,7 @@ impl Metrics {
         }
         self.usage.reset();
         self.limits.reset();
-        for entry in node.quota().all().into_iter().take(MAX_NAMESPACES_REPORTED) {
+        for entry in namespaces.into_iter().take(MAX_NAMESPACES_REPORTED) {
             for quota in Quota::COUNTED {
                 self.usage
                     .with_label_values(&[&entry.namespace, quota.name()])

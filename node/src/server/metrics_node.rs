@@ -3,6 +3,7 @@
 //! them with the request metrics.
 
 use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
+use strata_storage::engine::STATS_DB_WIDE;
 
 /// Topics reported per scrape, at most (in key order).
 const MAX_TOPICS_REPORTED: usize = 1_000;
@@ -91,12 +92,12 @@ impl NodeMetrics {
     pub fn new(registry: &Registry) -> Self {
         let rocksdb_per_cf: Vec<_> = ROCKSDB
             .iter()
-            .filter(|(_, name, _)| !WIDE.contains(name))
+            .filter(|(property, _, _)| !STATS_DB_WIDE.contains(property))
             .map(|(property, name, help)| (*property, gauge_vec(name, help, &["cf"])))
             .collect();
         let rocksdb_wide: Vec<_> = ROCKSDB
             .iter()
-            .filter(|(_, name, _)| WIDE.contains(name))
+            .filter(|(property, _, _)| STATS_DB_WIDE.contains(property))
             .map(|(property, name, help)| {
                 (
                     *property,
@@ -203,7 +204,13 @@ impl NodeMetrics {
     }
 
     /// Refreshes every gauge from the node (blocking reads on a blocking thread).
-    pub async fn refresh(&self, node: &strata_raft::RaftNode, last_log_index: u64) {
+    /// `namespaces`: every namespace's usage and limits, as the caller read them.
+    pub async fn refresh(
+        &self,
+        node: &strata_raft::RaftNode,
+        last_log_index: u64,
+        namespaces: &[strata_storage::quota::NamespaceQuota],
+    ) {
         self.follower_lag.reset();
         self.follower_matched.reset();
         let replication = node.raft.metrics().borrow().replication.clone();
@@ -217,9 +224,7 @@ impl NodeMetrics {
                 .with_label_values(&[&label])
                 .set(clamp(last_log_index.saturating_sub(matched)));
         }
-        let nodes: u64 = node
-            .quota()
-            .all()
+        let nodes: u64 = namespaces
             .iter()
             .map(|entry| entry.usage.get(strata_storage::quota::Quota::Nodes))
             .sum();
@@ -343,15 +348,6 @@ fn count_services(
     }
     Ok(count)
 }
-
-/// The RocksDB figures for the whole database rather than per column family.
-const WIDE: &[&str] = &[
-    "strata_rocksdb_write_stopped",
-    "strata_rocksdb_delayed_write_rate_bytes_per_second",
-    "strata_rocksdb_running_compactions",
-    "strata_rocksdb_running_flushes",
-    "strata_rocksdb_background_errors",
-];
 
 fn clamp(value: u64) -> i64 {
     value.min(i64::MAX as u64) as i64

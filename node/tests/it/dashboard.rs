@@ -20,15 +20,13 @@ fn browser_dir() -> PathBuf {
 
 /// GET `path` on `http` with an optional bearer token: (status, body).
 fn get(http: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut args = vec!["-s".to_string(), "-w".into(), "\n%{http_code}".into()];
-    if let Some(token) = token {
-        args.extend(["-H".into(), format!("authorization: Bearer {token}")]);
-    }
-    args.push(format!("http://{http}{path}"));
-    let output = Command::new("curl").args(&args).output().expect("curl");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.parse().unwrap(), body.to_string())
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .as_deref()
+        .map(|b| ("authorization", b))
+        .into_iter()
+        .collect();
+    crate::harness::http_get_with(http, path, &headers)
 }
 
 /// The leader every node's /readyz names (the cluster CLI would need a token).

@@ -302,20 +302,25 @@ impl Revisions {
     }
 }
 
+/// The newest applied revision a state records: the stored one, or for data from before
+/// revisions were stored, the last applied index (every revision then was an index).
+pub(crate) fn revision_of(stored: Option<u64>, applied: Option<LogId<u64>>) -> u64 {
+    stored.unwrap_or_else(|| applied.map_or(0, |id| id.index))
+}
+
 impl StateMachine {
     /// Reads the applied revision from the state (at open and after a snapshot import): the
     /// stored one, or for data from before revisions were stored, the last applied index
     /// (every revision then was an index).
     pub(super) fn load_revision(&self) -> Result<(), StorageError<u64>> {
         let stored = self.read_meta::<u64>(META_REVISION)?;
-        let revision = match stored {
-            Some(revision) => revision,
+        let applied = match stored {
+            Some(_) => None,
             None => self
                 .read_meta::<Option<LogId<u64>>>(super::META_LAST_APPLIED)?
-                .flatten()
-                .map_or(0, |id| id.index),
+                .flatten(),
         };
-        self.revisions.set(revision);
+        self.revisions.set(revision_of(stored, applied));
         // The cluster's time resumes from the newest applied stamp, never from this node's
         // own wall clock (behind the true time by the downtime until the next stamp arrives).
         if let Some(time_ms) = self.read_meta::<u64>(META_CLUSTER_TIME)? {
