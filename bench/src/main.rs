@@ -68,6 +68,14 @@ struct Args {
     /// Keys preloaded for reads (kv-get, kv-mixed) or contended (kv-txn).
     #[arg(long, default_value_t = 10_000)]
     keys: u64,
+    /// The preload writes keys from this index on (those below were loaded by an earlier run
+    /// into the same --table): a keyspace grows step by step without rewriting it.
+    #[arg(long, default_value_t = 0)]
+    preload_from: u64,
+    /// The table (Strata) or key prefix (etcd) the kv workloads use; the workload's name by
+    /// default. Runs that name the same table share its keys.
+    #[arg(long)]
+    table: Option<String>,
     /// Keys written by one kv-load transaction (1 to 128), or messages per stream-pub-batch
     /// operation (1 to 1,000).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -101,6 +109,13 @@ struct Args {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+}
+
+impl Args {
+    /// The kv workloads' table (Strata) or key prefix (etcd).
+    pub(crate) fn table_name(&self) -> &str {
+        self.table.as_deref().unwrap_or(&self.workload)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,7 +223,7 @@ async fn main() -> anyhow::Result<()> {
     let topic_name = format!("bench.{}.{}", args.workload, std::process::id());
     for client in clients {
         tables.push((
-            client.table("bench", &args.workload),
+            client.table("bench", args.table_name()),
             client.topic(&topic_name),
         ));
     }
@@ -233,10 +248,10 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let value = vec![b'x'; args.value_size];
+    let value = value_bytes(args.value_size);
     if workload.preloads() {
         let only_tables: Vec<Table> = tables.iter().map(|(t, _)| t.clone()).collect();
-        preload(&only_tables, args.keys, &value)
+        preload(&only_tables, args.preload_from..args.keys, &value)
             .await
             .context("preloading keys")?;
     }
@@ -648,7 +663,7 @@ async fn consume_e2e(
 /// `--clients` consumers of one group drain it, acking each message.
 async fn consume(args: &Args, clients: &[Client]) -> anyhow::Result<Measured> {
     let topic_name = format!("bench.stream-consume.{}", std::process::id());
-    let value = vec![b'x'; args.value_size];
+    let value = value_bytes(args.value_size);
     let next = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::new();
     for client in clients {
@@ -728,6 +743,25 @@ fn key_name(index: u64) -> String {
     format!("key-{index:010}")
 }
 
+/// `size` pseudo-random bytes (xorshift; the same every run): incompressible, so a store that
+/// compresses (RocksDB's LZ4) keeps as many bytes as one that does not (etcd's bbolt).
+pub(crate) fn value_bytes(size: usize) -> Vec<u8> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 32) as u8
+        })
+        .collect()
+}
+
+/// Keys per preload transaction: up to 100, and about 256 KiB of values at most.
+pub(crate) fn preload_batch(value_size: usize) -> u64 {
+    (256 * 1024 / (value_size + 32)).clamp(1, 100) as u64
+}
+
 async fn put(table: &Table, key: String, value: &[u8]) -> &'static str {
     classify(table.put(key, value.to_vec()).await.map(|_| "ok"))
 }
@@ -790,19 +824,29 @@ pub(crate) fn classify(result: Result<&'static str, Error>) -> &'static str {
     }
 }
 
-/// Writes `keys` keys with every client working on its share.
-async fn preload(tables: &[Table], keys: u64, value: &[u8]) -> anyhow::Result<()> {
-    let next = Arc::new(AtomicU64::new(0));
+/// Writes the keys in `range`, every client working on its share, in transactions of up to
+/// 100 keys (a 10-million-key load takes minutes, not hours).
+async fn preload(
+    tables: &[Table],
+    range: std::ops::Range<u64>,
+    value: &[u8],
+) -> anyhow::Result<()> {
+    let batch = preload_batch(value.len());
+    let next = Arc::new(AtomicU64::new(range.start));
     let mut handles = Vec::new();
     for table in tables {
-        let (table, next, value) = (table.clone(), next.clone(), value.to_vec());
+        let (table, next, value, end) = (table.clone(), next.clone(), value.to_vec(), range.end);
         handles.push(tokio::spawn(async move {
             loop {
-                let key = next.fetch_add(1, Ordering::Relaxed);
-                if key >= keys {
+                let first = next.fetch_add(batch, Ordering::Relaxed);
+                if first >= end {
                     return Ok::<_, Error>(());
                 }
-                table.put(key_name(key), value.clone()).await?;
+                let mut txn = strata_client::Txn::new();
+                for key in first..(first + batch).min(end) {
+                    txn = txn.then(strata_client::Txn::put(key_name(key), value.clone()));
+                }
+                table.txn(txn).await?;
             }
         }));
     }

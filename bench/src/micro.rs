@@ -99,7 +99,7 @@ fn write_request(args: &Args, key: String, value: &[u8]) -> store_pb::WriteReque
 }
 
 pub async fn run(args: &Args, workload: MicroWorkload) -> anyhow::Result<Measured> {
-    let value = std::sync::Arc::new(vec![b'x'; args.value_size]);
+    let value = std::sync::Arc::new(crate::value_bytes(args.value_size));
     let mut channels = Vec::with_capacity(args.clients);
     for index in 0..args.clients {
         channels.push(channel(args, index).await?);

@@ -27,7 +27,9 @@ use etcd_client::{Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn,
 use futures::StreamExt;
 use strata_client::Consistency;
 
-use crate::{key_name, measure, measure_drain, Args, Measured, Next, Workload};
+use crate::{
+    key_name, measure, measure_drain, preload_batch, value_bytes, Args, Measured, Next, Workload,
+};
 
 /// Publishes in flight per connection when pre-filling a stream: 64 connections of 100 keep
 /// 6,400 acks outstanding, about a second of an fsync-per-write server's work (500, as for
@@ -52,10 +54,10 @@ pub async fn etcd(args: &Args, workload: Workload) -> anyhow::Result<Measured> {
             .with_context(|| format!("connecting to etcd at {}", args.endpoint))?;
         clients.push(client.kv_client());
     }
-    let prefix: Arc<str> = format!("bench/{}/", args.workload).into();
-    let value = Arc::new(vec![b'x'; args.value_size]);
+    let prefix: Arc<str> = format!("bench/{}/", args.table_name()).into();
+    let value = Arc::new(value_bytes(args.value_size));
     if workload.preloads() {
-        preload_etcd(&clients, &prefix, args.keys, &value)
+        preload_etcd(&clients, &prefix, args.preload_from..args.keys, &value)
             .await
             .context("preloading keys into etcd")?;
     }
@@ -83,25 +85,32 @@ pub async fn etcd(args: &Args, workload: Workload) -> anyhow::Result<Measured> {
     .await
 }
 
+/// Writes the keys in `range` in transactions of up to 100 puts (etcd's default
+/// `--max-txn-ops` is 128), every client working on its share.
 async fn preload_etcd(
     clients: &[KvClient],
     prefix: &str,
-    keys: u64,
+    range: std::ops::Range<u64>,
     value: &[u8],
 ) -> anyhow::Result<()> {
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let batch = preload_batch(value.len());
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(range.start));
     let mut handles = Vec::new();
     for kv in clients {
-        let (mut kv, next, value) = (kv.clone(), next.clone(), value.to_vec());
+        let (mut kv, next, value, end) = (kv.clone(), next.clone(), value.to_vec(), range.end);
         let prefix = prefix.to_string();
         handles.push(tokio::spawn(async move {
             loop {
-                let key = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if key >= keys {
+                let first = next.fetch_add(batch, std::sync::atomic::Ordering::Relaxed);
+                if first >= end {
                     return Ok::<_, etcd_client::Error>(());
                 }
-                kv.put(format!("{prefix}{}", key_name(key)), value.clone(), None)
-                    .await?;
+                let puts: Vec<TxnOp> = (first..(first + batch).min(end))
+                    .map(|key| {
+                        TxnOp::put(format!("{prefix}{}", key_name(key)), value.clone(), None)
+                    })
+                    .collect();
+                kv.txn(Txn::new().and_then(puts)).await?;
             }
         }));
     }
@@ -227,7 +236,7 @@ pub async fn nats(args: &Args, workload: Workload) -> anyhow::Result<Measured> {
         })
         .await
         .with_context(|| format!("creating stream {name} with {} replicas", args.replicas))?;
-    let payload = Bytes::from(vec![b'x'; args.value_size]);
+    let payload = Bytes::from(value_bytes(args.value_size));
     let sequence = Arc::new(std::sync::atomic::AtomicU64::new(0));
     if workload == Workload::Consume {
         prefill_nats(&contexts, &subject, args.ops, &payload)

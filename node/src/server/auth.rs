@@ -388,11 +388,8 @@ impl pb::auth_server::Auth for AuthService {
         self.observed("auth.list_accounts", async {
             admin_of(&caller, &namespace)?;
             self.current().await?;
-            let accounts = self
-                .node
-                .auth()
-                .accounts(&namespace)
-                .map_err(status::storage)?;
+            let (auth, scope) = (self.node.auth().clone(), namespace.clone());
+            let accounts = status::blocking(move || auth.accounts(&scope)).await?;
             Ok(pb::ListAccountsResponse {
                 accounts: accounts.iter().map(|a| account_to_pb(a, None)).collect(),
             })
@@ -552,11 +549,8 @@ impl pb::auth_server::Auth for AuthService {
         let namespace = namespace::of(&request)?;
         self.observed("auth.list_rules", async {
             self.current().await?;
-            let rules = self
-                .node
-                .auth()
-                .rules(&namespace)
-                .map_err(status::storage)?;
+            let (auth, scope) = (self.node.auth().clone(), namespace.clone());
+            let rules = status::blocking(move || auth.rules(&scope)).await?;
             Ok(pb::ListRulesResponse {
                 rules: rules.iter().map(rule_to_pb).collect(),
             })

@@ -308,6 +308,12 @@ fn filter_matches(filter: &[String], topic: &str) -> bool {
     tokens.len() == filter.len()
 }
 
+/// Where a Read starts: a sequence, or the first message at or after a time.
+enum From {
+    Sequence(u64),
+    Time(u64),
+}
+
 fn retention_of(retention: Option<pb::Retention>) -> Result<TopicConfig, Status> {
     let retention = retention.unwrap_or_default();
     if retention.max_age_ms > validate::MAX_TTL_MS {
@@ -593,28 +599,31 @@ impl pb::stream_server::Stream for StreamService {
                         .await
                         .map_err(status::read)?;
                 }
-                let state = self.node.stream();
                 let from = match req.from {
-                    None => 1,
+                    None => From::Sequence(1),
                     Some(pb::read_request::From::Sequence(0)) => {
                         return Err(validate::invalid(
                             "sequence must be at least 1 (sequences start at 1)".into(),
                         ))
                     }
-                    Some(pb::read_request::From::Sequence(seq)) => seq,
-                    Some(pb::read_request::From::TimeMs(at)) => state
-                        .sequence_at_time(&namespace, &req.topic, at)
-                        .map_err(status::storage)?,
+                    Some(pb::read_request::From::Sequence(seq)) => From::Sequence(seq),
+                    Some(pb::read_request::From::TimeMs(at)) => From::Time(at),
                 };
-                let page = state
-                    .read(
-                        &namespace,
-                        &req.topic,
-                        from,
-                        limit as usize,
-                        READ_PAGE_BYTES,
-                    )
-                    .map_err(status::storage)?;
+                // A page of up to MAX_READ_LIMIT messages and READ_PAGE_BYTES: a scan, so on
+                // a blocking thread, off the workers that carry heartbeats and requests.
+                let (state, scope, topic) = (
+                    self.node.stream().clone(),
+                    namespace.clone(),
+                    req.topic.clone(),
+                );
+                let page = status::blocking(move || {
+                    let from = match from {
+                        From::Sequence(seq) => seq,
+                        From::Time(at) => state.sequence_at_time(&scope, &topic, at)?,
+                    };
+                    state.read(&scope, &topic, from, limit as usize, READ_PAGE_BYTES)
+                })
+                .await?;
                 Ok(pb::ReadResponse {
                     messages: page
                         .messages
@@ -702,11 +711,11 @@ impl pb::stream_server::Stream for StreamService {
                 let mut scanned = 0;
                 // Bounded: at most 10 scans of 1,000 names per request, then a cursor.
                 let next = loop {
-                    let batch = self
-                        .node
-                        .stream()
-                        .topics(&namespace, after.as_deref(), 1_000)
-                        .map_err(status::storage)?;
+                    let (state, scope, from) =
+                        (self.node.stream().clone(), namespace.clone(), after.clone());
+                    let batch =
+                        status::blocking(move || state.topics(&scope, from.as_deref(), 1_000))
+                            .await?;
                     let exhausted = batch.len() < 1_000;
                     for (name, topic) in batch {
                         scanned += 1;
@@ -1020,27 +1029,36 @@ async fn run_ephemeral(mut context: SessionContext, subscription: Subscription, 
         StartAt::Sequence(seq) => Ok(seq),
         StartAt::Latest => state
             .topic(&context.namespace, &topic)
-            .map(|t| t.map_or(1, |t| t.last_seq + 1)),
-        StartAt::TimeMs(at) => state.sequence_at_time(&context.namespace, &topic, at),
+            .map(|t| t.map_or(1, |t| t.last_seq + 1))
+            .map_err(status::storage),
+        StartAt::TimeMs(at) => {
+            let (state, scope, topic) = (state.clone(), context.namespace.clone(), topic.clone());
+            status::blocking(move || state.sequence_at_time(&scope, &topic, at)).await
+        }
     };
     let mut cursor = match start {
         Ok(seq) => seq,
-        Err(error) => return context.fail(status::storage(error)).await,
+        Err(status) => return context.fail(status).await,
     };
     let mut remaining = match subscription.limit {
         0 => u64::MAX,
         limit => limit,
     };
     loop {
-        let page = match state.read(
-            &context.namespace,
-            &topic,
-            cursor,
-            CONSUME_CHANNEL_CAPACITY,
-            READ_PAGE_BYTES,
-        ) {
+        let (reader, scope, name) = (state.clone(), context.namespace.clone(), topic.clone());
+        let page = status::blocking(move || {
+            reader.read(
+                &scope,
+                &name,
+                cursor,
+                CONSUME_CHANNEL_CAPACITY,
+                READ_PAGE_BYTES,
+            )
+        })
+        .await;
+        let page = match page {
             Ok(page) => page,
-            Err(error) => return context.fail(status::storage(error)).await,
+            Err(status) => return context.fail(status).await,
         };
         if !page.messages.is_empty() {
             for (seq, message) in page.messages {
