@@ -14,7 +14,8 @@
 # growth per million keys (the slope from the first step to the last).
 #
 #   bench/scale.sh                                  # release build, the whole sweep (~30 min)
-#   CLIENT_STEPS="1 64" VALUE_STEPS= KEY_STEPS= bench/scale.sh   # a part of it
+#   CLIENT_STEPS="1 64" VALUE_STEPS= KEY_STEPS= bench/scale.sh   # a part of it (the other
+#                                                  # sweeps' last results in $OUT stay)
 #   PROFILE=dev DURATION=5s bench/scale.sh          # the test build, shorter points
 #
 # The keyspace sweep runs on one node of each system: 10 M keys of 256 random bytes are about
@@ -37,13 +38,21 @@ RESULTS=${RESULTS:-bench/RESULTS.md}
 # A run writes at most this many bytes of values (large values get fewer operations).
 RUN_BYTES=${RUN_BYTES:-268435456}
 export ETCD_FLAGS="--quota-backend-bytes 8589934592"
+# Loading 10 M keys takes minutes: a run may take this long in all (its measured phase stays
+# within DURATION).
+RUN_TIMEOUT=${RUN_TIMEOUT:-1800}
 SCRIPT=scale.sh
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 
 bench_build
 bench_peers
-rm -rf "$OUT"; mkdir -p "$OUT"
+# Results of the sweeps this run makes are replaced; those of sweeps it skips (an empty
+# *_STEPS) stay in $OUT and in the report.
+rm -rf "$OUT/data"; mkdir -p "$OUT"
+[ -n "$CLIENT_STEPS" ] && rm -f "$OUT"/clients-*
+[ -n "$VALUE_STEPS" ] && rm -f "$OUT"/value-*
+[ -n "$KEY_STEPS" ] && rm -f "$OUT"/keys-*
 bench_fsync
 bench_start "$OUT/data" strata etcd nats
 bench_wait
@@ -91,7 +100,7 @@ done
 # RSS (KiB) of a system's processes, and the bytes under its data directories.
 rss_kib() { local p sum=0; for p in ${SERVER_PIDS[$1]}; do sum=$((sum + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status"))); done; echo $sum; }
 disk_bytes() { # shellcheck disable=SC2086
-  du -sb ${DATA_DIRS[$1]} | awk '{s += $1} END {print s}'; }
+  du -sb ${DATA_DIRS[$1]} | awk '{s += $1} END {printf "%.0f\n", s}'; }
 
 loaded=0
 for keys in $KEY_STEPS; do

@@ -100,6 +100,11 @@ struct ServeArgs {
     #[arg(long, env = "STRATA_SNAPSHOT_EVERY_ENTRIES", default_value_t = 20_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     snapshot_every_entries: u64,
+    /// Also build one once this many bytes of log, and at least the current snapshot's size,
+    /// were appended since the last (an entry may hold a batch of up to 1,024 writes); 0: by
+    /// entries only.
+    #[arg(long, env = "STRATA_SNAPSHOT_EVERY_BYTES", default_value_t = strata_raft::node::DEFAULT_SNAPSHOT_EVERY_BYTES)]
+    snapshot_every_bytes: u64,
     /// Revisions of watch history kept for watchers to resume from (same on every node).
     #[arg(long, env = "STRATA_HISTORY_RETAIN_REVISIONS", default_value_t = strata_storage::kv::HISTORY_RETAIN_REVISIONS,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -214,6 +219,7 @@ fn main() -> std::process::ExitCode {
                     max_message_bytes: args.max_message_bytes,
                     history_retain_revisions: args.history_retain_revisions,
                     snapshot_every_entries: args.snapshot_every_entries,
+                    snapshot_every_bytes: args.snapshot_every_bytes,
                     verify_on_start: args.verify_on_start == Switch::On,
                     min_free_bytes: args.min_free_bytes,
                     start_reserve_bytes: args.start_reserve_bytes,

@@ -7,7 +7,8 @@
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -25,6 +26,8 @@ const META_PURGED: &str = "last_purged";
 pub struct RaftLogStore {
     log: LogStore,
     flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
+    /// Bytes of entries appended since this process started (see `appended_bytes`).
+    appended: Arc<AtomicU64>,
 }
 
 impl RaftLogStore {
@@ -35,7 +38,18 @@ impl RaftLogStore {
             .name("strata-log-sync".into())
             .spawn(move || run_flusher(sync_log, waiting))
             .expect("spawning the log flusher thread");
-        Self { log, flusher }
+        Self {
+            log,
+            flusher,
+            appended: Arc::default(),
+        }
+    }
+
+    /// A counter of the bytes of entries this store appended since the process started: the
+    /// snapshot trigger by size (`RaftNode::run_snapshot_by_bytes`) reads it, because batch
+    /// entries make an entry count a poor measure of how much log waits behind a snapshot.
+    pub(crate) fn appended_bytes(&self) -> Arc<AtomicU64> {
+        self.appended.clone()
     }
 
     /// Writes `entry` after the last one and stores `vote`, durably, outside of openraft (for
@@ -184,6 +198,8 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
             )
             .map_err(|e| StorageIOError::write_logs(&e))?;
         crate::metrics::LOG_APPEND_SECONDS.observe(started.elapsed().as_secs_f64());
+        let bytes: usize = encoded.iter().map(|(_, bytes)| bytes.len()).sum();
+        self.appended.fetch_add(bytes as u64, Ordering::Relaxed);
         self.flusher.send(callback).map_err(|_| {
             StorageIOError::write_logs(&std::io::Error::other("log flusher thread is gone"))
         })?;

@@ -1,7 +1,7 @@
 //! [`RaftNode`]: one member of a Strata cluster, as the server sees it.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +38,12 @@ const RETENTION_BATCH_MAX: usize = 256;
 const LEASES_EVERY_TICKS: u64 = 10;
 /// Most nodes expired by one log entry.
 const LEASE_EXPIRY_BATCH_MAX: usize = 1_000;
+/// How often every node compares the log appended since its last snapshot with
+/// `snapshot_every_bytes`.
+const SNAPSHOT_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// `--snapshot-every-bytes` by default: 256 MiB of log at most waits behind a snapshot (plus
+/// the 1,000 entries kept after it).
+pub const DEFAULT_SNAPSHOT_EVERY_BYTES: u64 = 256 * 1024 * 1024;
 
 /// How a node forms or joins a cluster on its first start (later starts resume from disk).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +70,9 @@ pub struct RaftNodeConfig {
     pub election_timeout_max_ms: u64,
     /// Build a snapshot (and purge the log behind it) after this many entries.
     pub snapshot_every_entries: u64,
+    /// Also build one after this many bytes of entries were appended since the last (batch
+    /// entries hold up to 1,024 commands; 0: by entries only).
+    pub snapshot_every_bytes: u64,
     /// How often the leader looks for expired keys.
     pub expiry_sweep_interval_ms: u64,
     /// Most keys removed by one expiry entry.
@@ -110,6 +119,7 @@ impl Default for RaftNodeConfig {
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
             snapshot_every_entries: 20_000,
+            snapshot_every_bytes: DEFAULT_SNAPSHOT_EVERY_BYTES,
             expiry_sweep_interval_ms: 100,
             expiry_batch_max: 1_000,
             history_retain_revisions: strata_storage::kv::HISTORY_RETAIN_REVISIONS,
@@ -258,6 +268,10 @@ pub struct RaftNode {
     disk: Arc<crate::disk::DiskGuard>,
     /// Space kept for the next start.
     start_reserve: crate::disk::StartReserve,
+    /// Bytes of entries appended since the process started (`run_snapshot_by_bytes`).
+    log_bytes: Arc<std::sync::atomic::AtomicU64>,
+    /// Where the state machine keeps its snapshot files.
+    snapshot_dir: PathBuf,
 }
 
 impl RaftNode {
@@ -299,6 +313,7 @@ impl RaftNode {
     ) -> Result<Self, OpenError> {
         let handle = engine.clone();
         let log_store = RaftLogStore::new(LogStore::new(engine.clone()));
+        let log_bytes = log_store.appended_bytes();
         let state_machine = StateMachine::new(
             engine,
             data_dir.join("snapshots"),
@@ -363,6 +378,8 @@ impl RaftNode {
             reads,
             writes,
             clock,
+            log_bytes,
+            snapshot_dir: data_dir.join("snapshots"),
             start_reserve: crate::disk::StartReserve::new(data_dir, config_start_reserve_bytes),
             disk: Arc::new(crate::disk::DiskGuard::new(
                 data_dir.to_path_buf(),
@@ -1072,6 +1089,54 @@ impl RaftNode {
         }
     }
 
+    /// Runs until `shutdown` fires: on every node, builds a snapshot (which purges the log
+    /// behind it) once the log appended since the last one this task saw or asked for passes
+    /// `snapshot_every_bytes`, or the current snapshot's size if that is larger. openraft's own
+    /// policy counts entries only, and with the write batcher an entry may carry up to
+    /// 512 KiB: 20,000 entries could be gigabytes of log (a 10-million-key load kept 3 GB of it
+    /// before this). A snapshot is a whole copy of the state, so one is built only when it lets
+    /// at least as many bytes of log go as it writes: a large state is not rewritten for every
+    /// 256 MiB of log.
+    pub async fn run_snapshot_by_bytes(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let every = self.config.snapshot_every_bytes;
+        if every == 0 {
+            return;
+        }
+        let metrics = self.raft.metrics();
+        let mut last_snapshot = metrics.borrow().snapshot;
+        let mut mark = self.log_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(SNAPSHOT_CHECK_EVERY) => {}
+                _ = shutdown.changed() => return,
+            }
+            let appended = self.log_bytes.load(std::sync::atomic::Ordering::Relaxed);
+            let snapshot = metrics.borrow().snapshot;
+            if snapshot != last_snapshot {
+                // A snapshot was built (by either policy) or installed: count from here.
+                last_snapshot = snapshot;
+                mark = appended;
+                continue;
+            }
+            if appended.saturating_sub(mark) < every {
+                continue;
+            }
+            let current = current_snapshot_bytes(&self.snapshot_dir).await;
+            if appended.saturating_sub(mark) < current {
+                continue;
+            }
+            tracing::info!(
+                bytes = appended - mark,
+                "building a snapshot: the log grew past --snapshot-every-bytes"
+            );
+            mark = appended;
+            if let Err(error) = self.raft.trigger().snapshot().await {
+                tracing::warn!(%error, "asking for a snapshot failed");
+                return;
+            }
+        }
+    }
+
     pub async fn run_expiry_sweeper(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let interval = Duration::from_millis(self.config.expiry_sweep_interval_ms);
         let mut ticks: u64 = 0;
@@ -1226,6 +1291,23 @@ fn grows(command: &Command) -> bool {
         Command::Batch(requests) => requests.iter().any(|r| grows(&r.command)),
         _ => false,
     }
+}
+
+/// Bytes of the snapshot files in `dir` (the current one, and one being built or received):
+/// 0 when there are none or the directory cannot be read.
+async fn current_snapshot_bytes(dir: &Path) -> u64 {
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+        return 0;
+    };
+    let mut total = 0;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        if entry.path().extension().is_some_and(|e| e == "data") {
+            if let Ok(meta) = entry.metadata().await {
+                total += meta.len();
+            }
+        }
+    }
+    total
 }
 
 /// Runs storage work (a scan) on a blocking thread, off the async workers that carry

@@ -64,6 +64,7 @@ pub struct ServeConfig {
     pub max_message_bytes: usize,
     pub history_retain_revisions: u64,
     pub snapshot_every_entries: u64,
+    pub snapshot_every_bytes: u64,
     /// Read and verify every table block at start (see `RaftNodeConfig`).
     pub verify_on_start: bool,
     /// Refuse writes that add data below this much free disk space (see `RaftNodeConfig`).
@@ -245,6 +246,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         bootstrap,
         history_retain_revisions: config.history_retain_revisions,
         snapshot_every_entries: config.snapshot_every_entries,
+        snapshot_every_bytes: config.snapshot_every_bytes,
         verify_tables_on_start: config.verify_on_start,
         min_free_bytes: config.min_free_bytes,
         start_reserve_bytes: config.start_reserve_bytes,
@@ -298,6 +300,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let sweeper = tokio::spawn(node.clone().run_expiry_sweeper(stopped.clone()));
     tokio::spawn(node.clone().run_start_reserve(stopped.clone()));
     tokio::spawn(node.clone().run_disk_watch(stopped.clone()));
+    tokio::spawn(node.clone().run_snapshot_by_bytes(stopped.clone()));
     if let (true, Some(address)) = (config.micro, config.micro_register.clone()) {
         tokio::spawn(micro::announce::run(
             node.clone(),

@@ -461,6 +461,56 @@ async fn membership_goes_from_three_to_five_to_three_under_load() {
     }
 }
 
+/// Snapshot indices of every member, from `cluster status`.
+fn snapshot_indices(cluster: &Cluster) -> Vec<u64> {
+    let status = cluster.cluster_cli(&["status"]).unwrap();
+    members(&status)
+        .iter()
+        .map(|m| m["snapshot_index"].as_u64().unwrap_or(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_node_snapshots_once_its_log_grows_past_snapshot_every_bytes() {
+    // Far too many entries for the entry count to trigger anything: only bytes can.
+    let cluster = Cluster::start(
+        3,
+        &[
+            "--snapshot-every-entries",
+            "1000000",
+            "--snapshot-every-bytes",
+            "2097152",
+        ],
+    );
+    cluster.wait_for_leader(LEADER_TIMEOUT);
+    let client = clients(&cluster).await.remove(0);
+    let table = client.table("db", "big");
+    let value = vec![7u8; 100 * 1024];
+    // 1 MiB: below the bound. Every node checks each second; none may snapshot.
+    for i in 0..10 {
+        table.put(format!("a{i}"), value.clone()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let before = snapshot_indices(&cluster);
+    assert_eq!(before, vec![0, 0, 0], "a snapshot below the bound");
+    // 1.5 MiB more: past it on every node.
+    for i in 0..15 {
+        table.put(format!("b{i}"), value.clone()).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let indices = snapshot_indices(&cluster);
+        if indices.len() == 3 && indices.iter().all(|&index| index > 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every node built a snapshot after 2.5 MiB of log: {indices:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_added_after_the_log_was_purged_catches_up_by_snapshot() {
     let mut cluster = Cluster::start(3, &["--snapshot-every-entries", "300"]);
