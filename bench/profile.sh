@@ -3,8 +3,9 @@
 # default), `perf record` with DWARF call stacks (release binaries keep .eh_frame and their
 # symbols) on the leader and on one follower while the load runs. Writes, under $OUT:
 #   - leader.svg, follower.svg: flame graphs (inferno, from crates.io when missing);
-#   - profile.md: for each node, the share of its samples spent in each component (inclusive:
-#     a sample counts for every component on its stack) and the top functions by self time.
+#   - profile.md: for each node, each sample counted once by the work it served (the Tokio task
+#     or the thread), once by what the CPU was doing (its innermost frame), and the top
+#     functions by self time.
 #
 #   bench/profile.sh
 #   CLIENTS=1 WORKLOAD=kv-put bench/profile.sh
